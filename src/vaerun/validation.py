@@ -1,0 +1,139 @@
+"""Start-up checks of a composed config.
+
+Pure Python on purpose: a mistake on the command line is answered before torch or Lightning is imported,
+and before any directory looks like a run. Each check names the key and what is allowed.
+The checks go by parameter name (a corruption's ``p``, a conv encoder's ``channels``), not by option name,
+so a new corruption or network with the usual parameters is checked without touching this file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+STAGES = ("all", "train", "eval", "sample")
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; the message names the key."""
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def check_latent(latent: Any) -> None:
+    if not is_int(latent) or latent < 1:
+        raise ConfigError(f"latent must be an integer >= 1 (the latent dimension), got {latent!r}")
+
+
+def _probability(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    if not is_number(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key} must be a number in [0, 1], got {value!r}")
+
+
+def _positive(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    if not is_number(value) or value <= 0:
+        raise ConfigError(f"{key} must be a number > 0, got {value!r}")
+
+
+def _non_negative(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    if not is_number(value) or value < 0:
+        raise ConfigError(f"{key} must be a number >= 0, got {value!r}")
+
+
+def _odd_kernel(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    if not is_int(value) or value < 1 or value % 2 == 0:
+        raise ConfigError(f"{key} must be an odd integer >= 1, got {value!r}")
+
+
+def _block_size(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    height, width = image_shape[-2:]
+    if not is_int(value) or not 1 <= value <= min(height, width):
+        raise ConfigError(
+            f"{key} must be an integer in [1, {min(height, width)}] (the images are {height}x{width}), "
+            f"got {value!r}"
+        )
+
+
+def _flag(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+CORRUPTION_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
+    "p": _probability,
+    "sigma": _positive,
+    "kernel_size": _odd_kernel,
+    "size": _block_size,
+    "std": _non_negative,
+    "clip": _flag,
+}
+
+
+def check_corruption(corruption: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+    for name, value in corruption.items():
+        rule = CORRUPTION_RULES.get(name)
+        if rule is not None:
+            rule(f"corruption.{name}", value, image_shape)
+
+
+def check_image_shape(image_shape: Any) -> tuple[int, ...]:
+    shape = tuple(image_shape) if isinstance(image_shape, list | tuple) else ()
+    if len(shape) != 3 or not all(is_int(n) and n >= 1 for n in shape):
+        raise ConfigError(f"data.image_shape must be [channels, height, width], got {image_shape!r}")
+    return shape
+
+
+def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+    """A strided conv net halves height and width once per entry of ``channels``."""
+    for key in ("hidden", "channels"):
+        sizes = encoder.get(key)
+        if sizes is not None and (
+            not isinstance(sizes, list | tuple) or not all(is_int(n) and n >= 1 for n in sizes)
+        ):
+            raise ConfigError(f"encoder.{key} must be a list of integers >= 1, got {sizes!r}")
+    channels = encoder.get("channels")
+    if channels is None:
+        return
+    factor = 2 ** len(channels)
+    height, width = image_shape[-2:]
+    if height % factor or width % factor:
+        raise ConfigError(
+            f"encoder.channels={list(channels)}: the conv encoder halves the image {len(channels)} times, "
+            f"so height and width must be divisible by {factor}, but the images are {height}x{width}; "
+            "use fewer channels entries or encoder=mlp"
+        )
+
+
+def check_stage(stage: Any, ckpt: Any) -> None:
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    if stage in ("eval", "sample") and ckpt is None:
+        raise ConfigError(f"stage={stage} needs ckpt=PATH (a checkpoint written by a training run)")
+    if ckpt is not None and not Path(str(ckpt)).expanduser().is_file():
+        raise ConfigError(f"ckpt: no such file: {ckpt}")
+
+
+def check_positive_int(key: str, value: Any) -> None:
+    if not is_int(value) or value < 1:
+        raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first value outside what is allowed."""
+    check_latent(cfg["latent"])
+    check_stage(cfg["stage"], cfg["ckpt"])
+    image_shape = check_image_shape(cfg["data"]["image_shape"])
+    check_positive_int("data.batch_size", cfg["data"]["batch_size"])
+    check_corruption(cfg["corruption"], image_shape)
+    check_encoder(cfg["encoder"], image_shape)
+    for key in ("num_images", "num_reconstructions", "manifold_size"):
+        check_positive_int(f"sample.{key}", cfg["sample"][key])
+    _positive("sample.temperature", cfg["sample"]["temperature"], image_shape)

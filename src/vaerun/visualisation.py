@@ -1,0 +1,73 @@
+"""Pictures of a model: image grids, the 2-D latent manifold and latent scatter plots, and the sink that
+writes each one both to TensorBoard and as a PNG file. Nothing here takes part in training."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure  # the object API: no pyplot, no GUI backend, safe on servers
+from torch import Tensor
+from torch.distributions import MultivariateNormal, Normal
+from torchvision.utils import make_grid, save_image
+
+
+def image_grid(images: Tensor, nrow: int) -> Tensor:
+    """(N, C, H, W) in [0, 1] -> one (C, H', W') grid with nrow images per row and a 2-pixel gap."""
+    return make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)
+
+
+def reconstruction_grid(
+    clean: Tensor, corrupted: Tensor, reconstructed: Tensor, triples_per_row: int = 2
+) -> Tensor:
+    """original | corrupted input | reconstruction, side by side for every image."""
+    triples = torch.stack([clean, corrupted, reconstructed], dim=1).flatten(0, 1)
+    return image_grid(triples, nrow=3 * triples_per_row)
+
+
+def standard_normal_grid(size: int, margin: float = 0.05) -> Tensor:
+    """size x size points of the unit square mapped through the inverse Gaussian CDF (Kingma & Welling's
+    figure 4): equal probability mass between neighbours. Row-major, first coordinate along rows."""
+    quantiles = torch.linspace(margin, 1 - margin, size, dtype=torch.float64)
+    axis = Normal(0.0, 1.0).icdf(quantiles)
+    rows, cols = torch.meshgrid(axis.flip(0), axis, indexing="ij")
+    return torch.stack([cols.flatten(), rows.flatten()], dim=1)
+
+
+def manifold_codes(prior: MultivariateNormal, size: int) -> Tensor:
+    """The inverse-CDF grid carried through the prior's affine map: z = loc + L u."""
+    u = standard_normal_grid(size).to(prior.loc)
+    return prior.loc + u @ prior.scale_tril.T
+
+
+def latent_scatter(codes: Tensor, labels: Tensor, title: str = "test-set latent means") -> Figure:
+    """A scatter of 2-D codes coloured by class."""
+    codes, labels = codes.detach().cpu().numpy(), labels.detach().cpu().numpy()
+    figure = Figure(figsize=(6, 5), dpi=100)
+    axes = figure.add_subplot()
+    points = axes.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, alpha=0.8)
+    figure.colorbar(points, ax=axes, label="class")
+    axes.set(xlabel="z[0]", ylabel="z[1]", title=title)
+    figure.tight_layout()
+    return figure
+
+
+class ImageSink:
+    """Writes each picture to TensorBoard (tag) and to ``image_dir/<tag>.png`` (the latest one per tag)."""
+
+    def __init__(self, writer, image_dir: Path) -> None:
+        self.writer = writer
+        self.image_dir = Path(image_dir)
+
+    def _path(self, tag: str) -> Path:
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        return self.image_dir / (re.sub(r"[^\w.-]+", "_", tag) + ".png")
+
+    def grid(self, tag: str, grid: Tensor, step: int) -> None:
+        self.writer.add_image(tag, grid, global_step=step)
+        save_image(grid, self._path(tag))
+
+    def figure(self, tag: str, figure: Figure, step: int) -> None:
+        figure.savefig(self._path(tag))
+        self.writer.add_figure(tag, figure, global_step=step, close=False)
