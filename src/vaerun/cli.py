@@ -52,7 +52,8 @@ def main(cfg: DictConfig) -> float | None:
         _fail(str(err), run_dir)
     except Exception as err:  # an interpolation that does not resolve, a missing key
         _fail(f"invalid config: {err}", run_dir)
-    config["choices"] = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
+    choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
+    overridden = {override.split("=")[0].lstrip("+~").split(".")[0] for override in hydra_cfg.overrides.task}
 
     import warnings
 
@@ -61,7 +62,7 @@ def main(cfg: DictConfig) -> float | None:
     from vaerun.stages import run
 
     try:
-        metrics = run(config, run_dir)
+        metrics = run(config, run_dir, choices, overridden)
     except ConfigError as err:
         _fail(str(err), run_dir)
     log.info("Run directory: %s", run_dir)

@@ -1,6 +1,6 @@
 """The stages of a run: train, eval (test metrics) and sample (pictures), alone or chained by stage=all.
 
-``run(cfg, run_dir, choices)`` is what the CLI calls once the config has passed its checks.
+``run(cfg, run_dir, choices, overridden)`` is what the CLI calls once the config has passed its checks.
 """
 
 from __future__ import annotations
@@ -77,15 +77,20 @@ def load_module(ckpt: str, image_shape: tuple[int, ...]) -> AutoencoderModule:
     return module
 
 
-def _report_ignored_overrides(cfg: dict[str, Any], module: AutoencoderModule) -> None:
-    for key in ARCHITECTURE_KEYS:
-        given, stored = cfg.get(key), module.hparams.get(key)
-        if key == "image_shape" or given is None or given == stored:
-            continue
-        log.warning("%s: using the checkpoint's value %s, not the command line's %s", key, stored, given)
+def _reconcile_with_checkpoint(cfg: dict[str, Any], module: AutoencoderModule, overridden: set[str]) -> None:
+    """The checkpoint defines the model; a corruption typed on the command line replaces the stored one
+    (to test a denoiser on another corruption). Other architecture keys typed are reported as ignored."""
+    for key in sorted(overridden & set(ARCHITECTURE_KEYS) - {"corruption"}):
+        stored = module.hparams.get("choices", {}).get(key) or module.hparams.get(key)
+        log.warning("%s from the command line is ignored: the checkpoint's model has %s=%s", key, key, stored)
+    if "corruption" in overridden:
+        module.corruption = instantiate(cfg["corruption"])
+        log.info(
+            "corruption: using the command line's %s, not the checkpoint's", cfg["corruption"]["_target_"]
+        )
 
 
-def _module_hparams(cfg: dict[str, Any]) -> dict[str, Any]:
+def _module_hparams(cfg: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:
     return {
         "model": cfg["model"],
         "encoder": cfg["encoder"],
@@ -94,7 +99,7 @@ def _module_hparams(cfg: dict[str, Any]) -> dict[str, Any]:
         "optimizer": cfg["optimizer"],
         "latent": cfg["latent"],
         "image_shape": list(cfg["data"]["image_shape"]),
-        "choices": cfg.get("choices", {}),
+        "choices": choices,
     }
 
 
@@ -107,8 +112,11 @@ def _record_source(run_dir: Path, source: str) -> None:
         OmegaConf.save(config, saved)
 
 
-def setup(cfg: dict[str, Any], run_dir: Path) -> Run:
-    """Everything that can fail on bad input comes first, before anything is written to the run dir."""
+def setup(cfg: dict[str, Any], run_dir: Path, choices: dict[str, str], overridden: set[str]) -> Run:
+    """Everything that can fail on bad input comes first, before anything is written to the run dir.
+
+    ``choices``: the group options picked (model=vae, ...); ``overridden``: the top-level keys typed on the
+    command line."""
     _check_device(cfg["trainer"])
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     datamodule: ImageDataModule = instantiate(cfg["data"], _convert_="all")
@@ -116,9 +124,9 @@ def setup(cfg: dict[str, Any], run_dir: Path) -> Run:
     cfg["data"]["source_used"] = datamodule.source_used
     if cfg["ckpt"] is not None:
         module = load_module(cfg["ckpt"], datamodule.image_shape)
-        _report_ignored_overrides(cfg, module)
+        _reconcile_with_checkpoint(cfg, module, overridden)
     else:
-        module = AutoencoderModule(**_module_hparams(cfg))
+        module = AutoencoderModule(**_module_hparams(cfg, choices))
 
     _record_source(run_dir, datamodule.source_used)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
@@ -218,9 +226,14 @@ STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
 }
 
 
-def run(cfg: dict[str, Any], run_dir: Path) -> dict[str, float]:
+def run(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    choices: dict[str, str] | None = None,
+    overridden: set[str] | None = None,
+) -> dict[str, float]:
     """Run the configured stage(s); returns the final metrics (what a Hydra sweeper would optimise)."""
-    state = setup(cfg, run_dir)
+    state = setup(cfg, run_dir, choices or {}, overridden or set())
     for stage in STAGES[cfg["stage"]]:
         stage(state)
     _log_hparams(state)

@@ -1,0 +1,49 @@
+"""Shared helpers: running the real ``vae-run`` in a subprocess and reading its TensorBoard events back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+#: a run of a few batches: enough to exercise every stage, small enough for a 2-core CI machine
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.enable_progress_bar=false",
+    "data.batch_size=32",
+    "sample.num_images=8",
+    "sample.manifold_size=5",
+]
+
+VAE_RUN = Path(sys.executable).with_name("vae-run")
+
+
+def vae_run(
+    *args: str, cwd: Path, check: bool = True, executable: Path = VAE_RUN
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(
+        [str(executable), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"vae-run {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def read_events(run_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())

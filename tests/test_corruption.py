@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from vaerun.corruption import BlockMask, GaussianBlur, GaussianNoise, NoCorruption, PixelDrop
+
+
+def images(n=64, c=1, h=28, w=28, seed=0):
+    return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed)) * 0.9 + 0.1
+
+
+def test_none_is_the_identity():
+    x = images()
+    assert NoCorruption()(x) is x
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_pixel_drop_zeroes_about_p_of_the_pixels(p):
+    x = images(n=256)
+    dropped = (PixelDrop(p)(x) == 0).float().mean().item()
+    assert dropped == pytest.approx(p, abs=0.01)
+
+
+def test_pixel_drop_drops_whole_pixels_across_channels():
+    x = images(n=16, c=3)
+    zero = PixelDrop(0.5)(x) == 0
+    assert torch.equal(zero[:, 0], zero[:, 1]) and torch.equal(zero[:, 0], zero[:, 2])
+
+
+@pytest.mark.parametrize(("size", "h", "w"), [(1, 8, 8), (5, 8, 8), (14, 28, 28), (28, 28, 28), (7, 32, 20)])
+def test_block_mask_hides_exactly_a_size_by_size_square(size, h, w):
+    x = torch.ones(128, 2, h, w)
+    hidden = BlockMask(size)(x) == 0
+    assert (hidden.sum(dim=(1, 2, 3)) == 2 * size * size).all()
+    rows, cols = hidden[:, 0].any(dim=2), hidden[:, 0].any(dim=1)
+    assert (rows.sum(1) == size).all() and (cols.sum(1) == size).all()  # one square, not scattered pixels
+
+
+def test_block_mask_position_varies_per_image_and_covers_the_corners():
+    hidden = BlockMask(3)(torch.ones(2000, 1, 8, 8)) == 0
+    coverage = hidden.float().mean(0)[0]
+    assert (coverage > 0).all()  # every pixel, corners included, is hidden in some image
+
+
+def test_block_larger_than_the_image_is_refused():
+    with pytest.raises(ValueError, match="size"):
+        BlockMask(9)(torch.ones(1, 1, 8, 8))
+
+
+def test_blur_keeps_the_mean_and_smooths():
+    x = images(n=32)
+    blurred = GaussianBlur(sigma=1.5, kernel_size=7)(x)
+    torch.testing.assert_close(blurred.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=5e-3, rtol=0)
+    assert blurred.var() < 0.5 * x.var()
+    constant = torch.full((2, 1, 8, 8), 0.7)
+    torch.testing.assert_close(GaussianBlur(sigma=2.0, kernel_size=5)(constant), constant)
+
+
+def test_gaussian_noise_has_the_given_std_and_is_clipped():
+    x = torch.full((64, 1, 28, 28), 0.5)
+    noisy = GaussianNoise(std=0.1, clip=False)(x)
+    assert (noisy - x).std().item() == pytest.approx(0.1, rel=0.02)
+    clipped = GaussianNoise(std=1.0, clip=True)(x)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+
+
+@pytest.mark.parametrize("corruption", [PixelDrop(0.3), BlockMask(5), GaussianNoise(0.2)])
+def test_a_generator_makes_it_reproducible_and_each_call_is_fresh(corruption):
+    x = images(n=8)
+    first = corruption(x, generator=torch.Generator().manual_seed(1))
+    again = corruption(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, again)
+    assert not torch.equal(corruption(x), corruption(x))
+
+
+@pytest.mark.parametrize(
+    "corruption", [PixelDrop(0.3), BlockMask(5), GaussianNoise(0.2), GaussianBlur(1.0, 3)]
+)
+def test_clean_input_is_left_untouched(corruption):
+    x = images(n=4)
+    copy = x.clone()
+    corruption(x)
+    assert torch.equal(x, copy)
+
+
+@pytest.mark.parametrize(
+    ("make", "key"),
+    [
+        (lambda: PixelDrop(1.5), "corruption.p"),
+        (lambda: PixelDrop(-0.1), "corruption.p"),
+        (lambda: GaussianBlur(sigma=-1.0), "corruption.sigma"),
+        (lambda: GaussianBlur(kernel_size=4), "corruption.kernel_size"),
+        (lambda: BlockMask(0), "corruption.size"),
+        (lambda: GaussianNoise(std=-0.1), "corruption.std"),
+    ],
+)
+def test_bad_parameters_are_refused_with_the_key(make, key):
+    with pytest.raises(ValueError, match=key):
+        make()

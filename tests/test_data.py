@@ -1,0 +1,109 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaerun.data import (
+    DigitsSource,
+    FashionMNISTSource,
+    ImageDataModule,
+    MNIST5kSource,
+    MNISTSource,
+    TensorBatches,
+    split_off,
+    to_unit_float,
+)
+
+
+def assert_disjoint_and_complete(splits, total):
+    assert len(splits.train) + len(splits.val) + len(splits.test) == total
+    for split in (splits.train, splits.val, splits.test):
+        assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
+        assert split.images.ndim == 4
+
+
+def test_split_off_is_deterministic_and_disjoint():
+    images = torch.arange(100, dtype=torch.uint8).reshape(100, 1, 1, 1)
+    labels = torch.arange(100)
+    a, b, rest = split_off(images, labels, [10, 20], seed=3)
+    again = split_off(images, labels, [10, 20], seed=3)
+    assert torch.equal(a.labels, again[0].labels)
+    assert (len(a), len(b), len(rest)) == (10, 20, 70)
+    assert sorted(torch.cat([a.labels, b.labels, rest.labels]).tolist()) == list(range(100))
+    assert not torch.equal(a.labels, split_off(images, labels, [10, 20], seed=4)[0].labels)
+
+
+def test_digits_are_8x8_in_unit_range():
+    splits = DigitsSource().load()
+    assert_disjoint_and_complete(splits, 1797)
+    assert (len(splits.val), len(splits.test)) == (180, 180)
+    assert splits.train.images.shape[1:] == (1, 8, 8)
+    x = to_unit_float(splits.train.images)
+    assert x.min() == 0 and x.max() == 1
+
+
+def test_mnist5k_is_shuffled_before_the_split():
+    """The file is sorted by label: an unshuffled split would put only 9s in the test set."""
+    splits = MNIST5kSource().load()
+    assert_disjoint_and_complete(splits, 5000)
+    assert splits.train.images.shape[1:] == (1, 28, 28)
+    for split in (splits.val, splits.test):
+        counts = torch.bincount(split.labels, minlength=10)
+        assert (counts > 20).all(), counts
+
+
+def test_mnist_falls_back_to_mnist5k_when_the_download_fails(tmp_path, monkeypatch, caplog):
+    def offline(self, download):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(MNISTSource, "_load", offline)
+    splits = MNISTSource(str(tmp_path), fallback=MNIST5kSource()).load()
+    assert splits.source == "mnist5k"
+    assert "falling back to mnist5k" in caplog.text
+
+
+def test_mnist_without_fallback_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(MNISTSource, "_load", lambda self, download: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        MNISTSource(str(tmp_path)).load()
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="Debian package dataset-fashion-mnist missing",
+)
+def test_fashion_mnist_reads_the_debian_files_without_downloading(tmp_path):
+    splits = FashionMNISTSource(str(tmp_path), system_dir="/usr/share/datasets/fashion-mnist").load()
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (55000, 5000, 10000)
+    assert splits.source == "fashion_mnist"
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_tensor_batches_cover_the_split_in_a_fresh_order_each_epoch():
+    split = split_off(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50), [], seed=0)[0]
+    batches = TensorBatches(split, batch_size=16, generator=torch.Generator().manual_seed(0))
+    assert len(batches) == 4
+    first = torch.cat([labels for _, labels in batches])
+    second = torch.cat([labels for _, labels in batches])
+    assert sorted(first.tolist()) == sorted(second.tolist()) == sorted(split.labels.tolist())
+    assert not torch.equal(first, second)
+    in_order = torch.cat([labels for _, labels in TensorBatches(split, batch_size=16)])
+    assert torch.equal(in_order, split.labels)
+
+
+def test_datamodule_refuses_a_shape_that_does_not_match_the_config():
+    from vaerun.validation import ConfigError
+
+    datamodule = ImageDataModule(DigitsSource(), image_shape=[1, 28, 28])
+    with pytest.raises(ConfigError, match="image_shape"):
+        datamodule.setup()
+
+
+def test_datamodule_shuffles_reproducibly_by_seed():
+    def first_batch(seed):
+        datamodule = ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], batch_size=8, seed=seed)
+        datamodule.setup()
+        return next(iter(datamodule.train_dataloader()))[1]
+
+    assert torch.equal(first_batch(1), first_batch(1))
+    assert not torch.equal(first_batch(1), first_batch(2))

@@ -1,0 +1,64 @@
+"""The start-up checks: one clear message naming the key, before torch is imported."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from vaerun.validation import ConfigError, check_config
+
+
+def composed(*overrides: str) -> dict:
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model=ae", "encoder=conv"],
+        ["model=dae", "corruption=blur"],
+        ["data=digits", "encoder=conv", "corruption=block_mask", "corruption.size=8"],
+        ["corruption=gaussian_noise", "likelihood=gaussian"],
+    ],
+)
+def test_the_shipped_configs_pass(overrides):
+    check_config(composed(*overrides))
+
+
+def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
+    assert composed("model=dae")["corruption"]["_target_"].endswith("PixelDrop")
+    assert composed("model=dae", "corruption=blur")["corruption"]["_target_"].endswith("GaussianBlur")
+    assert composed("model=ae")["corruption"]["_target_"].endswith("NoCorruption")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["latent=0"], "latent must be an integer >= 1"),
+        (["latent=2.5"], "latent must be an integer >= 1"),
+        (["latent=two"], "latent must be an integer >= 1"),
+        (["corruption=pixel_drop", "corruption.p=1.5"], r"corruption.p must be a number in \[0, 1\]"),
+        (["corruption=blur", "corruption.sigma=-1"], "corruption.sigma must be a number > 0"),
+        (["corruption=blur", "corruption.kernel_size=4"], "corruption.kernel_size must be an odd integer"),
+        (["corruption=block_mask", "corruption.size=29"], r"corruption.size must be an integer in \[1, 28\]"),
+        (["data=digits", "model=dae", "corruption=block_mask"], r"in \[1, 8\] \(the images are 8x8\)"),
+        (["encoder=conv", "encoder.channels=[8,8,8]"], "divisible by 8, but the images are 28x28"),
+        (["stage=eval"], "stage=eval needs ckpt=PATH"),
+        (["stage=sample", "ckpt=/no/such.ckpt"], "ckpt: no such file"),
+        (["stage=fit"], "stage must be one of all, train, eval, sample"),
+        (["data.batch_size=0"], "data.batch_size must be an integer >= 1"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(composed(*overrides))
+
+
+def test_validation_does_not_import_torch():
+    code = "import sys, vaerun.validation, vaerun.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
