@@ -17,6 +17,7 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
     "data.batch_size=32",
     "sample.num_images=8",
     "sample.manifold_size=5",
@@ -47,3 +48,12 @@ def read_events(run_dir: Path):
 
 def read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def hparams_of(events) -> dict:
+    """The hparams a run registered for TensorBoard's HParams tab."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {key: getattr(value, value.WhichOneof("kind")) for key, value in info.hparams.items()}

@@ -1,0 +1,180 @@
+"""End to end: the real ``vae-run`` in a subprocess, its run directory and TensorBoard events read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY, hparams_of, read_events, read_metrics, vae_run
+
+VAE_TERMS = ("test/elbo", "test/recon", "test/kl", "test/loss")
+
+
+@pytest.fixture(scope="module")
+def vae_2d(tmp_path_factory) -> Path:
+    """One tiny VAE run with latent=2 on the 8x8 digits, shared by the tests that only read it."""
+    cwd = tmp_path_factory.mktemp("vae2d")
+    result = vae_run("model=vae", "latent=2", "data=digits", *TINY, "hydra.run.dir=run", cwd=cwd)
+    assert "tensorboard --logdir" in result.stdout
+    return cwd / "run"
+
+
+def test_a_run_directory_holds_config_checkpoints_events_metrics_and_pngs(vae_2d):
+    assert (vae_2d / ".hydra" / "config.yaml").is_file()
+    assert (vae_2d / "checkpoints" / "last.ckpt").is_file()
+    assert list((vae_2d / "checkpoints").glob("best-*.ckpt"))
+    assert list((vae_2d / "tensorboard").glob("events.out.tfevents.*"))
+    pngs = {p.name for p in (vae_2d / "images").glob("*.png")}
+    assert {
+        "val_reconstructions.png",
+        "sample_generated.png",
+        "sample_reconstructions.png",
+        "sample_manifold.png",
+        "sample_latent_scatter.png",
+    } <= pngs
+
+
+def test_metrics_json_holds_the_negative_elbo_and_its_terms(vae_2d):
+    metrics = read_metrics(vae_2d)
+    assert set(VAE_TERMS) <= set(metrics)
+    assert metrics["test/loss"] == pytest.approx(metrics["test/recon"] + metrics["test/kl"], rel=1e-4)
+    assert metrics["test/elbo"] == pytest.approx(-metrics["test/loss"])
+    assert metrics["test/kl"] >= 0
+
+
+def test_tensorboard_has_the_scalars_images_config_and_hparams(vae_2d):
+    events = read_events(vae_2d)
+    tags = events.Tags()
+    scalars = set(tags["scalars"])
+    for split in ("train", "val"):
+        for term in ("loss", "elbo", "recon", "kl"):
+            assert any(t.startswith(f"{split}/{term}") for t in scalars), (split, term, scalars)
+    assert {"train/loss_step", "train/loss_epoch", "val/loss"} <= scalars
+    assert {"val/reconstructions", "sample/generated", "sample/reconstructions", "sample/manifold"} <= set(
+        tags["images"]
+    )
+    assert "sample/latent_scatter" in tags["images"]
+    assert any(t.startswith("config") for t in tags["tensors"])
+    hparams = hparams_of(events)
+    assert (
+        hparams["choice/model"] == "vae"
+        and hparams["latent"] == 2
+        and hparams["data.source_used"] == "digits"
+    )
+
+
+def test_the_source_used_is_recorded_in_the_saved_config(vae_2d):
+    saved = (vae_2d / ".hydra" / "config.yaml").read_text()
+    assert "source_used: digits" in saved
+    assert "data.source_used: digits" in (vae_2d / "tensorboard" / "hparams.yaml").read_text()
+
+
+@pytest.mark.parametrize("model", ["ae", "dae", "vae"])
+@pytest.mark.parametrize("encoder", ["mlp", "conv"])
+def test_every_model_with_every_encoder(tmp_path, model, encoder):
+    vae_run(
+        f"model={model}",
+        f"encoder={encoder}",
+        "data=digits",
+        *TINY,
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    metrics = read_metrics(tmp_path / "run")
+    assert "test/loss" in metrics and "test/mse" in metrics
+    assert ("test/kl" in metrics) == (model == "vae")
+    assert "sample/generated" in read_events(tmp_path / "run").Tags()["images"]
+
+
+def test_dae_on_28x28_conv_with_blur(tmp_path):
+    vae_run(
+        "model=dae",
+        "encoder=conv",
+        "corruption=blur",
+        "data=mnist5k",
+        *TINY,
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert read_metrics(tmp_path / "run")["test/loss"] > 0
+
+
+def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d, tmp_path):
+    ckpt = vae_2d / "checkpoints" / "last.ckpt"
+    # The command line says latent=7 and encoder=conv; the checkpoint's model (mlp, latent=2) is used.
+    result = vae_run(
+        "stage=sample",
+        f"ckpt={ckpt}",
+        "data=digits",
+        "latent=7",
+        "encoder=conv",
+        "hydra.run.dir=sample",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert "ignored" in result.stderr + result.stdout
+    images = {p.name for p in (tmp_path / "sample" / "images").glob("*.png")}
+    assert {"sample_generated.png", "sample_manifold.png"} <= images  # a 2-D manifold: latent=2 it is
+    assert not (tmp_path / "sample" / "metrics.json").exists()
+    assert not (tmp_path / "sample" / "checkpoints").exists()  # no training happened
+
+    vae_run("stage=eval", f"ckpt={ckpt}", "data=digits", "hydra.run.dir=eval", *TINY, cwd=tmp_path)
+    assert set(VAE_TERMS) <= set(read_metrics(tmp_path / "eval"))
+
+
+def test_multirun_over_two_latent_sizes(tmp_path):
+    vae_run("-m", "latent=2,3", "data=digits", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    runs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in runs] == ["0", "1"]
+    for run_dir, latent in zip(runs, (2, 3), strict=True):
+        assert "latent: " + str(latent) in (run_dir / ".hydra" / "config.yaml").read_text()
+        assert "test/elbo" in read_metrics(run_dir)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["latent=0"], "latent must be an integer >= 1"),
+        (["latent=1.5"], "latent must be an integer >= 1"),
+        (["corruption=pixel_drop", "corruption.p=2"], "corruption.p must be a number in [0, 1]"),
+        (["corruption=blur", "corruption.sigma=-0.5"], "corruption.sigma must be a number > 0"),
+        (
+            ["data=digits", "corruption=block_mask", "corruption.size=9"],
+            "corruption.size must be an integer in [1, 8]",
+        ),
+        (["stage=sample", "ckpt=missing.ckpt"], "ckpt: no such file: missing.ckpt"),
+        (["data=digits", "device=gpu"], "device=gpu"),
+    ],
+)
+def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, args, message):
+    result = vae_run(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert f"vae-run: error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs").rglob("*")) if (tmp_path / "outputs").exists() else True
+
+
+def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((vae_2d / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    result = vae_run("stage=eval", f"ckpt={truncated}", "data=digits", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "is not a loadable vaerun checkpoint" in result.stderr
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("metrics.json"))
+
+
+def test_an_unknown_group_option_gets_hydras_list_of_choices(tmp_path):
+    result = vae_run("model=gan", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "Could not find 'model/gan'" in result.stderr and "vae" in result.stderr
+
+
+def test_help_lists_the_groups_without_importing_torch(tmp_path):
+    result = vae_run("--help", cwd=tmp_path)
+    for group in ("model", "encoder", "corruption", "data", "device"):
+        assert f"{group}:" in result.stdout
+    assert "vae-run model=vae latent=2" in result.stdout
+    job = vae_run("model=vae", "latent=2", "--cfg", "job", cwd=tmp_path)
+    assert "latent: 2" in job.stdout
+    assert json.dumps(job.returncode) == "0"
