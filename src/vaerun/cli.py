@@ -66,7 +66,11 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         _fail(str(err), run_dir)
     log.info("Run directory: %s", run_dir)
-    print(f"\nRun directory: {run_dir}\nLook at it with: tensorboard --logdir {run_dir}")
+    # The venv's tensorboard by its full path when the venv is not on PATH (as after `make run`).
+    tensorboard = (
+        "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
+    )
+    print(f"\nRun directory: {run_dir}\nLook at it with: {tensorboard} --logdir {run_dir}")
     return metrics.get("test/loss", metrics.get("val/loss"))
 
 
