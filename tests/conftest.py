@@ -21,6 +21,8 @@ TINY = [
     "data.batch_size=32",
     "sample.num_images=8",
     "sample.manifold_size=5",
+    "eval.iwae_samples=10",
+    "eval.projector_points=50",
 ]
 
 VAE_RUN = Path(sys.executable).with_name("vae-run")

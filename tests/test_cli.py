@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from conftest import TINY, hparams_of, read_events, read_metrics, vae_run
 
-VAE_TERMS = ("test/elbo", "test/recon", "test/kl", "test/loss")
+VAE_TERMS = ("test/elbo", "test/recon", "test/kl", "test/loss", "test/nll_iwae", "test/nll_iwae_bpd")
+IMAGE_METRICS = ("mse", "bce", "psnr", "ssim")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,7 @@ def test_a_run_directory_holds_config_checkpoints_events_metrics_and_pngs(vae_2d
         "sample_reconstructions.png",
         "sample_manifold.png",
         "sample_latent_scatter.png",
+        "sample_interpolations.png",
     } <= pngs
 
 
@@ -43,6 +46,35 @@ def test_metrics_json_holds_the_negative_elbo_and_its_terms(vae_2d):
     assert metrics["test/kl"] >= 0
 
 
+def test_metrics_json_holds_the_likelihood_estimate_with_its_protocol(vae_2d):
+    metrics = read_metrics(vae_2d)
+    assert metrics["test/iwae_samples"] == 10 and metrics["test/binarize"] == "none"
+    # a tighter bound than the ELBO, up to Monte-Carlo error, and bits/dim = nats / (D ln 2)
+    assert metrics["test/nll_iwae"] <= metrics["test/loss"] + 0.5
+    assert metrics["test/nll_iwae_bpd"] == pytest.approx(
+        metrics["test/nll_iwae"] / (64 * math.log(2)), rel=1e-4
+    )
+
+
+def test_metrics_json_holds_image_quality_pca_and_active_units(vae_2d):
+    metrics = read_metrics(vae_2d)
+    for name in IMAGE_METRICS:
+        assert f"test/reconstruction/{name}" in metrics
+    assert not any(key.startswith("test/corrupted_input/") for key in metrics)  # no corruption, no baseline
+    assert 0 < metrics["test/pca_mse"] < 0.25 and metrics["test/pca_psnr"] > 0
+    assert metrics["test/active_units"] in (0.0, 1.0, 2.0)
+
+
+def test_the_projector_holds_the_test_codes_with_labels_and_thumbnails(vae_2d):
+    config = (vae_2d / "tensorboard" / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "latent_means' in config and "sprite" in config
+    (metadata,) = (vae_2d / "tensorboard").glob("*/latent_means/metadata.tsv")
+    labels = metadata.read_text().split()
+    assert len(labels) == 50 and set(labels) <= {str(d) for d in range(10)}
+    (tensors,) = (vae_2d / "tensorboard").glob("*/latent_means/tensors.tsv")
+    assert all(len(row.split("\t")) == 2 for row in tensors.read_text().splitlines())  # latent=2
+
+
 def test_tensorboard_has_the_scalars_images_config_and_hparams(vae_2d):
     events = read_events(vae_2d)
     tags = events.Tags()
@@ -51,9 +83,14 @@ def test_tensorboard_has_the_scalars_images_config_and_hparams(vae_2d):
         for term in ("loss", "elbo", "recon", "kl"):
             assert any(t.startswith(f"{split}/{term}") for t in scalars), (split, term, scalars)
     assert {"train/loss_step", "train/loss_epoch", "val/loss"} <= scalars
-    assert {"val/reconstructions", "sample/generated", "sample/reconstructions", "sample/manifold"} <= set(
-        tags["images"]
-    )
+    assert {
+        "val/reconstructions",
+        "sample/generated",
+        "sample/reconstructions",
+        "sample/manifold",
+        "sample/interpolations",
+    } <= set(tags["images"])
+    assert {"test/nll_iwae", "test/reconstruction/ssim", "test/pca_mse", "test/active_units"} <= scalars
     assert "sample/latent_scatter" in tags["images"]
     assert any(t.startswith("config") for t in tags["tensors"])
     hparams = hparams_of(events)
@@ -82,9 +119,12 @@ def test_every_model_with_every_encoder(tmp_path, model, encoder):
         cwd=tmp_path,
     )
     metrics = read_metrics(tmp_path / "run")
-    assert "test/loss" in metrics and "test/mse" in metrics
-    assert ("test/kl" in metrics) == (model == "vae")
-    assert "sample/generated" in read_events(tmp_path / "run").Tags()["images"]
+    assert "test/loss" in metrics and "test/reconstruction/psnr" in metrics and "test/pca_mse" in metrics
+    assert ("test/kl" in metrics) == ("test/nll_iwae" in metrics) == (model == "vae")
+    # a denoiser is reported beside its corrupted input: the gain of doing something
+    assert ("test/corrupted_input/psnr" in metrics) == (model == "dae")
+    images = read_events(tmp_path / "run").Tags()["images"]
+    assert {"sample/generated", "sample/interpolations", "sample/traversals"} <= set(images)  # latent=16
 
 
 def test_dae_on_28x28_conv_with_blur(tmp_path):
@@ -119,8 +159,17 @@ def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d,
     assert not (tmp_path / "sample" / "metrics.json").exists()
     assert not (tmp_path / "sample" / "checkpoints").exists()  # no training happened
 
-    vae_run("stage=eval", f"ckpt={ckpt}", "data=digits", "hydra.run.dir=eval", *TINY, cwd=tmp_path)
-    assert set(VAE_TERMS) <= set(read_metrics(tmp_path / "eval"))
+    vae_run(
+        "stage=eval",
+        f"ckpt={ckpt}",
+        "data=digits",
+        "hydra.run.dir=eval",
+        *TINY,
+        "data.binarize=static",
+        cwd=tmp_path,
+    )
+    metrics = read_metrics(tmp_path / "eval")
+    assert set(VAE_TERMS) <= set(metrics) and metrics["test/binarize"] == "static"
 
 
 def test_multirun_over_two_latent_sizes(tmp_path):

@@ -107,3 +107,25 @@ def test_datamodule_shuffles_reproducibly_by_seed():
 
     assert torch.equal(first_batch(1), first_batch(1))
     assert not torch.equal(first_batch(1), first_batch(2))
+
+
+def test_dynamic_binarization_resamples_every_draw_and_static_is_fixed():
+    dynamic = ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], binarize="dynamic")
+    dynamic.setup()
+    images = dynamic.splits.test.images
+    first, second = dynamic.transform(images), dynamic.transform(images)
+    assert set(first.unique().tolist()) <= {0.0, 1.0} and not torch.equal(first, second)
+    grey = to_unit_float(images)
+    assert (first - grey).mean().abs() < 0.01  # Bernoulli(pixel): unbiased
+
+    static = ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], binarize="static")
+    static.setup()
+    x = static.transform(static.splits.test.images)
+    assert set(x.unique().tolist()) <= {0.0, 1.0} and torch.equal(
+        x, static.transform(static.splits.test.images)
+    )
+
+
+def test_unknown_binarization_is_refused():
+    with pytest.raises(ValueError, match=r"data\.binarize must be one of none, dynamic, static"):
+        ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], binarize="yes")

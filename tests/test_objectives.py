@@ -8,7 +8,9 @@ from vaerun.objectives import (
     BernoulliLikelihood,
     GaussianLikelihood,
     bernoulli_log_prob,
+    bits_per_dim,
     gaussian_log_prob,
+    iwae_log_likelihood,
     kl_normal_standard_normal,
     reparameterize,
     squared_error,
@@ -71,3 +73,41 @@ def test_reparameterize_has_the_posterior_moments_and_passes_gradients(generator
 
 def test_squared_error_is_per_pixel_mean():
     assert squared_error(torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)).tolist() == [1.0, 1.0]
+
+
+def test_bits_per_dim():
+    assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+
+
+def test_iwae_of_the_exact_posterior_is_exact_for_every_k(generator):
+    """With q(z|x) = p(z|x), every importance weight equals p(x): the estimate has no variance."""
+    prior, noise = Normal(0.0, 1.0), 0.5
+    x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    # z ~ N(0, 1), x | z ~ N(z, noise^2): p(x) = N(0, 1 + noise^2), p(z|x) = N(x / (1 + s2), s2 / (1 + s2))
+    s2 = noise**2
+    posterior = Independent(Normal((x / (1 + s2))[:, None], torch.full((3, 1), math.sqrt(s2 / (1 + s2)))), 1)
+
+    def log_joint(z):
+        return prior.log_prob(z).sum(-1) + Normal(z[..., 0], noise).log_prob(x)
+
+    exact = Normal(0.0, math.sqrt(1 + s2)).log_prob(x)
+    for k in (1, 7, 100):
+        torch.testing.assert_close(iwae_log_likelihood(posterior, log_joint, k, chunk_size=3), exact)
+
+
+def test_iwae_chunking_bounds_memory_and_accumulates_exactly():
+    torch.manual_seed(0)
+    posterior = Independent(Normal(torch.zeros(4, 2), torch.ones(4, 2)), 1)
+    target = Independent(Normal(torch.full((2,), 0.5), torch.full((2,), 0.8)), 1)
+    chunks = []
+
+    def log_joint(z):
+        chunks.append(z)
+        return target.log_prob(z)
+
+    chunked = iwae_log_likelihood(posterior, log_joint, 4000, chunk_size=300)
+    assert max(len(z) for z in chunks) == 300 and sum(len(z) for z in chunks) == 4000
+    z = torch.cat(chunks)  # the same samples in one pass: the streamed log-sum-exp must agree
+    one_pass = torch.logsumexp(target.log_prob(z) - posterior.log_prob(z), dim=0) - math.log(4000)
+    torch.testing.assert_close(chunked, one_pass)
+    torch.testing.assert_close(chunked, torch.zeros(4), atol=0.1, rtol=0)  # log of a normalised density

@@ -29,6 +29,11 @@ def test_the_shipped_configs_pass(overrides):
     check_config(composed(*overrides))
 
 
+def test_eval_paper_is_the_literature_protocol():
+    assert composed("eval=paper")["eval"]["iwae_samples"] == 5000
+    assert composed()["eval"]["iwae_samples"] < 5000
+
+
 def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
     assert composed("model=dae")["corruption"]["_target_"].endswith("PixelDrop")
     assert composed("model=dae", "corruption=blur")["corruption"]["_target_"].endswith("GaussianBlur")
@@ -51,6 +56,10 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         (["stage=sample", "ckpt=/no/such.ckpt"], "ckpt: no such file"),
         (["stage=fit"], "stage must be one of all, train, eval, sample"),
         (["data.batch_size=0"], "data.batch_size must be an integer >= 1"),
+        (["data.binarize=always"], "data.binarize must be one of none, dynamic, static"),
+        (["eval.iwae_samples=-1"], "eval.iwae_samples must be an integer >= 0"),
+        (["eval.iwae_chunk=0"], "eval.iwae_chunk must be an integer >= 1"),
+        (["sample.interpolation_steps=0"], "sample.interpolation_steps must be an integer >= 1"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):

@@ -1,7 +1,15 @@
+import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from vaerun.visualisation import latent_scatter, manifold_codes, reconstruction_grid, standard_normal_grid
+from vaerun.visualisation import (
+    interpolation_grid,
+    latent_scatter,
+    manifold_codes,
+    reconstruction_grid,
+    standard_normal_grid,
+    traversal_codes,
+)
 
 
 def test_standard_normal_grid_has_equal_mass_between_neighbours():
@@ -32,3 +40,23 @@ def test_reconstruction_grid_puts_triples_side_by_side():
 def test_latent_scatter_is_a_figure_with_every_point():
     figure = latent_scatter(torch.randn(30, 2), torch.arange(30) % 10)
     assert len(figure.axes[0].collections[0].get_offsets()) == 30
+
+
+def test_traversal_rows_sweep_one_dimension_each():
+    prior = MultivariateNormal(torch.zeros(3), scale_tril=torch.diag(torch.tensor([1.0, 2.0, 3.0])))
+    base = torch.tensor([0.1, 0.2, 0.3])
+    codes = traversal_codes(base, prior, max_dims=2, steps=5).reshape(2, 5, 3)
+    for d in range(2):
+        others = [i for i in range(3) if i != d]
+        assert torch.equal(codes[d][:, others], base[others].expand(5, 2))
+        assert codes[d][:, d].diff().gt(0).all()  # swept upwards
+        assert codes[d][:, d].max() == pytest.approx(prior.scale_tril[d, d].item() * 1.6449, rel=1e-3)
+
+
+def test_interpolation_grid_frames_each_path_with_its_endpoints():
+    start, end = torch.zeros(3, 1, 4, 4), torch.ones(3, 1, 4, 4)
+    path = torch.full((5 * 3, 1, 4, 4), 0.5)
+    grid = interpolation_grid(start, path, end)
+    assert grid.shape == (3, 2 + 3 * 6, 2 + 7 * 6)  # 3 rows of 7 images (4 px + 2 px padding)
+    row = grid[0, 2:6]
+    assert row[:, 2:6].max() == 0 and row[:, 8:12].min() == 0.5 and row[:, 38:42].min() == 1

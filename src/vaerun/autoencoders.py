@@ -6,6 +6,8 @@ model they hold:
 - ``encode(x)``: the code used for pictures (the VAE's posterior mean).
 - ``decode(z)``: the decoder's raw output; ``mean(z)``: the image it stands for.
 - ``generative_prior(codes)``: the Gaussian to draw new codes from (given the training codes).
+- ``interpolate(z0, z1, t)``: paths through latent space between codes.
+- ``log_likelihood(x_in, target, k)``: an estimate of log p(target), or None for a model without one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,31 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-from vaerun.objectives import kl_normal_standard_normal, reparameterize, squared_error
+from vaerun.objectives import (
+    iwae_log_likelihood,
+    kl_normal_standard_normal,
+    reparameterize,
+    squared_error,
+    standard_normal_log_prob,
+)
+
+
+def lerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Straight lines between codes (N, K) at fractions t (T,): (T, N, K)."""
+    t = t.reshape(-1, 1, 1).to(z0)
+    return (1 - t) * z0 + t * z1
+
+
+def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Great-circle paths between codes (White 2016): under a Gaussian prior the straight line passes
+    through the low-norm centre, where the prior puts little mass; the arc keeps typical norms."""
+    t = t.reshape(-1, 1, 1).to(z0)
+    cos = torch.nn.functional.cosine_similarity(z0, z1, dim=-1, eps=1e-8).clamp(-1 + 1e-7, 1 - 1e-7)
+    omega = torch.arccos(cos)[None, :, None]
+    sin = torch.sin(omega)
+    near = sin.abs() < 1e-4  # (anti)parallel codes: fall back to the straight line
+    arc = (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.where(near, 1.0, sin)
+    return torch.where(near, lerp(z0, z1, t), arc)
 
 
 class Architecture(Protocol):
@@ -36,6 +62,8 @@ class Autoencoder(nn.Module):
 
     #: how many numbers the encoder outputs per latent dimension
     encoder_outputs_per_latent = 1
+    #: paths between codes: straight lines for a code space without a prior
+    interpolate = staticmethod(lerp)
 
     def __init__(
         self,
@@ -69,6 +97,12 @@ class Autoencoder(nn.Module):
         mse = squared_error(self.likelihood.mean(output), target)
         return {"loss": recon.mean(), "recon": recon.mean(), "mse": mse.mean()}
 
+    def log_likelihood(
+        self, x_in: Tensor, target: Tensor, num_samples: int, chunk_size: int = 64
+    ) -> Tensor | None:
+        """A deterministic autoencoder defines no density p(x)."""
+        return None
+
     def generative_prior(self, codes: Tensor) -> MultivariateNormal:
         """A plain AE has no prior: generate from a Gaussian fitted to the codes of the training images."""
         codes = codes.double()
@@ -84,6 +118,7 @@ class VariationalAutoencoder(Autoencoder):
     one reparameterised sample per image, the KL in closed form; nats per image."""
 
     encoder_outputs_per_latent = 2
+    interpolate = staticmethod(slerp)
 
     def posterior_parameters(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, log sigma^2) of q(z|x)."""
@@ -111,6 +146,20 @@ class VariationalAutoencoder(Autoencoder):
             "kl": kl.mean(),
             "mse": mse.mean(),
         }
+
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x, z) = log p(x|z) + log p(z) for samples z (n, N, K) of the codes of images x (N, ...)."""
+        n, batch = z.shape[:2]
+        output = self.decode(z.reshape(n * batch, -1))
+        targets = x.expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
+        return self.likelihood.log_prob(output, targets).reshape(n, batch) + standard_normal_log_prob(z)
+
+    def log_likelihood(self, x_in: Tensor, target: Tensor, num_samples: int, chunk_size: int = 64) -> Tensor:
+        """The IWAE estimate of log p(target) per image, with q(z | x_in) as the proposal (x_in is what the
+        encoder was trained to read; any proposal gives a valid importance-sampling estimate)."""
+        return iwae_log_likelihood(
+            self.posterior(x_in), lambda z: self.log_joint(target, z), num_samples, chunk_size
+        )
 
     def generative_prior(self, codes: Tensor | None = None) -> MultivariateNormal:
         """The model's own prior N(0, I); the codes are not needed."""

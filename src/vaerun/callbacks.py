@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from vaerun.data import to_unit_float
 from vaerun.visualisation import ImageSink, reconstruction_grid
 
 
@@ -21,8 +20,8 @@ class ReconstructionImages(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        clean = to_unit_float(trainer.datamodule.splits.val.images[: self.num_images].to(module.device))
-        generator = torch.Generator(device=module.device).manual_seed(self.seed)
-        corrupted = module.corruption(clean, generator=generator)
+        datamodule = trainer.datamodule
+        clean = datamodule.transform(datamodule.splits.val.images[: self.num_images].to(module.device))
+        corrupted = module.corrupt(clean, seed=self.seed)
         grid = reconstruction_grid(clean, corrupted, module.model.reconstruct(corrupted))
         self.sink.grid("val/reconstructions", grid, step=trainer.global_step)

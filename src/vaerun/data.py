@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from vaerun.validation import ConfigError
+from vaerun.validation import BINARIZATIONS, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class Splits:
     val: Split
     test: Split
     source: str  # the source actually used, as recorded in the run's config and hparams
+
+    def __getitem__(self, index: slice) -> tuple[Split, ...]:
+        return (self.train, self.val, self.test)[index]
 
 
 def to_unit_float(images: Tensor) -> Tensor:
@@ -229,17 +232,46 @@ class TensorBatches:
                 yield self.split.images[idx], self.split.labels[idx]
 
 
-class ImageDataModule(pl.LightningDataModule):
-    """Serves a source's splits as uint8 batches; training batches are reshuffled each epoch (``seed``)."""
+def binarize_static(split: Split, seed: int) -> Split:
+    """One fixed Bernoulli(pixel) sample of every image, stored as 0 / 255."""
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.bernoulli(to_unit_float(split.images), generator=generator)
+    return Split((draws * 255).to(torch.uint8), split.labels)
 
-    def __init__(self, source, image_shape: Sequence[int], batch_size: int = 128, seed: int = 0) -> None:
+
+class ImageDataModule(pl.LightningDataModule):
+    """Serves a source's splits as uint8 batches; training batches are reshuffled each epoch (``seed``).
+
+    ``binarize``: ``none`` keeps grey levels in [0, 1]; ``dynamic`` re-samples every image as
+    Bernoulli(pixel) each time it is drawn (Salakhutdinov & Murray 2008); ``static`` uses one fixed sample
+    (drawn with ``binarize_seed``). The likelihoods of the literature are measured on binary data.
+    """
+
+    def __init__(
+        self,
+        source,
+        image_shape: Sequence[int],
+        batch_size: int = 128,
+        seed: int = 0,
+        binarize: str = "none",
+        binarize_seed: int = 0,
+    ) -> None:
         super().__init__()
+        if binarize not in BINARIZATIONS:
+            raise ValueError(f"data.binarize must be one of {', '.join(BINARIZATIONS)}, got {binarize!r}")
         self.source = source
         self.image_shape = tuple(int(n) for n in image_shape)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
+        self.binarize = binarize
+        self.binarize_seed = int(binarize_seed)
         self.splits: Splits | None = None
         self._shuffle = torch.Generator().manual_seed(self.seed)
+
+    def transform(self, images: Tensor) -> Tensor:
+        """uint8 images (on any device) -> the model's float input in [0, 1]."""
+        x = to_unit_float(images)
+        return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:  # loaded once, however many stages run
@@ -249,6 +281,11 @@ class ImageDataModule(pl.LightningDataModule):
         if shape != self.image_shape:
             raise ConfigError(
                 f"data.image_shape is {list(self.image_shape)} but source {splits.source} gives {list(shape)}"
+            )
+        if self.binarize == "static":
+            splits = Splits(
+                *(binarize_static(split, self.binarize_seed + i) for i, split in enumerate(splits[:3])),
+                source=splits.source,
             )
         self.splits = splits
 
@@ -262,7 +299,7 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> tuple[Tensor, Tensor]:
         """Batches travel to the device as uint8 (4x less to copy) and become floats there."""
         images, labels = batch
-        return to_unit_float(images), labels
+        return self.transform(images), labels
 
     def train_dataloader(self) -> TensorBatches:
         return TensorBatches(self.splits.train, self.batch_size, self._shuffle)

@@ -16,6 +16,8 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder
+from vaerun.metrics import image_metrics
+from vaerun.objectives import bits_per_dim
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -43,10 +45,25 @@ class AutoencoderModule(pl.LightningModule):
             image_shape=list(image_shape),
         )
         self.corruption = instantiate(corruption)
+        # Evaluation only: model output vs clean image, and (with a corruption) the corrupted input itself
+        # vs the clean image, the "do nothing" baseline of a denoiser.
+        self.reconstruction_metrics = image_metrics("test/reconstruction/")
+        self.corrupted_input_metrics = image_metrics("test/corrupted_input/")
+        self.iwae_samples, self.iwae_chunk = 0, 50
+
+    def corrupt(self, clean: Tensor, seed: int | None = None) -> Tensor:
+        """The corruption, with fresh randomness, or the same every time for a given seed (for pictures
+        that compare like with like)."""
+        generator = None if seed is None else torch.Generator(device=clean.device).manual_seed(seed)
+        return self.corruption(clean, generator=generator)
+
+    def configure_evaluation(self, iwae_samples: int, iwae_chunk: int) -> None:
+        """k importance samples for the IWAE estimate of -log p(x) at test time (0: none)."""
+        self.iwae_samples, self.iwae_chunk = int(iwae_samples), int(iwae_chunk)
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         clean, _ = batch  # floats in [0, 1], on the device (ImageDataModule.on_after_batch_transfer)
-        terms = self.model.loss_terms(self.corruption(clean), clean)
+        terms = self.model.loss_terms(self.corrupt(clean), clean)
         for name, value in terms.items():
             self.log(
                 f"{split}/{name}",
@@ -66,6 +83,23 @@ class AutoencoderModule(pl.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+        clean, _ = batch
+        corrupted = self.corrupt(clean)
+        self.reconstruction_metrics.update(self.model.reconstruct(corrupted), clean)
+        if corrupted is not clean:
+            self.corrupted_input_metrics.update(corrupted, clean)
+        if self.iwae_samples > 0:
+            log_likelihood = self.model.log_likelihood(corrupted, clean, self.iwae_samples, self.iwae_chunk)
+            if log_likelihood is not None:
+                nll = -log_likelihood.mean()
+                self.log("test/nll_iwae", nll, batch_size=len(clean))
+                self.log("test/nll_iwae_bpd", bits_per_dim(nll, clean[0].numel()), batch_size=len(clean))
+
+    def on_test_epoch_end(self) -> None:
+        for metrics in (self.reconstruction_metrics, self.corrupted_input_metrics):
+            if all(metric.update_called for metric in metrics.values()):  # no corruption: no input metrics
+                self.log_dict(metrics.compute())
+            metrics.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return instantiate(self.hparams.optimizer)(self.parameters())

@@ -7,10 +7,12 @@ dimensions) and returned with shape (N,), in nats. Averaging over images is left
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.distributions import Distribution
 
 
 def _sum_per_image(values: Tensor) -> Tensor:
@@ -55,15 +57,53 @@ class BernoulliLikelihood:
 
 
 class GaussianLikelihood:
-    """p(x|z) = N(sigmoid(out), std^2) per pixel: the mean stays in the image range [0, 1]."""
+    """p(x|z) = N(mean, std^2) per pixel, with mean = sigmoid(out) so that it stays in the image range
+    [0, 1]; with ``bounded=False``, mean = out (a linear decoder is then probabilistic PCA)."""
 
-    def __init__(self, std: float = 0.1) -> None:
+    def __init__(self, std: float = 0.1, bounded: bool = True) -> None:
         if not std > 0:
             raise ValueError(f"likelihood.std must be > 0, got {std!r}")
         self.std = float(std)
+        self.bounded = bounded
 
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
-        return gaussian_log_prob(torch.sigmoid(decoder_output), x, self.std)
+        return gaussian_log_prob(self.mean(decoder_output), x, self.std)
 
     def mean(self, decoder_output: Tensor) -> Tensor:
-        return torch.sigmoid(decoder_output)
+        return torch.sigmoid(decoder_output) if self.bounded else decoder_output
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z | 0, I), summed over the last dimension."""
+    return -0.5 * (z.square() + math.log(2 * math.pi)).sum(dim=-1)
+
+
+def iwae_log_likelihood(
+    posterior: Distribution,
+    log_joint: Callable[[Tensor], Tensor],
+    num_samples: int,
+    chunk_size: int = 64,
+) -> Tensor:
+    """Burda et al.'s importance-weighted estimate of log p(x), per image:
+
+        log (1/k) sum_i p(x, z_i) / q(z_i | x),   z_i ~ q(z | x),
+
+    a lower bound in expectation that tightens as k grows (k = 1 is the ELBO's single-sample estimate).
+    ``posterior`` is q(z|x) with batch shape (N,); ``log_joint(z)`` maps samples (n, N, K) to log p(x, z)
+    of shape (n, N). Samples are drawn ``chunk_size`` at a time and the log-sum-exp is accumulated, so
+    memory stays bounded whatever k is.
+    """
+    if num_samples < 1 or chunk_size < 1:
+        raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
+    total: Tensor | None = None
+    for start in range(0, num_samples, chunk_size):
+        z = posterior.sample((min(chunk_size, num_samples - start),))
+        log_weights = log_joint(z) - posterior.log_prob(z)
+        chunk = torch.logsumexp(log_weights, dim=0)
+        total = chunk if total is None else torch.logaddexp(total, chunk)
+    return total - math.log(num_samples)
+
+
+def bits_per_dim(nats_per_image: Tensor | float, num_dims: int) -> Tensor | float:
+    """Nats per image -> bits per dimension (pixel x channel)."""
+    return nats_per_image / (num_dims * math.log(2))

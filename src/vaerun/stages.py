@@ -20,11 +20,20 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from vaerun.baselines import active_units, fit_pca
 from vaerun.callbacks import ReconstructionImages
-from vaerun.data import ImageDataModule, to_unit_float
+from vaerun.data import ImageDataModule
 from vaerun.module import AutoencoderModule
 from vaerun.validation import ConfigError
-from vaerun.visualisation import ImageSink, image_grid, latent_scatter, manifold_codes, reconstruction_grid
+from vaerun.visualisation import (
+    ImageSink,
+    image_grid,
+    interpolation_grid,
+    latent_scatter,
+    manifold_codes,
+    reconstruction_grid,
+    traversal_codes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,49 +161,108 @@ def train(run: Run) -> None:
 
 
 def evaluate(run: Run) -> None:
-    """Test metrics of the best checkpoint (after training) or of ckpt=...; written to metrics.json."""
+    """Test metrics of the best checkpoint (after training) or of ckpt=...: the loss terms, image metrics
+    of the reconstructions (and of the corrupted inputs), the IWAE estimate of -log p(x), the PCA baseline
+    and the active units; into metrics.json and TensorBoard (test/...)."""
     if run.checkpoint.best_model_path:  # after training: the best weights by validation loss, not the last
         run.module = load_module(run.checkpoint.best_model_path, run.datamodule.image_shape)
+    options = run.cfg["eval"]
+    run.module.configure_evaluation(options["iwae_samples"], options["iwae_chunk"])
     run.trainer.test(run.module, datamodule=run.datamodule, verbose=False)
     test_metrics = _scalars(run.trainer.callback_metrics, prefix="test/")
+    extra = _baselines_and_diagnostics(run)
+    run.logger.log_metrics(extra, step=run.trainer.global_step)
+    test_metrics.update(extra)
     run.metrics.update(test_metrics)
-    _write_json_atomically(run.run_dir / "metrics.json", test_metrics)
+    record = {
+        **test_metrics,
+        "test/binarize": run.datamodule.binarize,
+        "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
+    }
+    _write_json_atomically(run.run_dir / "metrics.json", record)
+    if "test/nll_iwae" in test_metrics:
+        log.info(
+            "Test -log p(x) ~ %.3f nats per image (%.4f bits/dim): IWAE, k=%d samples, binarize=%s",
+            test_metrics["test/nll_iwae"],
+            test_metrics["test/nll_iwae_bpd"],
+            options["iwae_samples"],
+            run.datamodule.binarize,
+        )
     log.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
 
 
 @torch.no_grad()
-def _encode_all(model, images: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
-    codes = [model.encode(to_unit_float(batch.to(device))) for batch in images.split(batch_size)]
-    return torch.cat(codes)
+def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
+    """PCA at the model's latent size (fitted on the training split, applied to the same inputs the model
+    sees) and the number of active latent units, on the test split."""
+    module = run.module.to(run.trainer.strategy.root_device).eval()
+    model, device, splits = module.model, module.device, run.datamodule.splits
+    clean = run.datamodule.transform(splits.test.images.to(device))
+    corrupted = module.corruption(
+        clean, generator=torch.Generator(device=device).manual_seed(run.cfg["seed"])
+    )
+    pca = fit_pca(run.datamodule.transform(splits.train.images.to(device)), model.latent_dim)
+    restored = pca.reconstruct(corrupted).clamp(0, 1)
+    pca_mse = torch.mean((restored - clean) ** 2).item()
+    codes = _encode_all(model, corrupted)
+    return {
+        "test/pca_mse": pca_mse,
+        "test/pca_psnr": (-10 * torch.log10(((restored - clean) ** 2).flatten(1).mean(1))).mean().item(),
+        "test/active_units": float(active_units(codes)),
+    }
+
+
+@torch.no_grad()
+def _encode_all(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    return torch.cat([model.encode(batch) for batch in x.split(batch_size)])
 
 
 @torch.no_grad()
 def sample(run: Run) -> None:
-    """Generated images, reconstructions of test images, and for latent=2 the manifold and a scatter."""
-    options, splits, step = run.cfg["sample"], run.datamodule.splits, run.trainer.global_step
+    """Generated images, reconstructions and interpolations of test images, the latent manifold and a
+    scatter (latent=2) or traversals of every latent dimension, and the projector of test-set codes."""
+    options, splits, step, sink = run.cfg["sample"], run.datamodule.splits, run.trainer.global_step, run.sink
     module = run.module.to(run.trainer.strategy.root_device).eval()
     model, device = module.model, module.device
-    train_codes = _encode_all(model, splits.train.images, device)
-    prior = model.generative_prior(train_codes)
-    generator = torch.Generator(device="cpu").manual_seed(run.cfg["seed"])
-    z = torch.randn(options["num_images"], model.latent_dim, generator=generator).to(device)
-    z = prior.loc + options["temperature"] * z @ prior.scale_tril.T
-    run.sink.grid("sample/generated", image_grid(model.mean(z), nrow=8), step)
+    seed = run.cfg["seed"]
 
-    clean = to_unit_float(splits.test.images[: options["num_reconstructions"]].to(device))
-    corrupted = module.corruption(
-        clean, generator=torch.Generator(device=device).manual_seed(run.cfg["seed"])
+    prior = model.generative_prior(
+        _encode_all(model, run.datamodule.transform(splits.train.images.to(device)))
     )
-    run.sink.grid(
+    z = torch.randn(options["num_images"], model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    z = prior.loc + options["temperature"] * z.to(device) @ prior.scale_tril.T
+    sink.grid("sample/generated", image_grid(model.mean(z), nrow=8), step)
+
+    test = run.datamodule.transform(splits.test.images.to(device))
+    clean = test[: options["num_reconstructions"]]
+    corrupted = module.corrupt(clean, seed=seed)
+    sink.grid(
         "sample/reconstructions", reconstruction_grid(clean, corrupted, model.reconstruct(corrupted)), step
     )
 
+    pairs, steps = options["num_interpolations"], options["interpolation_steps"]
+    start, end = test[:pairs], test[pairs : 2 * pairs]
+    path = model.interpolate(model.encode(start), model.encode(end), torch.linspace(0, 1, steps))
+    sink.grid("sample/interpolations", interpolation_grid(start, model.mean(path.flatten(0, 1)), end), step)
+
+    test_codes = _encode_all(model, test)
     if model.latent_dim == 2:
         size = options["manifold_size"]
-        run.sink.grid("sample/manifold", image_grid(model.mean(manifold_codes(prior, size)), nrow=size), step)
-        test_codes = _encode_all(model, splits.test.images, device)
-        run.sink.figure("sample/latent_scatter", latent_scatter(test_codes, splits.test.labels), step)
-    log.info("Images: %s", run.sink.image_dir)
+        sink.grid("sample/manifold", image_grid(model.mean(manifold_codes(prior, size)), nrow=size), step)
+        sink.figure("sample/latent_scatter", latent_scatter(test_codes, splits.test.labels), step)
+    else:
+        codes = traversal_codes(test_codes[0], prior, options["traversal_dims"], steps)
+        sink.grid("sample/traversals", image_grid(model.mean(codes), nrow=steps), step)
+
+    shown = slice(0, run.cfg["eval"]["projector_points"])
+    run.logger.experiment.add_embedding(
+        test_codes[shown].cpu(),
+        metadata=splits.test.labels[shown].tolist(),
+        label_img=test[shown].cpu(),
+        global_step=step,
+        tag="latent_means",
+    )
+    log.info("Images: %s", sink.image_dir)
 
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -211,6 +279,8 @@ def _log_hparams(run: Run) -> None:
         "seed": run.cfg["seed"],
         "data.source_used": run.cfg["data"]["source_used"],
         "stage": run.cfg["stage"],
+        "binarize": run.datamodule.binarize,
+        "iwae_samples": run.cfg["eval"]["iwae_samples"],
     }
     run.logger.log_hyperparams(params, metrics={f"hparams/{k}": v for k, v in run.metrics.items()})
     # Lightning writes hparams.yaml only when it is missing, and fit already wrote an empty one.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 STAGES = ("all", "train", "eval", "sample")
+BINARIZATIONS = ("none", "dynamic", "static")
 
 
 class ConfigError(ValueError):
@@ -113,8 +114,7 @@ def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...]) -> N
 
 
 def check_stage(stage: Any, ckpt: Any) -> None:
-    if stage not in STAGES:
-        raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    check_choice("stage", stage, STAGES)
     if stage in ("eval", "sample") and ckpt is None:
         raise ConfigError(f"stage={stage} needs ckpt=PATH (a checkpoint written by a training run)")
     if ckpt is not None and not Path(str(ckpt)).expanduser().is_file():
@@ -126,6 +126,16 @@ def check_positive_int(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
 
 
+def check_non_negative_int(key: str, value: Any) -> None:
+    if not is_int(value) or value < 0:
+        raise ConfigError(f"{key} must be an integer >= 0, got {value!r}")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     check_latent(cfg["latent"])
@@ -134,6 +144,11 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
     check_corruption(cfg["corruption"], image_shape)
     check_encoder(cfg["encoder"], image_shape)
-    for key in ("num_images", "num_reconstructions", "manifold_size"):
+    for key in ("num_images", "num_reconstructions", "manifold_size", "num_interpolations", "traversal_dims"):
         check_positive_int(f"sample.{key}", cfg["sample"][key])
+    check_positive_int("sample.interpolation_steps", cfg["sample"]["interpolation_steps"])
+    check_choice("data.binarize", cfg["data"].get("binarize", "none"), BINARIZATIONS)
+    check_non_negative_int("eval.iwae_samples", cfg["eval"]["iwae_samples"])
+    check_positive_int("eval.iwae_chunk", cfg["eval"]["iwae_chunk"])
+    check_non_negative_int("eval.projector_points", cfg["eval"]["projector_points"])
     _positive("sample.temperature", cfg["sample"]["temperature"], image_shape)

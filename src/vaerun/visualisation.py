@@ -26,6 +26,25 @@ def reconstruction_grid(
     return image_grid(triples, nrow=3 * triples_per_row)
 
 
+def interpolation_grid(start: Tensor, path: Tensor, end: Tensor) -> Tensor:
+    """One row per pair: the start image, the decoded path (T x N images, step-major), the end image."""
+    steps = len(path) // len(start)
+    rows = torch.cat([start[None], path.reshape(steps, *start.shape), end[None]]).transpose(0, 1)
+    return image_grid(rows.flatten(0, 1), nrow=steps + 2)
+
+
+def traversal_codes(base: Tensor, prior: MultivariateNormal, max_dims: int, steps: int) -> Tensor:
+    """One row per latent dimension d (up to max_dims): the code ``base`` with z_d swept over the prior's
+    marginal quantiles 5%..95% of that dimension, the other dimensions held fixed. (rows*steps, K)."""
+    dims = min(max_dims, base.numel())
+    quantiles = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps)).to(base)
+    marginal_std = prior.covariance_matrix.diagonal().sqrt()
+    codes = base.repeat(dims, steps, 1)  # (dims, steps, K)
+    index = torch.arange(dims, device=base.device)
+    codes[index, :, index] = prior.loc[:dims, None] + marginal_std[:dims, None] * quantiles
+    return codes.flatten(0, 1)
+
+
 def standard_normal_grid(size: int, margin: float = 0.05) -> Tensor:
     """size x size points of the unit square mapped through the inverse Gaussian CDF (Kingma & Welling's
     figure 4): equal probability mass between neighbours. Row-major, first coordinate along rows."""

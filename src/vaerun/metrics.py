@@ -1,0 +1,43 @@
+"""Image-quality metrics of reconstructions against the clean images (torchmetrics), accumulated over an
+evaluation and reduced across processes by torchmetrics itself."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanSquaredError, Metric, MetricCollection
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+
+class BinaryCrossEntropy(Metric):
+    """Mean binary cross-entropy per pixel of predictions in [0, 1] against targets in [0, 1]."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        # torch clamps log(0) at -100, so an input with zeroed pixels gets a large but finite value
+        self.total += F.binary_cross_entropy(preds.clamp(0, 1), target, reduction="sum").double()
+        self.count += target.numel()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count).float()
+
+
+def image_metrics(prefix: str) -> MetricCollection:
+    """MSE and BCE per pixel, PSNR per image (averaged over images) and SSIM, for images in [0, 1]."""
+    return MetricCollection(
+        {
+            "mse": MeanSquaredError(),
+            "bce": BinaryCrossEntropy(),
+            "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
+            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+        },
+        prefix=prefix,
+    )
