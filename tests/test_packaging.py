@@ -40,7 +40,8 @@ def installed(tmp_path_factory) -> Path:
     (wheel,) = (tmp / "dist").glob("vaerun-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    assert "vaerun/configs/config.yaml" in names and "vaerun/configs/model/vae.yaml" in names
+    shipped = {name.removeprefix("vaerun/configs/") for name in names if name.endswith(".yaml")}
+    assert shipped == {str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml")}
 
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)

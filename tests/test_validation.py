@@ -29,6 +29,21 @@ def test_the_shipped_configs_pass(overrides):
     check_config(composed(*overrides))
 
 
+def test_the_latent_sweep_preset_sweeps_models_and_latent_sizes():
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=latent_sweep"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"model": "ae,vae", "latent": "2,4,8,16,32"}
+    assert cfg.hydra.callbacks.summary._target_ == "vaerun.sweeps.SweepSummary"
+
+
+def test_the_slurm_launcher_ships_its_resources():
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.cpus_per_task == 4 and launcher.timeout_min == 240
+
+
 def test_eval_paper_is_the_literature_protocol():
     assert composed("eval=paper")["eval"]["iwae_samples"] == 5000
     assert composed()["eval"]["iwae_samples"] < 5000

@@ -6,15 +6,18 @@ error answer without loading torch or Lightning. The heavy work is imported once
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from vaerun import run_state
 from vaerun.validation import ConfigError, check_config
 
 log = logging.getLogger("vaerun")
@@ -24,7 +27,10 @@ RECORDED_GROUPS = ("model", "encoder", "likelihood", "corruption", "data", "devi
 
 
 def _discard_run_dir(run_dir: Path) -> None:
-    """Remove what Hydra wrote for a run that never started, so nothing looks like a run."""
+    """Remove what Hydra wrote for a run that never started, so nothing looks like a run; a directory that
+    holds anything more (an earlier run) is left as it is."""
+    if any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for log_file in run_dir.glob("*.log"):
         log_file.unlink(missing_ok=True)
@@ -33,6 +39,40 @@ def _discard_run_dir(run_dir: Path) -> None:
             directory.rmdir()  # only when empty: never removes anything else
         except OSError:
             break
+
+
+def _process_rank() -> int:
+    """This process's rank in a distributed run, from the variables launchers set (as Lightning does)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+#: flags of Hydra's command line that a process of a distributed run must see again, with their value
+_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def _single_run_argv(argv: list[str], task_overrides: list[str]) -> list[str]:
+    """The command line of this one job: Lightning's DDP launcher starts the other processes by running
+    sys.argv again, which inside a multirun would launch the whole sweep again. The job's own overrides
+    replace the sweep's, and the config-folder flags are kept."""
+    kept, rest = [argv[0]], iter(argv[1:])
+    for token in rest:
+        if token in _CONFIG_FLAGS:
+            kept += [token, next(rest, "")]
+        elif token.split("=", 1)[0] in _CONFIG_FLAGS:
+            kept.append(token)
+    return kept + list(task_overrides)
+
+
+def _pin_run_dir_for_child_processes(run_dir: Path, task_overrides: list[str]) -> None:
+    """Lightning's DDP launcher re-runs sys.argv with hydra.run.dir=HydraConfig.get().run.dir: make both
+    name this job's directory, also inside a multirun (whose jobs live under hydra.sweep.dir)."""
+    sys.argv = _single_run_argv(sys.argv, task_overrides)
+    hydra_node = HydraConfig.get()
+    with read_write(hydra_node), open_dict(hydra_node):
+        hydra_node.run.dir = str(run_dir)
 
 
 def _fail(message: str, run_dir: Path) -> None:
@@ -48,10 +88,19 @@ def main(cfg: DictConfig) -> float | None:
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
         check_config(config)
+        config_fingerprint = run_state.fingerprint(config)
+        # Only rank 0 decides what to do with the directory; the other processes of a DDP run follow it.
+        plan = run_state.plan(run_dir, config_fingerprint, config["force"]) if _process_rank() == 0 else None
     except ConfigError as err:
         _fail(str(err), run_dir)
     except Exception as err:  # an interpolation that does not resolve, a missing key
         _fail(f"invalid config: {err}", run_dir)
+    if plan is None:
+        plan = run_state.Plan(resume_from=run_state.last_checkpoint(run_dir))
+    if plan.skip:
+        print(f"Finished already with this config, skipped (force=true runs it again): {run_dir}")
+        return _objective(run_dir)
+    _pin_run_dir_for_child_processes(run_dir, list(hydra_cfg.overrides.task))
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
     overridden = {override.split("=")[0].lstrip("+~").split(".")[0] for override in hydra_cfg.overrides.task}
 
@@ -62,15 +111,25 @@ def main(cfg: DictConfig) -> float | None:
     from vaerun.stages import run
 
     try:
-        metrics = run(config, run_dir, choices, overridden)
+        metrics = run(config, run_dir, choices, overridden, config_fingerprint, plan.resume_from)
     except ConfigError as err:
         _fail(str(err), run_dir)
+    if _process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
+        return None
     log.info("Run directory: %s", run_dir)
     # The venv's tensorboard by its full path when the venv is not on PATH (as after `make run`).
     tensorboard = (
         "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
     )
     print(f"\nRun directory: {run_dir}\nLook at it with: {tensorboard} --logdir {run_dir}")
+    return _objective(run_dir, metrics)
+
+
+def _objective(run_dir: Path, metrics: dict[str, float] | None = None) -> float | None:
+    """What a Hydra sweeper optimises: the test loss, else the validation loss."""
+    if metrics is None:
+        saved = run_dir / "metrics.json"
+        metrics = json.loads(saved.read_text()) if saved.is_file() else {}
     return metrics.get("test/loss", metrics.get("val/loss"))
 
 

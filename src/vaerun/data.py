@@ -210,26 +210,36 @@ class FashionMNISTSource(TorchvisionSource):
 
 class TensorBatches:
     """An iterable of (images, labels) batches sliced from in-memory tensors; with a generator, a fresh
-    permutation every pass."""
+    permutation every pass. In a distributed run each of ``world_size`` processes takes every
+    ``world_size``-th example from ``rank`` on, the order padded by wrapping around so that all processes
+    see the same number of batches (as torch's DistributedSampler does)."""
 
-    def __init__(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.split, self.batch_size, self.generator = split, batch_size, generator
+        self.rank, self.world_size = rank, world_size
+
+    def _shard_size(self) -> int:
+        return -(-len(self.split) // self.world_size)
 
     def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
+        return -(-self._shard_size() // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.split)
-        order = torch.randperm(n, generator=self.generator) if self.generator is not None else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                yield (
-                    self.split.images[start : start + self.batch_size],
-                    self.split.labels[start : start + self.batch_size],
-                )
-            else:
-                idx = order[start : start + self.batch_size]
-                yield self.split.images[idx], self.split.labels[idx]
+        # Every process draws the same permutation (same seed, same calls) and takes its own slice of it.
+        order = torch.randperm(n, generator=self.generator) if self.generator is not None else torch.arange(n)
+        if self.world_size > 1:
+            padded = torch.cat([order, order[: self._shard_size() * self.world_size - n]])
+            order = padded[self.rank :: self.world_size]
+        for idx in order.split(self.batch_size):
+            yield self.split.images[idx], self.split.labels[idx]
 
 
 def binarize_static(split: Split, seed: int) -> Split:
@@ -301,11 +311,16 @@ class ImageDataModule(pl.LightningDataModule):
         images, labels = batch
         return self.transform(images), labels
 
+    def _batches(self, split: Split, generator: torch.Generator | None = None) -> TensorBatches:
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatches(split, self.batch_size, generator, rank=rank, world_size=world_size)
+
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits.train, self.batch_size, self._shuffle)
+        return self._batches(self.splits.train, self._shuffle)
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits.val, self.batch_size)
+        return self._batches(self.splits.val)
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits.test, self.batch_size)
+        return self._batches(self.splits.test)

@@ -72,6 +72,7 @@ class AutoencoderModule(pl.LightningModule):
                 on_epoch=True,
                 prog_bar=name == "loss",
                 batch_size=len(clean),
+                sync_dist=split != "train",  # val/test: the mean over every process's shard
             )
         return terms["loss"]
 
@@ -92,8 +93,9 @@ class AutoencoderModule(pl.LightningModule):
             log_likelihood = self.model.log_likelihood(corrupted, clean, self.iwae_samples, self.iwae_chunk)
             if log_likelihood is not None:
                 nll = -log_likelihood.mean()
-                self.log("test/nll_iwae", nll, batch_size=len(clean))
-                self.log("test/nll_iwae_bpd", bits_per_dim(nll, clean[0].numel()), batch_size=len(clean))
+                bpd = bits_per_dim(nll, clean[0].numel())
+                self.log("test/nll_iwae", nll, batch_size=len(clean), sync_dist=True)
+                self.log("test/nll_iwae_bpd", bpd, batch_size=len(clean), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         for metrics in (self.reconstruction_metrics, self.corrupted_input_metrics):

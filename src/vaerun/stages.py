@@ -19,7 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
+from vaerun import run_state
 from vaerun.baselines import active_units, fit_pca
 from vaerun.callbacks import ReconstructionImages
 from vaerun.data import ImageDataModule
@@ -54,6 +56,7 @@ class Run:
     sink: ImageSink
     checkpoint: ModelCheckpoint
     metrics: dict[str, float] = field(default_factory=dict)
+    resume_from: Path | None = None
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
@@ -112,6 +115,7 @@ def _module_hparams(cfg: dict[str, Any], choices: dict[str, str]) -> dict[str, A
     }
 
 
+@rank_zero_only
 def _record_source(run_dir: Path, source: str) -> None:
     """The data set actually used (mnist may fall back to mnist5k) goes into the run's saved config."""
     saved = run_dir / ".hydra" / "config.yaml"
@@ -155,9 +159,14 @@ def setup(cfg: dict[str, Any], run_dir: Path, choices: dict[str, str], overridde
 
 
 def train(run: Run) -> None:
-    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=None)
+    if run.resume_from is not None and run.trainer.is_global_zero:
+        log.info("Resuming from %s (same config, same run directory)", run.resume_from)
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from)
     run.metrics.update(_scalars(run.trainer.callback_metrics, prefix="val/"))
-    log.info("Checkpoints: %s (best: %s)", run.checkpoint.dirpath, run.checkpoint.best_model_path or "none")
+    if run.trainer.is_global_zero:
+        log.info(
+            "Checkpoints: %s (best: %s)", run.checkpoint.dirpath, run.checkpoint.best_model_path or "none"
+        )
 
 
 def evaluate(run: Run) -> None:
@@ -169,6 +178,8 @@ def evaluate(run: Run) -> None:
     options = run.cfg["eval"]
     run.module.configure_evaluation(options["iwae_samples"], options["iwae_chunk"])
     run.trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+    if not run.trainer.is_global_zero:  # the metrics are reduced across processes; rank 0 writes them
+        return
     test_metrics = _scalars(run.trainer.callback_metrics, prefix="test/")
     extra = _baselines_and_diagnostics(run)
     run.logger.log_metrics(extra, step=run.trainer.global_step)
@@ -221,6 +232,8 @@ def _encode_all(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
 def sample(run: Run) -> None:
     """Generated images, reconstructions and interpolations of test images, the latent manifold and a
     scatter (latent=2) or traversals of every latent dimension, and the projector of test-set codes."""
+    if not run.trainer.is_global_zero:  # pictures need no other process: rank 0 draws them
+        return
     options, splits, step, sink = run.cfg["sample"], run.datamodule.splits, run.trainer.global_step, run.sink
     module = run.module.to(run.trainer.strategy.root_device).eval()
     model, device = module.model, module.device
@@ -254,14 +267,15 @@ def sample(run: Run) -> None:
         codes = traversal_codes(test_codes[0], prior, options["traversal_dims"], steps)
         sink.grid("sample/traversals", image_grid(model.mean(codes), nrow=steps), step)
 
-    shown = slice(0, run.cfg["eval"]["projector_points"])
-    run.logger.experiment.add_embedding(
-        test_codes[shown].cpu(),
-        metadata=splits.test.labels[shown].tolist(),
-        label_img=test[shown].cpu(),
-        global_step=step,
-        tag="latent_means",
-    )
+    projector_points = run.cfg["eval"]["projector_points"]
+    if projector_points > 0:
+        run.logger.experiment.add_embedding(
+            test_codes[:projector_points].cpu(),
+            metadata=splits.test.labels[:projector_points].tolist(),
+            label_img=test[:projector_points].cpu(),
+            global_step=step,
+            tag="latent_means",
+        )
     log.info("Images: %s", sink.image_dir)
 
 
@@ -269,6 +283,7 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.endswith("_step")}
 
 
+@rank_zero_only
 def _log_hparams(run: Run) -> None:
     hp = run.module.hparams
     params = {
@@ -288,6 +303,27 @@ def _log_hparams(run: Run) -> None:
     run.logger.save()
 
 
+#: what Lightning's DDP launcher sets in the launching process; restored after each run of a multirun
+DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")
+
+
+@rank_zero_only
+def _record_state(run_dir: Path, config_fingerprint: str, status: str) -> None:
+    run_state.record(run_dir, config_fingerprint, status)
+
+
+def _end_distributed(saved_environment: dict[str, str | None]) -> None:
+    """Close the process group and restore the environment, so that the next run of a multirun starts its
+    own processes on a fresh port instead of joining the finished run's group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key, value in saved_environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
     "all": (train, evaluate, sample),
     "train": (train,),
@@ -301,11 +337,21 @@ def run(
     run_dir: Path,
     choices: dict[str, str] | None = None,
     overridden: set[str] | None = None,
+    config_fingerprint: str = "",
+    resume_from: Path | None = None,
 ) -> dict[str, float]:
-    """Run the configured stage(s); returns the final metrics (what a Hydra sweeper would optimise)."""
-    state = setup(cfg, run_dir, choices or {}, overridden or set())
-    for stage in STAGES[cfg["stage"]]:
-        stage(state)
-    _log_hparams(state)
-    state.logger.finalize("success")
+    """Run the configured stage(s); returns the final metrics. ``resume_from``: the last checkpoint of a
+    killed run of the same config in the same directory, to continue training from."""
+    saved_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
+    try:
+        state = setup(cfg, run_dir, choices or {}, overridden or set())
+        state.resume_from = resume_from
+        _record_state(run_dir, config_fingerprint, "running")
+        for stage in STAGES[cfg["stage"]]:
+            stage(state)
+        _log_hparams(state)
+        state.logger.finalize("success")
+        _record_state(run_dir, config_fingerprint, "finished")
+    finally:
+        _end_distributed(saved_environment)
     return state.metrics

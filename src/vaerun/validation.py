@@ -140,6 +140,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     check_latent(cfg["latent"])
     check_stage(cfg["stage"], cfg["ckpt"])
+    _flag("force", cfg["force"], ())
     image_shape = check_image_shape(cfg["data"]["image_shape"])
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
     check_corruption(cfg["corruption"], image_shape)

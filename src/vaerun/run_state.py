@@ -1,0 +1,79 @@
+"""What a run directory already holds, so that re-running a command (a sweep, typically) skips the runs
+that finished, resumes a killed one from its last checkpoint, and never mixes two configs in one directory.
+
+``job.json`` in the run directory records the config's fingerprint, whether the run finished, and a copy
+of the run's ``.hydra`` files: Hydra rewrites those before any code of ours runs, so a re-run that skips,
+or is refused, puts the original ones back. Pure Python: decided before torch is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaerun.validation import ConfigError
+
+STATE_FILE = "job.json"
+#: what a run writes; force=true removes these before running again
+ARTIFACTS = ("checkpoints", "tensorboard", "images", "metrics.json", STATE_FILE)
+#: keys that do not change what a run computes
+NOT_FINGERPRINTED = ("force",)
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    kept = {key: value for key, value in config.items() if key not in NOT_FINGERPRINTED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Plan:
+    skip: bool = False
+    resume_from: Path | None = None
+
+
+def plan(run_dir: Path, config_fingerprint: str, force: bool) -> Plan:
+    """skip (finished with this config), resume (killed, with a last checkpoint) or start fresh."""
+    state_file = run_dir / STATE_FILE
+    if force:
+        for name in ARTIFACTS:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return Plan()
+    if not state_file.is_file():
+        return Plan()
+    state = json.loads(state_file.read_text())
+    if state.get("fingerprint") != config_fingerprint:
+        _restore_hydra_files(run_dir, state)
+        raise ConfigError(
+            f"hydra.run.dir: {run_dir} holds a run of a different config; pick another directory, "
+            "or add force=true to replace it"
+        )
+    if state.get("status") == "finished":
+        _restore_hydra_files(run_dir, state)
+        return Plan(skip=True)
+    return Plan(resume_from=last_checkpoint(run_dir))
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def _restore_hydra_files(run_dir: Path, state: dict[str, Any]) -> None:
+    for name, text in state.get("hydra_files", {}).items():
+        (run_dir / ".hydra" / name).write_text(text)
+
+
+def record(run_dir: Path, config_fingerprint: str, status: str) -> None:
+    """Write job.json (atomically) with the status and a copy of the run's .hydra files."""
+    hydra_dir = run_dir / ".hydra"
+    files = {p.name: p.read_text() for p in sorted(hydra_dir.glob("*.yaml"))} if hydra_dir.is_dir() else {}
+    state = {"fingerprint": config_fingerprint, "status": status, "hydra_files": files}
+    partial = run_dir / (STATE_FILE + ".partial")
+    partial.write_text(json.dumps(state, indent=1) + "\n")
+    os.replace(partial, run_dir / STATE_FILE)

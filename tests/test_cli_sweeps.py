@@ -1,0 +1,115 @@
+"""Sweeps end to end: the real multirun, its summary, skipping finished runs, launchers and DDP on CPU."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from conftest import TINY, read_metrics, vae_run
+
+from vaerun.cli import _single_run_argv
+
+
+def summary_rows(sweep: Path) -> list[dict]:
+    with open(sweep / "summary.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_dirs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_a_multirun_writes_its_summary_and_a_rerun_skips_the_finished_runs(tmp_path):
+    args = ["-m", "model=ae,vae", "latent=2,3", "data=digits", *TINY, "hydra.sweep.dir=sweep"]
+    vae_run(*args, cwd=tmp_path)
+    sweep = tmp_path / "sweep"
+    rows = summary_rows(sweep)
+    assert sorted((r["model"], r["latent"]) for r in rows) == [
+        ("ae", "2"),
+        ("ae", "3"),
+        ("vae", "2"),
+        ("vae", "3"),
+    ]
+    assert all(float(r["test/reconstruction/mse"]) > 0 and float(r["test/pca_mse"]) > 0 for r in rows)
+    assert {"summary.md", "summary.png"} <= {p.name for p in sweep.iterdir()}
+    stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in run_dirs(sweep)}
+
+    again = vae_run(*args, cwd=tmp_path)
+    assert again.stdout.count("Finished already with this config, skipped") == 4
+    assert {p: (p / "metrics.json").stat().st_mtime_ns for p in run_dirs(sweep)} == stamps
+    assert "source_used: digits" in (run_dirs(sweep)[0] / ".hydra" / "config.yaml").read_text()
+
+    forced = vae_run(*args[:-1], "hydra.sweep.dir=sweep", "force=true", "latent=2", cwd=tmp_path)
+    assert "skipped" not in forced.stdout  # force=true: the runs are made again
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    args = ["data=digits", *TINY, "trainer.max_epochs=2", "hydra.run.dir=run"]
+    vae_run(*args, cwd=tmp_path)
+    run = tmp_path / "run"
+    # What a kill after the first checkpoint leaves: the run marked running, no metrics.
+    (run / "metrics.json").unlink()
+    state = (run / "job.json").read_text().replace('"finished"', '"running"')
+    (run / "job.json").write_text(state)
+    resumed = vae_run(*args, cwd=tmp_path)
+    assert "Resuming from" in resumed.stdout + resumed.stderr
+    assert "test/elbo" in read_metrics(run)
+
+
+def test_another_config_in_a_finished_run_directory_is_refused(tmp_path):
+    vae_run("data=digits", *TINY, "hydra.run.dir=run", cwd=tmp_path)
+    result = vae_run("data=digits", "latent=3", *TINY, "hydra.run.dir=run", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "holds a run of a different config" in result.stderr
+    assert "latent: 16" in (tmp_path / "run" / ".hydra" / "config.yaml").read_text()  # nothing lost
+
+
+def test_the_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path):
+    vae_run(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "latent=2,3",
+        "data=digits",
+        *TINY,
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    assert sorted(r["latent"] for r in summary_rows(tmp_path / "sweep")) == ["2", "3"]
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path):
+    result = vae_run("device=ddp", "data=digits", *TINY, "hydra.run.dir=run", cwd=tmp_path)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
+    run = tmp_path / "run"
+    metrics = read_metrics(run)
+    assert metrics["test/loss"] > 0 and metrics["test/nll_iwae"] > 0
+    assert '"finished"' in (run / "job.json").read_text()
+    assert len(list((run / "images").glob("*.png"))) >= 4
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no stray run directory of the second process
+
+
+def test_ddp_inside_a_multirun_keeps_each_job_in_its_own_directory(tmp_path):
+    vae_run("-m", "latent=2,3", "device=ddp", "data=digits", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    sweep = tmp_path / "sweep"
+    assert [p.name for p in run_dirs(sweep)] == ["0", "1"]
+    assert sorted(r["latent"] for r in summary_rows(sweep)) == ["2", "3"]
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["vae-run", "-m", "latent=2,4", "device=ddp"], ["vae-run", "latent=2", "device=ddp"]),
+        (
+            ["vae-run", "--config-dir", "mine", "-m", "data=x,y"],
+            ["vae-run", "--config-dir", "mine", "latent=2", "device=ddp"],
+        ),
+        (
+            ["vae-run", "-cd=mine", "--multirun", "latent=2,4"],
+            ["vae-run", "-cd=mine", "latent=2", "device=ddp"],
+        ),
+    ],
+)
+def test_a_ddp_child_gets_the_jobs_own_command_line(argv, expected):
+    assert _single_run_argv(argv, ["latent=2", "device=ddp"]) == expected

@@ -1,0 +1,83 @@
+"""The sweep summary, on hand-made run directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vaerun.sweeps import find_runs, main, summarize, swept_keys
+
+
+def make_run(path: Path, model: str, overrides: list[str], metrics: dict) -> Path:
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (path / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": {"model": model}}}})
+    )
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    for number, (model, latent) in enumerate([("ae", 2), ("ae", 8), ("vae", 2), ("vae", 8)]):
+        metrics = {
+            "test/loss": 100.0 - latent - (model == "vae"),
+            "test/reconstruction/mse": 0.1 / latent,
+            "test/pca_mse": 0.2 / latent,
+            "test/binarize": "none",  # not a number: kept out of the summary
+        }
+        if model == "vae":
+            metrics["test/nll_iwae"] = 90.0 - latent
+        make_run(
+            tmp_path / "sweep" / str(number),
+            model,
+            [f"model={model}", f"latent={latent}", "data=digits"],
+            metrics,
+        )
+    return tmp_path / "sweep"
+
+
+def test_summary_has_one_row_per_run_with_overrides_and_metrics(sweep):
+    records = summarize([sweep], sweep)
+    assert len(records) == 4
+    with open(sweep / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["model"], r["latent"]) for r in rows] == [("ae", "2"), ("ae", "8"), ("vae", "2"), ("vae", "8")]
+    assert float(rows[1]["test/reconstruction/mse"]) == pytest.approx(0.1 / 8)
+    assert rows[0]["test/nll_iwae"] == "" and float(rows[2]["test/nll_iwae"]) == 88.0
+    assert "test/binarize" not in rows[0]
+    markdown = (sweep / "summary.md").read_text()
+    assert "Common to all runs: data=digits" in markdown
+    assert "| # | model | latent | test/loss | test/nll_iwae | test/reconstruction/mse" in markdown
+    assert markdown.count("\n| ") == 5  # header and four runs
+    assert (sweep / "summary.png").stat().st_size > 10_000
+
+
+def test_swept_keys_are_the_ones_that_vary(sweep):
+    from vaerun.sweeps import load_run
+
+    records = [load_run(path) for path in find_runs([sweep])]
+    assert swept_keys(records) == ["latent", "model"]
+
+
+def test_the_command_rebuilds_a_summary_from_runs_of_different_sweeps(sweep, tmp_path, capsys):
+    other = make_run(tmp_path / "elsewhere" / "run", "ae", ["model=ae", "latent=32"], {"test/loss": 50.0})
+    main([str(sweep), str(other), "--out", str(tmp_path / "combined")])
+    assert "5 runs" in capsys.readouterr().out
+    with open(tmp_path / "combined" / "summary.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 5
+
+
+def test_the_command_says_when_there_is_nothing_to_summarise(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "no runs (no metrics.json)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
