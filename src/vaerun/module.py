@@ -50,6 +50,9 @@ class AutoencoderModule(pl.LightningModule):
         self.reconstruction_metrics = image_metrics("test/reconstruction/")
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/")
         self.iwae_samples, self.iwae_chunk = 0, 50
+        self._train_sums: Tensor | None = None
+        self._train_images = 0
+        self._term_names: tuple[str, ...] = ()
 
     def corrupt(self, clean: Tensor, seed: int | None = None) -> Tensor:
         """The corruption, with fresh randomness, or the same every time for a given seed (for pictures
@@ -68,16 +71,36 @@ class AutoencoderModule(pl.LightningModule):
             self.log(
                 f"{split}/{name}",
                 value,
-                on_step=split == "train",
                 on_epoch=True,
                 prog_bar=name == "loss",
                 batch_size=len(clean),
-                sync_dist=split != "train",  # val/test: the mean over every process's shard
+                sync_dist=True,  # the mean over every process's shard
             )
         return terms["loss"]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        """The hot path: running sums of the terms stay on the device (no host sync); Lightning's logging
+        runs only on the steps it writes (every trainer.log_every_n_steps) and once per epoch."""
+        clean, _ = batch
+        terms = self.model.loss_terms(self.corrupt(clean), clean)
+        weighted = torch.stack([value.detach() for value in terms.values()]) * len(clean)
+        self._train_sums = weighted if self._train_sums is None else self._train_sums + weighted
+        self._train_images += len(clean)
+        self._term_names = tuple(terms)
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss_step", terms["loss"], prog_bar=True, on_step=True, on_epoch=False)
+            others = {f"train/{name}_step": value for name, value in terms.items() if name != "loss"}
+            self.log_dict(others, on_step=True, on_epoch=False)
+        return terms["loss"]
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums, self._train_images = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_images:
+            means = self._train_sums / self._train_images  # weighted by batch size, as Lightning's means
+            names = (f"train/{name}_epoch" for name in self._term_names)
+            self.log_dict(dict(zip(names, means, strict=True)), on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

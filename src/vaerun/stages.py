@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -125,11 +126,18 @@ def _record_source(run_dir: Path, source: str) -> None:
         OmegaConf.save(config, saved)
 
 
-def setup(cfg: dict[str, Any], run_dir: Path, choices: dict[str, str], overridden: set[str]) -> Run:
+def setup(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    choices: dict[str, str],
+    overridden: set[str],
+    extra_callbacks: Sequence[pl.Callback] = (),
+) -> Run:
     """Everything that can fail on bad input comes first, before anything is written to the run dir.
 
     ``choices``: the group options picked (model=vae, ...); ``overridden``: the top-level keys typed on the
     command line."""
+    cfg = copy.deepcopy(cfg)  # the run records what it found (data.source_used) in its own copy
     _check_device(cfg["trainer"])
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     datamodule: ImageDataModule = instantiate(cfg["data"], _convert_="all")
@@ -152,7 +160,14 @@ def setup(cfg: dict[str, Any], run_dir: Path, choices: dict[str, str], overridde
         mode="min",
         save_last=True,
     )
-    callbacks = [checkpoint, ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"])]
+    callbacks = [
+        checkpoint,
+        ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
+        *extra_callbacks,
+    ]
+    if cfg["trainer"].get("enable_progress_bar", True):
+        # The bar redraws at the logging rate (the values it shows change no more often), not every step.
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg["trainer"].get("log_every_n_steps") or 1))
     trainer = pl.Trainer(**cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
     logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
     return Run(cfg, run_dir, datamodule, module, trainer, logger, sink, checkpoint)

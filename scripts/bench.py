@@ -1,0 +1,260 @@
+"""Training throughput of vaerun against the floor and the hardware.
+
+    python scripts/bench.py --data mnist5k --epochs 4 --repeats 3
+
+In one process, for the same MLP VAE (784-512-256-z, ReLU, Adam, Bernoulli decoder, the same seed):
+
+  a  a plain PyTorch loop over in-memory tensors: the same math with no framework (the floor);
+  b  vaerun's LightningModule, DataModule and Trainer, built by the same code as `vae-run`;
+  c  the same LightningModule fed by a standard DataLoader over a TensorDataset (what a typical
+     implementation does);
+  d  the peak of a large matmul in the same dtype on the same device.
+
+Images/s are the median over the epochs after the first of every repeat; the repeats are interleaved
+(a, b, c, a, b, c, ...) because whole-run throughput on shared machines drifts by up to 25%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import math
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", default="mnist5k", help="a data option of vae-run (mnist5k, fashion_mnist, ...)"
+    )
+    parser.add_argument("--latent", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=4, help="per run; the first is warm-up")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument(
+        "--limit-batches", type=int, default=0, help="train on the first N batches only (tests)"
+    )
+    parser.add_argument("--methods", default="abc", help="which of a, b, c to run")
+    parser.add_argument("--matmul-size", type=int, default=4096)
+    return parser.parse_args(argv)
+
+
+def compose_config(args: argparse.Namespace) -> dict:
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    overrides = [
+        "model=vae",
+        "encoder=mlp",
+        f"data={args.data}",
+        f"latent={args.latent}",
+        f"data.batch_size={args.batch_size}",
+        f"trainer.max_epochs={args.epochs}",
+        f"trainer.precision={args.precision}",
+        f"device={'gpu' if args.device == 'cuda' else 'cpu'}",
+        "trainer.limit_val_batches=0",  # training throughput only
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_model_summary=false",
+    ]
+    if args.limit_batches:
+        overrides.append(f"trainer.limit_train_batches={args.limit_batches}")
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def model_flops_per_image(latent: int, image_size: int, hidden: tuple[int, ...] = (512, 256)) -> float:
+    """Multiply-adds x 2 of the linear layers, forward pass; a training step is about 3x that."""
+    encoder = [image_size, *hidden, 2 * latent]
+    decoder = [latent, *reversed(hidden), image_size]
+    return sum(2 * a * b for sizes in (encoder, decoder) for a, b in itertools.pairwise(sizes))
+
+
+def matmul_peak(device: str, dtype: torch.dtype, size: int) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(5):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class Result:
+    def __init__(self) -> None:
+        self.throughputs: list[float] = []
+        self.final_elbo: list[float] = []
+
+
+def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) -> None:
+    """(a) the floor: the same model and math, a hand-written loop over in-memory tensors."""
+    from vaerun.data import to_unit_float
+    from vaerun.module import AutoencoderModule
+    from vaerun.stages import _module_hparams
+
+    torch.manual_seed(cfg["seed"])
+    model = AutoencoderModule(**_module_hparams(cfg, {})).model.to(args.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optimizer"]["lr"])
+    images = splits.train.images.to(args.device)
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(images), generator=generator).to(args.device)
+        batches = order.split(args.batch_size)
+        if args.limit_batches:
+            batches = batches[: args.limit_batches]
+        elbo_sum, seen = torch.zeros((), device=args.device), 0
+        _sync(args.device)
+        start = time.perf_counter()
+        for idx in batches:
+            x = to_unit_float(images[idx])
+            with autocast:
+                loss = model.loss_terms(x, x)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            elbo_sum -= loss.detach() * len(idx)  # weighted by batch size, as Lightning's epoch means
+            seen += len(idx)
+        _sync(args.device)
+        elapsed = time.perf_counter() - start
+        if epoch > 0:
+            result.throughputs.append(sum(len(i) for i in batches) / elapsed)
+    result.final_elbo.append((elbo_sum / seen).item())
+
+
+class EpochTimer:
+    """Times each training epoch from its start to the end of its last batch (no validation)."""
+
+    def __init__(self, device: str) -> None:
+        import pytorch_lightning as pl
+
+        device_ = device
+
+        class _Timer(pl.Callback):
+            def __init__(self) -> None:
+                self.durations: list[float] = []
+                self.images: list[int] = []
+
+            def on_train_epoch_start(self, trainer, module) -> None:
+                _sync(device_)
+                self._start, self._images = time.perf_counter(), 0
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+                self._images += len(batch[0])
+
+            def on_train_epoch_end(self, trainer, module) -> None:
+                _sync(device_)
+                self.durations.append(time.perf_counter() - self._start)
+                self.images.append(self._images)
+
+        self.callback = _Timer()
+
+    def throughputs(self) -> list[float]:
+        pairs = list(zip(self.callback.images, self.callback.durations, strict=True))[1:]
+        return [n / t for n, t in pairs]
+
+
+def run_vaerun(cfg: dict, args: argparse.Namespace, result: Result, standard_dataloader: bool) -> None:
+    """(b) vaerun as vae-run sets it up; (c) the same module fed by a standard DataLoader."""
+    from vaerun import stages
+
+    timer = EpochTimer(args.device)
+    with tempfile.TemporaryDirectory() as run_dir:
+        run = stages.setup(dict(cfg), Path(run_dir), {}, set(), extra_callbacks=[timer.callback])
+        if standard_dataloader:
+            from torch.utils.data import DataLoader, TensorDataset
+
+            train = run.datamodule.splits.train
+            dataset = TensorDataset(train.images.float() / 255.0, train.labels)
+            loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
+            run.trainer.fit(run.module, train_dataloaders=loader)
+        else:
+            run.trainer.fit(run.module, datamodule=run.datamodule)
+        result.final_elbo.append(-float(run.trainer.callback_metrics["train/loss_epoch"]))
+    result.throughputs.extend(timer.throughputs())
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    cfg = compose_config(args)
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg["data"], _convert_="all")
+    datamodule.setup()
+    splits = datamodule.splits
+    dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
+
+    results = {method: Result() for method in args.methods}
+    runners = {
+        "a": lambda r: run_plain_loop(cfg, splits, args, r),
+        "b": lambda r: run_vaerun(cfg, args, r, standard_dataloader=False),
+        "c": lambda r: run_vaerun(cfg, args, r, standard_dataloader=True),
+    }
+    for _ in range(args.repeats):
+        for method in args.methods:
+            runners[method](results[method])
+    peak = matmul_peak(args.device, dtype, args.matmul_size)
+    flops_per_image = 3 * model_flops_per_image(args.latent, math.prod(datamodule.image_shape))
+
+    names = {"a": "plain PyTorch loop", "b": "vaerun (as vae-run)", "c": "vaerun module + DataLoader"}
+    median = {m: statistics.median(r.throughputs) for m, r in results.items() if r.throughputs}
+    print(
+        f"\n{args.data}: {len(splits.train)} train images, batch {args.batch_size}, latent {args.latent}, "
+        f"{args.precision}, {args.device}, {torch.get_num_threads()} threads, {args.epochs} epochs x "
+        f"{args.repeats} repeats (median of epochs after the first)"
+    )
+    print(f"{'method':32s} {'images/s':>10s} {'GFLOP/s':>9s} {'of peak':>8s} {'final ELBO':>11s}")
+    for method, result in results.items():
+        rate = median.get(method, float("nan"))
+        achieved = rate * flops_per_image
+        elbo = statistics.median(result.final_elbo) if result.final_elbo else float("nan")
+        fraction = achieved / peak
+        print(f"{method} {names[method]:30s} {rate:10.0f} {achieved / 1e9:9.1f} {fraction:8.1%} {elbo:11.2f}")
+    print(f"d {'matmul ' + str(args.matmul_size) + '^2 peak':30s} {'':10s} {peak / 1e9:9.1f} {1:8.0%}")
+    if "a" in median and "b" in median:
+        print(f"b/a = {median['b'] / median['a']:.3f}", end="   ")
+    if "b" in median and "c" in median:
+        print(f"b/c = {median['b'] / median['c']:.3f}", end="")
+    print(
+        f"\npeak memory: {peak_memory_mb(args.device):.0f} MB   (command: python scripts/bench.py "
+        f"{' '.join(sys.argv[1:] if argv is None else argv)})"
+    )
+    os.environ.pop("LOCAL_RANK", None)
+
+
+if __name__ == "__main__":
+    main()
