@@ -120,10 +120,13 @@ class VariationalAutoencoder(Autoencoder):
     encoder_outputs_per_latent = 2
     interpolate = staticmethod(slerp)
 
+    #: log sigma^2 is kept in this range: exp() of it can neither overflow nor underflow to a zero variance
+    logvar_range = (-30.0, 20.0)
+
     def posterior_parameters(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, log sigma^2) of q(z|x)."""
         mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar
+        return mu, logvar.clamp(*self.logvar_range)
 
     def posterior(self, x: Tensor) -> Distribution:
         mu, logvar = self.posterior_parameters(x)

@@ -108,12 +108,16 @@ def main(cfg: DictConfig) -> float | None:
 
     # Lightning 2.6 on torch >= 2.10 calls a deprecated pytree constructor inside fit; not the user's concern.
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    from vaerun.guards import NonFiniteLossError
     from vaerun.stages import run
 
     try:
         metrics = run(config, run_dir, choices, overridden, config_fingerprint, plan.resume_from)
     except ConfigError as err:
         _fail(str(err), run_dir)
+    except NonFiniteLossError as err:
+        print(f"vae-run: error: {err} ({run_dir / 'checkpoints'})", file=sys.stderr)
+        raise SystemExit(3) from None
     if _process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
         return None
     log.info("Run directory: %s", run_dir)

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder
+from vaerun.guards import NonFiniteWatch
 from vaerun.metrics import image_metrics
 from vaerun.objectives import bits_per_dim
 
@@ -53,6 +54,7 @@ class AutoencoderModule(pl.LightningModule):
         self._train_sums: Tensor | None = None
         self._train_images = 0
         self._term_names: tuple[str, ...] = ()
+        self.nonfinite = NonFiniteWatch()  # checked by guards.NonFiniteLossGuard
 
     def corrupt(self, clean: Tensor, seed: int | None = None) -> Tensor:
         """The corruption, with fresh randomness, or the same every time for a given seed (for pictures
@@ -83,10 +85,12 @@ class AutoencoderModule(pl.LightningModule):
         runs only on the steps it writes (every trainer.log_every_n_steps) and once per epoch."""
         clean, _ = batch
         terms = self.model.loss_terms(self.corrupt(clean), clean)
-        weighted = torch.stack([value.detach() for value in terms.values()]) * len(clean)
+        values = torch.stack([value.detach() for value in terms.values()])
+        self._term_names = tuple(terms)
+        self.nonfinite.observe(values, self._term_names, self.trainer.global_step)
+        weighted = values * len(clean)
         self._train_sums = weighted if self._train_sums is None else self._train_sums + weighted
         self._train_images += len(clean)
-        self._term_names = tuple(terms)
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/loss_step", terms["loss"], prog_bar=True, on_step=True, on_epoch=False)
             others = {f"train/{name}_step": value for name, value in terms.items() if name != "loss"}

@@ -26,6 +26,7 @@ from vaerun import run_state
 from vaerun.baselines import active_units, fit_pca
 from vaerun.callbacks import ReconstructionImages
 from vaerun.data import ImageDataModule
+from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint, NonFiniteLossGuard
 from vaerun.module import AutoencoderModule
 from vaerun.validation import ConfigError
 from vaerun.visualisation import (
@@ -160,15 +161,24 @@ def setup(
         mode="min",
         save_last=True,
     )
+    log_every = cfg["trainer"].get("log_every_n_steps") or 1
     callbacks = [
+        NonFiniteLossGuard(every_n_steps=log_every),  # first: before anything can save a broken model
         checkpoint,
+        InterruptCheckpoint(run_dir / "checkpoints"),
         ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
         *extra_callbacks,
     ]
     if cfg["trainer"].get("enable_progress_bar", True):
         # The bar redraws at the logging rate (the values it shows change no more often), not every step.
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg["trainer"].get("log_every_n_steps") or 1))
-    trainer = pl.Trainer(**cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+        callbacks.append(TQDMProgressBar(refresh_rate=log_every))
+    trainer = pl.Trainer(
+        **cfg["trainer"],
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
+    )
     logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
     return Run(cfg, run_dir, datamodule, module, trainer, logger, sink, checkpoint)
 
