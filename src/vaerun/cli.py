@@ -75,6 +75,20 @@ def _pin_run_dir_for_child_processes(run_dir: Path, task_overrides: list[str]) -
         hydra_node.run.dir = str(run_dir)
 
 
+def _continue_earlier_run(new_dir: Path, config_fingerprint: str) -> tuple[Path, run_state.Plan]:
+    """resume=true: the new, empty run directory is dropped and the earlier run continues in its own."""
+    root = new_dir.parent.parent  # outputs/DATE/TIME -> outputs
+    earlier = run_state.find_resumable(root, config_fingerprint)
+    if earlier is None:
+        _fail(f"resume=true: no unfinished run of this config with a checkpoint under {root}", new_dir)
+    _discard_run_dir(new_dir)
+    handler = logging.FileHandler(earlier / "vae_run.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    log.info("resume=true: continuing %s", earlier)
+    return earlier, run_state.Plan(resume_from=run_state.last_checkpoint(earlier))
+
+
 def _fail(message: str, run_dir: Path) -> None:
     _discard_run_dir(run_dir)
     print(f"vae-run: error: {message}", file=sys.stderr)
@@ -100,6 +114,8 @@ def main(cfg: DictConfig) -> float | None:
     if plan.skip:
         print(f"Finished already with this config, skipped (force=true runs it again): {run_dir}")
         return _objective(run_dir)
+    if config["resume"] and plan.resume_from is None and _process_rank() == 0:
+        run_dir, plan = _continue_earlier_run(run_dir, config_fingerprint)
     _pin_run_dir_for_child_processes(run_dir, list(hydra_cfg.overrides.task))
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
     overridden = {override.split("=")[0].lstrip("+~").split(".")[0] for override in hydra_cfg.overrides.task}

@@ -285,6 +285,13 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits: Splits | None = None
         self._shuffle = torch.Generator().manual_seed(self.seed)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """Saved in checkpoints: a resumed run shuffles its next epochs as the uninterrupted run would."""
+        return {"shuffle_state": self._shuffle.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        self._shuffle.set_state(state_dict["shuffle_state"])
+
     def transform(self, images: Tensor) -> Tensor:
         """uint8 images (on any device) -> the model's float input in [0, 1]."""
         x = to_unit_float(images)

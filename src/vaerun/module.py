@@ -130,5 +130,18 @@ class AutoencoderModule(pl.LightningModule):
                 self.log_dict(metrics.compute())
             metrics.reset()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """torch's random state too (reparameterisation noise, corruptions): a resumed run continues as the
+        uninterrupted one would have."""
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return instantiate(self.hparams.optimizer)(self.parameters())

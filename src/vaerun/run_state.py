@@ -12,9 +12,13 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from vaerun.validation import ConfigError
 
@@ -22,7 +26,7 @@ STATE_FILE = "job.json"
 #: what a run writes; force=true removes these before running again
 ARTIFACTS = ("checkpoints", "tensorboard", "images", "metrics.json", STATE_FILE)
 #: keys that do not change what a run computes
-NOT_FINGERPRINTED = ("force",)
+NOT_FINGERPRINTED = ("force", "resume")
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -77,3 +81,41 @@ def record(run_dir: Path, config_fingerprint: str, status: str) -> None:
     partial = run_dir / (STATE_FILE + ".partial")
     partial.write_text(json.dumps(state, indent=1) + "\n")
     os.replace(partial, run_dir / STATE_FILE)
+
+
+def find_resumable(root: Path, config_fingerprint: str) -> Path | None:
+    """The most recent run directory under ``root`` of this config that did not finish and has a last
+    checkpoint (what ``resume=true`` continues)."""
+    candidates = []
+    for state_file in root.rglob(STATE_FILE):
+        run_dir = state_file.parent
+        last = last_checkpoint(run_dir)
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if last and state.get("fingerprint") == config_fingerprint and state.get("status") != "finished":
+            candidates.append((last.stat().st_mtime, run_dir))
+    return max(candidates)[1] if candidates else None
+
+
+class WritableOutputDir(Callback):
+    """Hydra callback: before Hydra creates the run (or sweep) directory, make sure it can, and answer with
+    one clear line instead of a traceback when it cannot."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _ensure_writable("hydra.run.dir", Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _ensure_writable("hydra.sweep.dir", Path(config.hydra.sweep.dir))
+
+
+def _ensure_writable(key: str, directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".vaerun-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        print(f"vae-run: error: {key}: cannot write to {directory}: {err.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -117,6 +117,10 @@ def _module_hparams(cfg: dict[str, Any], choices: dict[str, str]) -> dict[str, A
     }
 
 
+def _checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
+
+
 @rank_zero_only
 def _record_source(run_dir: Path, source: str) -> None:
     """The data set actually used (mnist may fall back to mnist5k) goes into the run's saved config."""
@@ -133,6 +137,7 @@ def setup(
     choices: dict[str, str],
     overridden: set[str],
     extra_callbacks: Sequence[pl.Callback] = (),
+    resume_from: Path | None = None,
 ) -> Run:
     """Everything that can fail on bad input comes first, before anything is written to the run dir.
 
@@ -151,7 +156,14 @@ def setup(
         module = AutoencoderModule(**_module_hparams(cfg, choices))
 
     _record_source(run_dir, datamodule.source_used)
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+    logger = TensorBoardLogger(
+        save_dir=str(run_dir),
+        name="",
+        version="tensorboard",
+        default_hp_metric=False,
+        # resumed: TensorBoard hides what the killed run logged after its checkpoint, so no step appears twice
+        purge_step=_checkpoint_step(resume_from) if resume_from else None,
+    )
     sink = ImageSink(logger.experiment, run_dir / "images")
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -369,7 +381,9 @@ def run(
     killed run of the same config in the same directory, to continue training from."""
     saved_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
     try:
-        state = setup(cfg, run_dir, choices or {}, overridden or set())
+        if resume_from is None and cfg["ckpt"] is not None and train in STAGES[cfg["stage"]]:
+            resume_from = Path(cfg["ckpt"])  # training from a checkpoint continues it: epoch, optimizer, RNG
+        state = setup(cfg, run_dir, choices or {}, overridden or set(), resume_from=resume_from)
         state.resume_from = resume_from
         _record_state(run_dir, config_fingerprint, "running")
         for stage in STAGES[cfg["stage"]]:
