@@ -76,7 +76,7 @@ class InterruptCheckpoint(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume from
             if trainer.is_global_zero:
                 print(f"\nInterrupted: saved {self.path}", flush=True)
 

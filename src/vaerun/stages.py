@@ -198,7 +198,8 @@ def setup(
 def train(run: Run) -> None:
     if run.resume_from is not None and run.trainer.is_global_zero:
         log.info("Resuming from %s (same config, same run directory)", run.resume_from)
-    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from)
+    # weights_only: a checkpoint to resume from is data; it cannot run code when loaded
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from, weights_only=True)
     run.metrics.update(_scalars(run.trainer.callback_metrics, prefix="val/"))
     if run.trainer.is_global_zero:
         log.info(
