@@ -9,6 +9,7 @@ import copy
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,9 @@ def setup(
         ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
         *extra_callbacks,
     ]
-    if cfg["trainer"].get("enable_progress_bar", True):
+    if cfg["trainer"].get("enable_progress_bar") is None:  # a bar for a person at a terminal, not a log file
+        cfg["trainer"]["enable_progress_bar"] = sys.stderr.isatty()
+    if cfg["trainer"]["enable_progress_bar"]:
         # The bar redraws at the logging rate (the values it shows change no more often), not every step.
         callbacks.append(TQDMProgressBar(refresh_rate=log_every))
     trainer = pl.Trainer(
