@@ -129,3 +129,15 @@ def test_dynamic_binarization_resamples_every_draw_and_static_is_fixed():
 def test_unknown_binarization_is_refused():
     with pytest.raises(ValueError, match=r"data\.binarize must be one of none, dynamic, static"):
         ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], binarize="yes")
+
+
+def test_each_process_of_a_distributed_run_gets_its_own_equal_shard():
+    split = split_off(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50), [], seed=0)[0]
+    shards = []
+    for rank in range(3):  # every process draws the same permutation from the same seed
+        batches = TensorBatches(split, 8, torch.Generator().manual_seed(5), rank=rank, world_size=3)
+        shards.append(torch.cat([labels for _, labels in batches]))
+        assert len(batches) == 3
+    assert [len(s) for s in shards] == [17, 17, 17]  # 50 padded to 51 by wrapping around
+    assert set(torch.cat(shards).tolist()) == set(range(50))
+    assert not set(shards[0].tolist()) & set(shards[1].tolist())

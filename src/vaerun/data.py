@@ -210,7 +210,11 @@ class FashionMNISTSource(TorchvisionSource):
 
     def load(self) -> Splits:
         self._make_data_dir()
-        found = self._unpack_system_files()
+        try:
+            found = self._unpack_system_files()
+        except OSError as err:
+            message = f"data.source.data_dir: cannot write to {self.data_dir}: {err.strerror}"
+            raise ConfigError(message) from None
         return self._load(download=not found)
 
 
