@@ -4,18 +4,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaerun.guards import AtomicCheckpointIO, NonFiniteLossError, NonFiniteWatch
+from vaerun.guards import AtomicCheckpointIO, NonFiniteLossError, TrainingTerms
 
 
-def test_the_watch_names_the_first_step_and_the_term_that_blew_up():
-    watch = NonFiniteWatch()
+def test_the_terms_name_the_first_step_and_the_term_that_blew_up():
+    terms = TrainingTerms(window=4)
     names = ("loss", "elbo", "recon", "kl")
-    watch.observe(torch.tensor([1.0, -1.0, 0.5, 0.5]), names, step=0)
-    watch.check()  # all finite: nothing happens
-    watch.observe(torch.tensor([float("inf"), float("-inf"), 0.5, float("inf")]), names, step=7)
-    watch.observe(torch.tensor([float("nan"), float("nan"), float("nan"), 0.5]), names, step=8)
-    with pytest.raises(NonFiniteLossError, match=r"at step 7: kl not finite"):
-        watch.check()
+    for step in range(6):
+        terms.add(torch.tensor([1.0, -1.0, 0.5, 0.5]) * (step + 1), names, batch_size=2, step=step)
+    terms.check()  # all finite: nothing happens
+    torch.testing.assert_close(terms.means(), torch.tensor([1.0, -1.0, 0.5, 0.5]) * 3.5)
+    terms.add(torch.tensor([float("inf"), float("-inf"), 0.5, float("inf")]), names, batch_size=2, step=6)
+    terms.add(torch.tensor([float("nan"), float("nan"), float("nan"), 0.5]), names, batch_size=2, step=7)
+    with pytest.raises(NonFiniteLossError, match=r"at step 6: kl not finite"):
+        terms.check()
+
+
+def test_a_new_epoch_starts_from_zero():
+    terms = TrainingTerms(window=2)
+    terms.add(torch.tensor([1.0]), ("loss",), batch_size=1, step=0)
+    terms.reset()
+    terms.add(torch.tensor([3.0]), ("loss",), batch_size=1, step=1)
+    assert terms.means().item() == 3.0 and terms.images == 1
 
 
 def test_atomic_checkpoints_leave_the_previous_file_whole_when_a_write_fails(tmp_path, monkeypatch):

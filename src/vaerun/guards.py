@@ -1,5 +1,5 @@
-"""Guards of a training run: stop at the first non-finite loss with a message naming the step and the
-term, save a checkpoint on Ctrl-C, and write checkpoints atomically."""
+"""Guards of a training run: the loss terms watched for the first non-finite step (checked by the
+LightningModule before anything can be saved), a checkpoint on Ctrl-C, and atomic checkpoint writes."""
 
 from __future__ import annotations
 
@@ -17,55 +17,62 @@ class NonFiniteLossError(RuntimeError):
     """The loss became nan or inf; the message names the step and the term that blew up."""
 
 
-class NonFiniteWatch:
-    """Remembers, on the device and without a host sync, the first step at which any loss term was not
-    finite and which terms were; ``check()`` (one sync) raises NonFiniteLossError if that happened."""
+class TrainingTerms:
+    """The training loss terms of the current epoch, kept on the device: their running sums (for the epoch
+    means) and the values of the last ``window`` steps (to name the step that blew up). Two in-place ops a
+    step and no host sync; ``check()`` syncs once and raises NonFiniteLossError if any step since the
+    epoch began had a non-finite term. Checked at least every ``window`` steps, the first bad step is
+    always still in the window."""
 
-    def __init__(self) -> None:
-        self.first_step: Tensor | None = None  # -1 while all is well
-        self.bad_terms: Tensor | None = None
+    def __init__(self, window: int = 10) -> None:
+        self.window = max(1, window)
         self.names: tuple[str, ...] = ()
+        self.sums: Tensor | None = None
+        self.images = 0
+        self._recent: Tensor | None = None  # (window, terms)
+        self._recent_steps: Tensor | None = None  # (window,), -1: empty
 
-    def observe(self, values: Tensor, names: tuple[str, ...], step: int) -> None:
-        """``values``: the step's loss terms stacked, in the order of ``names``."""
-        if self.first_step is None:
-            self.first_step = torch.full((), -1, dtype=torch.long, device=values.device)
-            self.bad_terms = torch.zeros(len(names), dtype=torch.bool, device=values.device)
-            self.names = names
-        bad = ~torch.isfinite(values)
-        newly = bad.any() & (self.first_step < 0)
-        self.first_step = torch.where(newly, torch.tensor(step, device=values.device), self.first_step)
-        self.bad_terms = torch.where(newly, bad, self.bad_terms)
+    def reset(self) -> None:
+        self.sums, self.images = None, 0
+
+    def add(self, values: Tensor, names: tuple[str, ...], batch_size: int, step: int) -> None:
+        """``values``: the step's loss terms (per-image means) stacked in the order of ``names``."""
+        if (
+            self._recent is None
+            or self._recent.shape != (self.window, len(names))
+            or self._recent.device != values.device
+        ):
+            self._recent = torch.zeros(self.window, len(names), device=values.device, dtype=values.dtype)
+            self._recent_steps = torch.full((self.window,), -1, dtype=torch.long, device=values.device)
+        if self.sums is None:
+            self.sums = torch.zeros_like(values)
+        self.names = names
+        self.sums.add_(values, alpha=batch_size)
+        self._recent[step % self.window] = values
+        self._recent_steps[step % self.window] = step
+        self.images += batch_size
+
+    def means(self) -> Tensor:
+        return self.sums / self.images
 
     def check(self) -> None:
-        if self.first_step is None or int(self.first_step) < 0:
+        if self.sums is None or bool(torch.isfinite(self.sums).all()):
             return
-        bad = [name for name, is_bad in zip(self.names, self.bad_terms.tolist(), strict=True) if is_bad]
+        bad_rows = ~torch.isfinite(self._recent).all(dim=1) & (self._recent_steps >= 0)
+        steps = torch.where(bad_rows, self._recent_steps, torch.iinfo(torch.long).max)
+        first = int(steps.argmin())
+        bad = [
+            name
+            for name, ok in zip(self.names, torch.isfinite(self._recent[first]).tolist(), strict=True)
+            if not ok
+        ]
         # The loss is a sum of the others: name the terms that caused it, not the loss itself.
         culprits = [name for name in bad if name not in ("loss", "elbo")] or bad
         raise NonFiniteLossError(
-            f"the training loss became non-finite at step {int(self.first_step)}: "
+            f"the training loss became non-finite at step {int(self._recent_steps[first])}: "
             f"{', '.join(culprits)} not finite. Training stopped; the last good checkpoint is kept. "
             "Try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
         )
-
-
-class NonFiniteLossGuard(pl.Callback):
-    """Checks the module's NonFiniteWatch every logging step and before anything is saved (validation,
-    epoch end), so that a non-finite model never reaches a checkpoint."""
-
-    def __init__(self, every_n_steps: int = 1) -> None:
-        self.every_n_steps = max(1, every_n_steps)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            module.nonfinite.check()
-
-    def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        module.nonfinite.check()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        module.nonfinite.check()
 
 
 class InterruptCheckpoint(pl.Callback):

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder
-from vaerun.guards import NonFiniteWatch
+from vaerun.guards import TrainingTerms
 from vaerun.metrics import image_metrics
 from vaerun.objectives import bits_per_dim
 
@@ -51,10 +51,7 @@ class AutoencoderModule(pl.LightningModule):
         self.reconstruction_metrics = image_metrics("test/reconstruction/")
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/")
         self.iwae_samples, self.iwae_chunk = 0, 50
-        self._train_sums: Tensor | None = None
-        self._train_images = 0
-        self._term_names: tuple[str, ...] = ()
-        self.nonfinite = NonFiniteWatch()  # checked by guards.NonFiniteLossGuard
+        self.training_terms = TrainingTerms()
 
     def corrupt(self, clean: Tensor, seed: int | None = None) -> Tensor:
         """The corruption, with fresh randomness, or the same every time for a given seed (for pictures
@@ -81,30 +78,40 @@ class AutoencoderModule(pl.LightningModule):
         return terms["loss"]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """The hot path: running sums of the terms stay on the device (no host sync); Lightning's logging
+        """The hot path: the terms' running sums stay on the device (no host sync); Lightning's logging
         runs only on the steps it writes (every trainer.log_every_n_steps) and once per epoch."""
         clean, _ = batch
         terms = self.model.loss_terms(self.corrupt(clean), clean)
+        step = self.trainer.global_step
         values = torch.stack([value.detach() for value in terms.values()])
-        self._term_names = tuple(terms)
-        self.nonfinite.observe(values, self._term_names, self.trainer.global_step)
-        weighted = values * len(clean)
-        self._train_sums = weighted if self._train_sums is None else self._train_sums + weighted
-        self._train_images += len(clean)
-        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        self.training_terms.add(values, tuple(terms), len(clean), step)
+        if (step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/loss_step", terms["loss"], prog_bar=True, on_step=True, on_epoch=False)
             others = {f"train/{name}_step": value for name, value in terms.items() if name != "loss"}
             self.log_dict(others, on_step=True, on_epoch=False)
         return terms["loss"]
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Checked at the logging rate and at the epoch's last batch, before validation or the epoch's end
+        # can save a checkpoint: a model broken by a non-finite loss is never saved.
+        last = batch_idx + 1 == self.trainer.num_training_batches
+        if last or self.trainer.global_step % self.training_terms.window == 0:
+            self.training_terms.check()
+
+    def on_validation_start(self) -> None:
+        self.training_terms.check()
+
+    def on_train_start(self) -> None:
+        self.training_terms.window = self.trainer.log_every_n_steps
+
     def on_train_epoch_start(self) -> None:
-        self._train_sums, self._train_images = None, 0
+        self.training_terms.reset()
 
     def on_train_epoch_end(self) -> None:
-        if self._train_images:
-            means = self._train_sums / self._train_images  # weighted by batch size, as Lightning's means
-            names = (f"train/{name}_epoch" for name in self._term_names)
-            self.log_dict(dict(zip(names, means, strict=True)), on_step=False, on_epoch=True)
+        terms = self.training_terms
+        if terms.images:  # weighted by batch size, as Lightning's epoch means
+            names = (f"train/{name}_epoch" for name in terms.names)
+            self.log_dict(dict(zip(names, terms.means(), strict=True)), on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

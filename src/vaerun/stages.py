@@ -27,7 +27,7 @@ from vaerun import run_state
 from vaerun.baselines import active_units, fit_pca
 from vaerun.callbacks import ReconstructionImages
 from vaerun.data import ImageDataModule
-from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint, NonFiniteLossGuard
+from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint
 from vaerun.module import AutoencoderModule
 from vaerun.validation import ConfigError
 from vaerun.visualisation import (
@@ -176,7 +176,6 @@ def setup(
     )
     log_every = cfg["trainer"].get("log_every_n_steps") or 1
     callbacks = [
-        NonFiniteLossGuard(every_n_steps=log_every),  # first: before anything can save a broken model
         checkpoint,
         InterruptCheckpoint(run_dir / "checkpoints"),
         ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
