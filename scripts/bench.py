@@ -8,7 +8,9 @@ In one process, for the same MLP VAE (784-512-256-z, ReLU, Adam, Bernoulli decod
   b  vaerun's LightningModule, DataModule and Trainer, built by the same code as `vae-run`;
   c  the same LightningModule fed by a standard DataLoader over a TensorDataset (what a typical
      implementation does);
-  d  the peak of a large matmul in the same dtype on the same device.
+  d  the peak of a large matmul in the same dtype on the same device;
+  l  (with --methods abcl) a bare LightningModule around the same model: no logging, callbacks or
+     checkpoints, i.e. the cost of Lightning's own loop.
 
 Images/s are the median over the epochs after the first of every repeat; the repeats are interleaved
 (a, b, c, a, b, c, ...) because whole-run throughput on shared machines drifts by up to 25%.
@@ -200,6 +202,43 @@ def run_vaerun(cfg: dict, args: argparse.Namespace, result: Result, standard_dat
     result.throughputs.extend(timer.throughputs())
 
 
+def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: Result) -> None:
+    """(l) Lightning's own loop around the same model and data path, and nothing else."""
+    import pytorch_lightning as pl
+
+    from vaerun.module import AutoencoderModule
+    from vaerun.stages import _module_hparams
+
+    class Bare(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = AutoencoderModule(**_module_hparams(cfg, {})).model
+
+        def training_step(self, batch, batch_idx):
+            return self.model.loss_terms(batch[0], batch[0])["loss"]
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=cfg["optimizer"]["lr"])
+
+    torch.manual_seed(cfg["seed"])
+    timer = EpochTimer(args.device)
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator=args.device if args.device == "cpu" else "gpu",
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        limit_train_batches=args.limit_batches or None,
+        callbacks=[timer.callback],
+    )
+    trainer.fit(Bare(), datamodule=datamodule)
+    result.throughputs.extend(timer.throughputs())
+
+
 def peak_memory_mb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -223,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         "a": lambda r: run_plain_loop(cfg, splits, args, r),
         "b": lambda r: run_vaerun(cfg, args, r, standard_dataloader=False),
         "c": lambda r: run_vaerun(cfg, args, r, standard_dataloader=True),
+        "l": lambda r: run_bare_lightning(cfg, datamodule, args, r),
     }
     for _ in range(args.repeats):
         for method in args.methods:
@@ -230,7 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     peak = matmul_peak(args.device, dtype, args.matmul_size)
     flops_per_image = 3 * model_flops_per_image(args.latent, math.prod(datamodule.image_shape))
 
-    names = {"a": "plain PyTorch loop", "b": "vaerun (as vae-run)", "c": "vaerun module + DataLoader"}
+    names = {
+        "a": "plain PyTorch loop",
+        "b": "vaerun (as vae-run)",
+        "c": "vaerun module + DataLoader",
+        "l": "bare LightningModule",
+    }
     median = {m: statistics.median(r.throughputs) for m, r in results.items() if r.throughputs}
     print(
         f"\n{args.data}: {len(splits.train)} train images, batch {args.batch_size}, latent {args.latent}, "
@@ -248,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     if "a" in median and "b" in median:
         print(f"b/a = {median['b'] / median['a']:.3f}", end="   ")
     if "b" in median and "c" in median:
-        print(f"b/c = {median['b'] / median['c']:.3f}", end="")
+        print(f"b/c = {median['b'] / median['c']:.3f}", end="   ")
+    if "a" in median and "l" in median:
+        print(f"l/a = {median['l'] / median['a']:.3f}", end="")
     print(
         f"\npeak memory: {peak_memory_mb(args.device):.0f} MB   (command: python scripts/bench.py "
         f"{' '.join(sys.argv[1:] if argv is None else argv)})"
