@@ -23,9 +23,9 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
     ).stdout
-    rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ", "c ", "d ")}
-    assert set(rows) == {"a", "b", "c", "d"}
-    assert "b/a = " in out and "b/c = " in out and "peak memory" in out
+    rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ", "c ", "d ", "l ")}
+    assert set(rows) == {"a", "b", "c", "d", "l"}
+    assert "b/a = " in out and "b/c = " in out and "l/a = " in out and "peak memory" in out
     assert rows["a"][-1] == rows["b"][-1]  # same math, same seed: the same final training ELBO
 
 
