@@ -19,6 +19,8 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
         "4",
         "--matmul-size",
         "128",
+        "--methods",
+        "abcl",
     ]
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
