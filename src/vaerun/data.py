@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from vaerun.atomic import atomic_path
 from vaerun.validation import BINARIZATIONS, ConfigError
 
 log = logging.getLogger(__name__)
@@ -202,10 +203,12 @@ class FashionMNISTSource(TorchvisionSource):
         for packed in sorted(self.system_dir.glob("*-ubyte.gz")):
             target = raw / packed.name.removesuffix(".gz")
             if not target.exists():
-                partial = target.with_suffix(".partial")
-                with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
+                with (
+                    atomic_path(target) as partial,
+                    gzip.open(packed, "rb") as src,
+                    open(partial, "wb") as dst,
+                ):
                     shutil.copyfileobj(src, dst)
-                partial.replace(target)  # atomic: a killed unpack never leaves a short file behind
         return True
 
     def load(self) -> Splits:

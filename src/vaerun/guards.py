@@ -12,6 +12,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
 
+from vaerun.atomic import atomic_path
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became nan or inf; the message names the step and the term that blew up."""
@@ -97,9 +99,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as handle:
+        with atomic_path(path) as partial, open(partial, "wb") as handle:
             torch.save(checkpoint, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vaerun.atomic import write_text_atomically
 from vaerun.validation import ConfigError
 
 STATE_FILE = "job.json"
@@ -78,9 +78,7 @@ def record(run_dir: Path, config_fingerprint: str, status: str) -> None:
     hydra_dir = run_dir / ".hydra"
     files = {p.name: p.read_text() for p in sorted(hydra_dir.glob("*.yaml"))} if hydra_dir.is_dir() else {}
     state = {"fingerprint": config_fingerprint, "status": status, "hydra_files": files}
-    partial = run_dir / (STATE_FILE + ".partial")
-    partial.write_text(json.dumps(state, indent=1) + "\n")
-    os.replace(partial, run_dir / STATE_FILE)
+    write_text_atomically(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
 
 
 def find_resumable(root: Path, config_fingerprint: str) -> Path | None:

@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from vaerun import run_state
+from vaerun.atomic import write_text_atomically
 from vaerun.baselines import active_units, fit_pca
 from vaerun.callbacks import ReconstructionImages
 from vaerun.data import ImageDataModule
@@ -60,12 +61,6 @@ class Run:
     checkpoint: ModelCheckpoint
     metrics: dict[str, float] = field(default_factory=dict)
     resume_from: Path | None = None
-
-
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
 
 
 def _check_device(trainer_cfg: dict[str, Any]) -> None:
@@ -230,7 +225,7 @@ def evaluate(run: Run) -> None:
         "test/binarize": run.datamodule.binarize,
         "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
     }
-    _write_json_atomically(run.run_dir / "metrics.json", record)
+    write_text_atomically(run.run_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     if "test/nll_iwae" in test_metrics:
         log.info(
             "Test -log p(x) ~ %.3f nats per image (%.4f bits/dim): IWAE, k=%d samples, binarize=%s",

@@ -12,7 +12,6 @@ import csv
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from vaerun.atomic import atomic_path, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +100,10 @@ def _format(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def write_csv(records: Sequence[RunRecord], path: Path, base: Path) -> None:
     override_keys = sorted({key for record in records for key in record.overrides})
     metric_keys = sorted({key for record in records for key in record.metrics})
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as handle:
+    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["run", "model", *override_keys, *metric_keys])
         for record in records:
@@ -121,7 +115,6 @@ def write_csv(records: Sequence[RunRecord], path: Path, base: Path) -> None:
                     *(record.metrics.get(key, "") for key in metric_keys),
                 ]
             )
-    os.replace(partial, path)
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -159,7 +152,7 @@ def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Run directories:", ""]
     lines += [f"{number}. {_relative(record.path, base)}" for number, record in enumerate(ordered)]
-    _write_atomically(path, "\n".join(lines) + "\n")
+    write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def _sort_key(value: str | None) -> tuple[float, str]:
@@ -207,9 +200,8 @@ def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     figure.tight_layout()
-    partial = path.with_name(path.stem + ".partial.png")
-    figure.savefig(partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        figure.savefig(partial)
     return True
 
 
