@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--methods", default="abc", help="which of a, b, c to run")
     parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--iwae-samples", type=int, default=100, help="k of the IWAE throughput measurement")
+    parser.add_argument("--eval-images", type=int, default=500, help="test images of that measurement")
     return parser.parse_args(argv)
 
 
@@ -239,6 +241,38 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
     result.throughputs.extend(timer.throughputs())
 
 
+@torch.no_grad()
+def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float, float]:
+    """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
+    images, so it should run at close to the decoder's forward throughput."""
+    from vaerun.data import to_unit_float
+    from vaerun.module import AutoencoderModule
+    from vaerun.stages import _module_hparams
+
+    torch.manual_seed(cfg["seed"])
+    model = AutoencoderModule(**_module_hparams(cfg, {})).model.to(args.device).eval()
+    x = to_unit_float(splits.test.images[: args.eval_images].to(args.device))
+    chunk = cfg["eval"]["iwae_chunk"]
+    z = torch.randn(len(x) * chunk, args.latent, device=args.device)
+
+    def best_time(fn) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            _sync(args.device)
+            start = time.perf_counter()
+            fn()
+            _sync(args.device)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    decoder_rate = len(z) / best_time(lambda: model.mean(z))
+    iwae_rate = (
+        len(x) * args.iwae_samples / best_time(lambda: model.log_likelihood(x, x, args.iwae_samples, chunk))
+    )
+    return decoder_rate, iwae_rate
+
+
 def peak_memory_mb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -268,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods:
             runners[method](results[method])
     peak = matmul_peak(args.device, dtype, args.matmul_size)
+    decoder_rate, iwae_rate = eval_throughput(cfg, splits, args)
     flops_per_image = 3 * model_flops_per_image(args.latent, math.prod(datamodule.image_shape))
 
     names = {
@@ -297,7 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     if "a" in median and "l" in median:
         print(f"l/a = {median['l'] / median['a']:.3f}", end="")
     print(
-        f"\npeak memory: {peak_memory_mb(args.device):.0f} MB   (command: python scripts/bench.py "
+        f"\neval: decoder forward {decoder_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
+        f"{iwae_rate:,.0f} image-samples/s = {iwae_rate / decoder_rate:.2f} of the decoder's rate"
+    )
+    print(
+        f"peak memory: {peak_memory_mb(args.device):.0f} MB   (command: python scripts/bench.py "
         f"{' '.join(sys.argv[1:] if argv is None else argv)})"
     )
     os.environ.pop("LOCAL_RANK", None)

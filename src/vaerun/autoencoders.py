@@ -153,9 +153,8 @@ class VariationalAutoencoder(Autoencoder):
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x, z) = log p(x|z) + log p(z) for samples z (n, N, K) of the codes of images x (N, ...)."""
         n, batch = z.shape[:2]
-        output = self.decode(z.reshape(n * batch, -1))
-        targets = x.expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
-        return self.likelihood.log_prob(output, targets).reshape(n, batch) + standard_normal_log_prob(z)
+        output = self.decode(z.reshape(n * batch, -1)).reshape(n, batch, *x.shape[1:])
+        return self.likelihood.log_prob(output, x) + standard_normal_log_prob(z)  # x broadcasts over n
 
     def log_likelihood(self, x_in: Tensor, target: Tensor, num_samples: int, chunk_size: int = 64) -> Tensor:
         """The IWAE estimate of log p(target) per image, with q(z | x_in) as the proposal (x_in is what the

@@ -15,13 +15,14 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 
-def _sum_per_image(values: Tensor) -> Tensor:
-    return values.flatten(start_dim=1).sum(dim=1)
+def _sum_pixels(values: Tensor) -> Tensor:
+    """Sum over the last three dimensions (C, H, W): (..., C, H, W) -> (...)."""
+    return values.sum(dim=(-3, -2, -1))
 
 
 def kl_normal_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, diag exp(logvar)) || N(0, I)) in closed form, summed over the latent dimensions."""
-    return 0.5 * _sum_per_image(mu.square() + logvar.exp() - 1.0 - logvar)
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=-1)
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -32,13 +33,15 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None
 
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     """log Bernoulli(x | sigmoid(logits)) per image; x may be grey levels in [0, 1] (the usual relaxation)."""
-    return -_sum_per_image(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
+    # x l - log(1 + e^l), the negative of binary_cross_entropy_with_logits, written out because it
+    # broadcasts: the IWAE scores (k, N, ...) logits against (N, ...) images without k copies of them.
+    return _sum_pixels(x * logits - F.softplus(logits))
 
 
 def gaussian_log_prob(mean: Tensor, x: Tensor, std: float) -> Tensor:
     """log N(x | mean, std^2 I) per image."""
     log_density = -0.5 * ((x - mean) / std).square() - math.log(std) - 0.5 * math.log(2 * math.pi)
-    return _sum_per_image(log_density)
+    return _sum_pixels(log_density)
 
 
 def squared_error(mean: Tensor, x: Tensor) -> Tensor:
