@@ -189,12 +189,12 @@ def setup(
         default_root_dir=str(run_dir),
     )
     logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
-    return Run(cfg, run_dir, datamodule, module, trainer, logger, sink, checkpoint)
+    return Run(cfg, run_dir, datamodule, module, trainer, logger, sink, checkpoint, resume_from=resume_from)
 
 
 def train(run: Run) -> None:
     if run.resume_from is not None and run.trainer.is_global_zero:
-        log.info("Resuming from %s (same config, same run directory)", run.resume_from)
+        log.info("Resuming from %s: epoch, optimizer, batch order and random state", run.resume_from)
     # weights_only: a checkpoint to resume from is data; it cannot run code when loaded
     run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from, weights_only=True)
     run.metrics.update(_scalars(run.trainer.callback_metrics, prefix="val/"))
@@ -241,7 +241,7 @@ def evaluate(run: Run) -> None:
 def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     """PCA at the model's latent size (fitted on the training split, applied to the same inputs the model
     sees) and the number of active latent units, on the test split."""
-    module = run.module.to(run.trainer.strategy.root_device).eval()
+    module = _on_device_for_inference(run)
     model, device, splits = module.model, module.device, run.datamodule.splits
     clean = run.datamodule.transform(splits.test.images.to(device))
     corrupted = module.corruption(
@@ -258,6 +258,10 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     }
 
 
+def _on_device_for_inference(run: Run) -> AutoencoderModule:
+    return run.module.to(run.trainer.strategy.root_device).eval()
+
+
 @torch.no_grad()
 def _encode_all(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     return torch.cat([model.encode(batch) for batch in x.split(batch_size)])
@@ -270,7 +274,7 @@ def sample(run: Run) -> None:
     if not run.trainer.is_global_zero:  # pictures need no other process: rank 0 draws them
         return
     options, splits, step, sink = run.cfg["sample"], run.datamodule.splits, run.trainer.global_step, run.sink
-    module = run.module.to(run.trainer.strategy.root_device).eval()
+    module = _on_device_for_inference(run)
     model, device = module.model, module.device
     seed = run.cfg["seed"]
 
@@ -382,7 +386,6 @@ def run(
         if resume_from is None and cfg["ckpt"] is not None and train in STAGES[cfg["stage"]]:
             resume_from = Path(cfg["ckpt"])  # training from a checkpoint continues it: epoch, optimizer, RNG
         state = setup(cfg, run_dir, choices or {}, overridden or set(), resume_from=resume_from)
-        state.resume_from = resume_from
         _record_state(run_dir, config_fingerprint, "running")
         for stage in STAGES[cfg["stage"]]:
             stage(state)
