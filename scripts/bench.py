@@ -13,7 +13,10 @@ In one process, for the same MLP VAE (784-512-256-z, ReLU, Adam, Bernoulli decod
      checkpoints, i.e. the cost of Lightning's own loop.
 
 Images/s are the median over the epochs after the first of every repeat; the repeats are interleaved
-(a, b, c, a, b, c, ...) because whole-run throughput on shared machines drifts by up to 25%.
+(a, b, c, a, b, c, ...) because whole-run throughput on shared machines drifts by up to 25%. Repeat r
+trains with seed r, so the final ELBO column gives the median and the range over seeds: the spread
+against which a change of precision is judged. Several precisions (--precision 32-true,bf16-mixed) are
+interleaved too, and compared with the fp32 floor.
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=4, help="per run; the first is warm-up")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument(
+        "--precision",
+        default="32-true",
+        type=_precisions,
+        help="32-true, bf16-mixed, or both separated by a comma (interleaved, compared with the fp32 floor)",
+    )
     parser.add_argument(
         "--limit-batches", type=int, default=0, help="train on the first N batches only (tests)"
     )
@@ -59,7 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def compose_config(args: argparse.Namespace) -> dict:
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def _precisions(text: str) -> list[str]:
+    chosen = text.split(",")
+    unknown = [p for p in chosen if p not in PRECISIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"precision must be among {', '.join(PRECISIONS)}, got {text!r}")
+    return chosen
+
+
+def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> dict:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
@@ -70,7 +89,8 @@ def compose_config(args: argparse.Namespace) -> dict:
         f"latent={args.latent}",
         f"data.batch_size={args.batch_size}",
         f"trainer.max_epochs={args.epochs}",
-        f"trainer.precision={args.precision}",
+        f"trainer.precision={precision}",
+        f"seed={seed}",
         f"device={'gpu' if args.device == 'cuda' else 'cpu'}",
         "trainer.limit_val_batches=0",  # training throughput only
         "trainer.num_sanity_val_steps=0",
@@ -127,7 +147,8 @@ def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optimizer"]["lr"])
     images = splits.train.images.to(args.device)
     generator = torch.Generator().manual_seed(cfg["seed"])
-    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
+    bf16 = cfg["trainer"]["precision"] == "bf16-mixed"
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16)
     for epoch in range(args.epochs):
         order = torch.randperm(len(images), generator=generator).to(args.device)
         batches = order.split(args.batch_size)
@@ -228,7 +249,7 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
         max_epochs=args.epochs,
         accelerator=args.device if args.device == "cpu" else "gpu",
         devices=1,
-        precision=args.precision,
+        precision=cfg["trainer"]["precision"],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -279,58 +300,93 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+NAMES = {
+    "a": "plain PyTorch loop",
+    "b": "vaerun (as vae-run)",
+    "c": "vaerun module + DataLoader",
+    "l": "bare LightningModule",
+}
+
+
+def _elbo_summary(elbos: list[float]) -> str:
+    if not elbos:
+        return ""
+    if len(elbos) == 1:
+        return f"{elbos[0]:.2f}"
+    return f"{statistics.median(elbos):.2f} [{min(elbos):.2f}, {max(elbos):.2f}]"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
-    cfg = compose_config(args)
+    # seed is composed in, not patched afterwards: the data's shuffle seed interpolates it
+    configs = {
+        (precision, seed): compose_config(args, precision, seed)
+        for precision in args.precision
+        for seed in range(args.repeats)
+    }
+    base = configs[args.precision[0], 0]
     from hydra.utils import instantiate
 
-    datamodule = instantiate(cfg["data"], _convert_="all")
+    datamodule = instantiate(base["data"], _convert_="all")
     datamodule.setup()
     splits = datamodule.splits
-    dtype = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float32
 
-    results = {method: Result() for method in args.methods}
-    runners = {
-        "a": lambda r: run_plain_loop(cfg, splits, args, r),
-        "b": lambda r: run_vaerun(cfg, args, r, standard_dataloader=False),
-        "c": lambda r: run_vaerun(cfg, args, r, standard_dataloader=True),
-        "l": lambda r: run_bare_lightning(cfg, datamodule, args, r),
-    }
-    for _ in range(args.repeats):
-        for method in args.methods:
-            runners[method](results[method])
-    peak = matmul_peak(args.device, dtype, args.matmul_size)
-    decoder_rate, iwae_rate = eval_throughput(cfg, splits, args)
+    def runner(method: str, cfg: dict):
+        return {
+            "a": lambda r: run_plain_loop(cfg, splits, args, r),
+            "b": lambda r: run_vaerun(cfg, args, r, standard_dataloader=False),
+            "c": lambda r: run_vaerun(cfg, args, r, standard_dataloader=True),
+            "l": lambda r: run_bare_lightning(cfg, datamodule, args, r),
+        }[method]
+
+    results = {(p, m): Result() for p in args.precision for m in args.methods}
+    for repeat in range(args.repeats):  # repeat r trains with seed r: the ELBO's range is the seeds' spread
+        for precision in args.precision:
+            cfg = configs[precision, repeat]
+            for method in args.methods:
+                runner(method, cfg)(results[precision, method])
+    decoder_rate, iwae_rate = eval_throughput(base, splits, args)
     flops_per_image = 3 * model_flops_per_image(args.latent, math.prod(datamodule.image_shape))
+    median = {key: statistics.median(r.throughputs) for key, r in results.items() if r.throughputs}
 
-    names = {
-        "a": "plain PyTorch loop",
-        "b": "vaerun (as vae-run)",
-        "c": "vaerun module + DataLoader",
-        "l": "bare LightningModule",
-    }
-    median = {m: statistics.median(r.throughputs) for m, r in results.items() if r.throughputs}
     print(
         f"\n{args.data}: {len(splits.train)} train images, batch {args.batch_size}, latent {args.latent}, "
-        f"{args.precision}, {args.device}, {torch.get_num_threads()} threads, {args.epochs} epochs x "
-        f"{args.repeats} repeats (median of epochs after the first)"
+        f"{args.device}, {torch.get_num_threads()} threads, {args.epochs} epochs x {args.repeats} repeats "
+        "(seeds 0..repeats-1; images/s: median of epochs after the first; ELBO: median [range] over seeds)"
     )
-    print(f"{'method':32s} {'images/s':>10s} {'GFLOP/s':>9s} {'of peak':>8s} {'final ELBO':>11s}")
-    for method, result in results.items():
-        rate = median.get(method, float("nan"))
-        achieved = rate * flops_per_image
-        elbo = statistics.median(result.final_elbo) if result.final_elbo else float("nan")
-        fraction = achieved / peak
-        print(f"{method} {names[method]:30s} {rate:10.0f} {achieved / 1e9:9.1f} {fraction:8.1%} {elbo:11.2f}")
-    print(f"d {'matmul ' + str(args.matmul_size) + '^2 peak':30s} {'':10s} {peak / 1e9:9.1f} {1:8.0%}")
-    if "a" in median and "b" in median:
-        print(f"b/a = {median['b'] / median['a']:.3f}", end="   ")
-    if "b" in median and "c" in median:
-        print(f"b/c = {median['b'] / median['c']:.3f}", end="   ")
-    if "a" in median and "l" in median:
-        print(f"l/a = {median['l'] / median['a']:.3f}", end="")
+    for precision in args.precision:
+        dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+        peak = matmul_peak(args.device, dtype, args.matmul_size)
+        print(f"\n{precision}")
+        print(f"{'method':32s} {'images/s':>10s} {'GFLOP/s':>9s} {'of peak':>8s}  final ELBO")
+        for method in args.methods:
+            result = results[precision, method]
+            rate = median.get((precision, method), float("nan"))
+            achieved = rate * flops_per_image
+            print(
+                f"{method} {NAMES[method]:30s} {rate:10.0f} {achieved / 1e9:9.1f} {achieved / peak:8.1%}  "
+                f"{_elbo_summary(result.final_elbo)}"
+            )
+        print(f"d {'matmul ' + str(args.matmul_size) + '^2 peak':30s} {'':10s} {peak / 1e9:9.1f} {1:8.0%}")
+        ratios = {"b/a": ("b", "a"), "b/c": ("b", "c"), "l/a": ("l", "a")}
+        shown = [
+            f"{name} = {median[precision, x] / median[precision, y]:.3f}"
+            for name, (x, y) in ratios.items()
+            if (precision, x) in median and (precision, y) in median
+        ]
+        if "32-true" in args.precision and precision != "32-true" and ("32-true", "a") in median:
+            shown += [
+                f"{m} / fp32 a = {median[precision, m] / median['32-true', 'a']:.3f}"
+                for m in args.methods
+                if (precision, m) in median
+            ]
+        print("   ".join(shown))
+        a, b = results[precision, "a"].final_elbo, results.get((precision, "b"), Result()).final_elbo
+        if a and len(a) == len(b):
+            largest = max(abs(x - y) for x, y in zip(a, b, strict=True))
+            print(f"largest |ELBO a - ELBO b| over seeds: {largest:.4f} nats")
     print(
         f"\neval: decoder forward {decoder_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
         f"{iwae_rate:,.0f} image-samples/s = {iwae_rate / decoder_rate:.2f} of the decoder's rate"

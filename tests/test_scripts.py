@@ -21,14 +21,19 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
         "128",
         "--methods",
         "abcl",
+        "--precision",
+        "32-true,bf16-mixed",
     ]
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
     ).stdout
-    rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ", "c ", "d ", "l ")}
+    fp32, bf16 = out.split("\nbf16-mixed\n")
+    rows = {line[0]: line.split() for line in fp32.splitlines() if line[:2] in ("a ", "b ", "c ", "d ", "l ")}
     assert set(rows) == {"a", "b", "c", "d", "l"}
-    assert "b/a = " in out and "b/c = " in out and "l/a = " in out and "peak memory" in out
+    assert "b/a = " in fp32 and "b/c = " in fp32 and "l/a = " in fp32 and "peak memory" in out
     assert rows["a"][-1] == rows["b"][-1]  # same math, same seed: the same final training ELBO
+    assert "largest |ELBO a - ELBO b| over seeds: 0.0000 nats" in fp32
+    assert "b / fp32 a = " in bf16  # the bf16 run is compared with the fp32 floor
 
 
 def test_read_events_lists_scalars_and_images(tmp_path):

@@ -52,6 +52,13 @@ class AutoencoderModule(pl.LightningModule):
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/")
         self.iwae_samples, self.iwae_chunk = 0, 50
         self.training_terms = TrainingTerms()
+        # What training_step calls; compile_training_loss swaps in a torch.compile'd version of it.
+        self.training_loss_terms = self.model.loss_terms
+
+    def compile_training_loss(self) -> None:
+        """torch.compile the training loss (encoder, sampling, decoder and objective as one graph), so its
+        element-wise work is fused; the weights and checkpoints are those of the uncompiled model."""
+        self.training_loss_terms = torch.compile(self.model.loss_terms)
 
     def corrupt(self, clean: Tensor, seed: int | None = None) -> Tensor:
         """The corruption, with fresh randomness, or the same every time for a given seed (for pictures
@@ -81,7 +88,7 @@ class AutoencoderModule(pl.LightningModule):
         """The hot path: the terms' running sums stay on the device (no host sync); Lightning's logging
         runs only on the steps it writes (every trainer.log_every_n_steps) and once per epoch."""
         clean, _ = batch
-        terms = self.model.loss_terms(self.corrupt(clean), clean)
+        terms = self.training_loss_terms(self.corrupt(clean), clean)
         step = self.trainer.global_step
         values = torch.stack([value.detach() for value in terms.values()])
         self.training_terms.add(values, tuple(terms), len(clean), step)

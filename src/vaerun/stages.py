@@ -150,6 +150,8 @@ def setup(
         _reconcile_with_checkpoint(cfg, module, overridden)
     else:
         module = AutoencoderModule(**_module_hparams(cfg, choices))
+    if cfg["compile"]:
+        module.compile_training_loss()
 
     _record_source(run_dir, datamodule.source_used)
     logger = TensorBoardLogger(

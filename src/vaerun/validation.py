@@ -142,6 +142,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_stage(cfg["stage"], cfg["ckpt"])
     _flag("force", cfg["force"], ())
     _flag("resume", cfg["resume"], ())
+    _flag("compile", cfg["compile"], ())
     image_shape = check_image_shape(cfg["data"]["image_shape"])
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
     check_corruption(cfg["corruption"], image_shape)
