@@ -23,6 +23,9 @@ TINY = [
     "sample.manifold_size=5",
     "eval.iwae_samples=10",
     "eval.projector_points=50",
+    "eval.ais_temperatures=3",
+    "eval.ais_images=16",
+    "sample.mcmc_steps=2",
 ]
 
 VAE_RUN = Path(sys.executable).with_name("vae-run")

@@ -1,9 +1,16 @@
+import math
+
 import pytest
 import torch
 
-from vaerun.autoencoders import Autoencoder, VariationalAutoencoder, lerp, slerp
+from vaerun.autoencoders import Autoencoder, MCMCRefinedVAE, VariationalAutoencoder, lerp, slerp
 from vaerun.networks import MLP
-from vaerun.objectives import BernoulliLikelihood, kl_normal_standard_normal
+from vaerun.objectives import (
+    BernoulliLikelihood,
+    GaussianLikelihood,
+    gradient_noise,
+    kl_normal_standard_normal,
+)
 
 
 def make(model_class, latent=3):
@@ -74,3 +81,107 @@ def test_the_ae_has_no_likelihood():
     x = torch.rand(2, 1, 8, 8)
     assert make(Autoencoder).log_likelihood(x, x, 10) is None
     assert make(VariationalAutoencoder).log_likelihood(x, x, 10).shape == (2,)
+
+
+def test_beta_weights_the_kl_and_the_warmup_raises_it_from_zero_while_the_elbo_stays_the_elbo():
+    torch.manual_seed(0)
+    model = VariationalAutoencoder(
+        MLP(hidden=[32]), BernoulliLikelihood(), 3, (1, 8, 8), beta=4.0, kl_warmup_epochs=2
+    )
+    x = torch.rand(16, 1, 8, 8)
+    for epochs_done, weight in ((0.0, 0.0), (1.0, 2.0), (5.0, 4.0)):
+        model.train()
+        model.set_training_progress(epochs_done)
+        torch.manual_seed(1)
+        terms = model.loss_terms(x, x)
+        torch.testing.assert_close(terms["loss"], terms["recon"] + weight * terms["kl"])
+        torch.testing.assert_close(terms["elbo"], -(terms["recon"] + terms["kl"]))
+        assert terms["kl_weight"].item() == weight
+    model.eval()
+    model.set_training_progress(0.0)
+    terms = model.loss_terms(x, x)  # validation and test score the full objective, whatever the schedule
+    torch.testing.assert_close(terms["loss"], terms["recon"] + 4.0 * terms["kl"])
+
+
+def linear_gaussian_vae(estimator: str, latent: int = 8, pixels: int = 10, noise: float = 0.5):
+    torch.manual_seed(0)
+    likelihood = GaussianLikelihood(noise, bounded=False)
+    return VariationalAutoencoder(
+        MLP(hidden=[]), likelihood, latent, (1, 1, pixels), estimator=estimator
+    ).double()
+
+
+def exact_negative_elbo(model, x, noise: float = 0.5):
+    """-ELBO of a linear-Gaussian decoder N(Wz + b, s^2 I) in closed form: E_q||x - Wz - b||^2 =
+    ||x - W mu - b||^2 + sum_k sigma_k^2 ||W_k||^2."""
+    mu, logvar = model.posterior_parameters(x)
+    weight, bias = model.decoder[0].weight, model.decoder[0].bias
+    squared = (x.flatten(1) - mu @ weight.T - bias).square().sum(-1) + (
+        logvar.exp() * weight.square().sum(0)
+    ).sum(-1)
+    log_likelihood = -0.5 * x[0].numel() * math.log(2 * math.pi * noise**2) - squared / (2 * noise**2)
+    return -(log_likelihood - kl_normal_standard_normal(mu, logvar)).mean()
+
+
+def encoder_gradient(model, loss):
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.encoder.parameters()))])
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "reinforce"])
+def test_both_gradient_estimators_give_the_exact_encoder_gradient_in_expectation(estimator):
+    model = linear_gaussian_vae(estimator)
+    x = torch.randn(1, 1, 1, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = encoder_gradient(model, exact_negative_elbo(model, x))
+    model.reinforce_baseline.fill_(-exact_negative_elbo(model, x).item())  # any constant is a valid baseline
+    torch.manual_seed(2)
+    many = x.expand(400_000, 1, 1, 10)
+    estimate = encoder_gradient(model, model.loss_terms(many, many)["loss"])
+    assert (estimate - exact).norm() < 0.03 * exact.norm()
+
+
+def test_reinforce_is_far_noisier_than_the_reparameterisation_trick():
+    x = torch.randn(1, 1, 1, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    variances = {}
+    for estimator in ("reparam", "reinforce"):
+        model = linear_gaussian_vae(estimator)
+        model.reinforce_baseline.fill_(-exact_negative_elbo(model, x).item())
+        torch.manual_seed(3)
+        draws = torch.stack([encoder_gradient(model, model.loss_terms(x, x)["loss"]) for _ in range(200)])
+        variances[estimator], _ = gradient_noise(draws)
+    assert variances["reinforce"] > 10 * variances["reparam"]
+
+
+def test_the_mcmc_vae_trains_its_encoder_on_the_elbo_and_its_decoder_on_refined_codes():
+    torch.manual_seed(0)
+    kwargs = {"architecture": MLP(hidden=[16]), "likelihood": BernoulliLikelihood(), "latent_dim": 2}
+    mcmc = MCMCRefinedVAE(**kwargs, image_shape=(1, 8, 8), mcmc_steps=3, leapfrog_steps=3)
+    plain = VariationalAutoencoder(**kwargs, image_shape=(1, 8, 8))
+    plain.load_state_dict(mcmc.state_dict(), strict=False)
+    x = torch.rand(32, 1, 8, 8)
+    torch.manual_seed(1)
+    terms = mcmc.loss_terms(x, x)
+    grads = dict(
+        zip(
+            [n for n, _ in mcmc.named_parameters()],
+            torch.autograd.grad(terms["loss"], list(mcmc.parameters())),
+            strict=True,
+        )
+    )
+    torch.manual_seed(1)  # the same sample of q: the encoder's gradient is the plain ELBO's, exactly
+    plain_terms = plain.loss_terms(x, x)
+    plain_grads = dict(
+        zip(
+            [n for n, _ in plain.named_parameters()],
+            torch.autograd.grad(plain_terms["loss"], list(plain.parameters())),
+            strict=True,
+        )
+    )
+    for name, grad in grads.items():
+        if name.startswith("encoder."):
+            torch.testing.assert_close(grad, plain_grads[name])
+        else:  # the decoder learns from the refined codes, not from q's sample
+            assert not torch.allclose(grad, plain_grads[name])
+    torch.testing.assert_close(terms["elbo"], plain_terms["elbo"])
+    assert 0 < terms["mcmc_accept"] <= 1 and terms["mcmc_log_joint_gain"] > 0
+    mcmc.eval()  # evaluation scores the plain ELBO
+    assert set(mcmc.loss_terms(x, x)) == set(plain_terms)

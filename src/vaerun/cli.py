@@ -23,7 +23,7 @@ from vaerun.validation import ConfigError, check_config
 log = logging.getLogger("vaerun")
 
 #: the config groups whose chosen option is recorded with the run (model=vae, encoder=mlp, ...)
-RECORDED_GROUPS = ("model", "encoder", "likelihood", "corruption", "data", "device", "optimizer")
+RECORDED_GROUPS = ("model", "encoder", "likelihood", "prior", "corruption", "data", "device", "optimizer")
 
 
 def _discard_run_dir(run_dir: Path) -> None:

@@ -32,9 +32,11 @@ class AutoencoderModule(pl.LightningModule):
         latent: int,
         image_shape: Sequence[int],
         choices: dict[str, str] | None = None,
+        prior: dict[str, Any] | None = None,
     ) -> None:
         """The config groups' dicts build the parts; ``choices`` (the group options picked, such as
-        model=vae) is kept for the record only."""
+        model=vae) is kept for the record only. ``prior`` None: N(0, I) (checkpoints from before the prior
+        group have none)."""
         super().__init__()
         # Logged to TensorBoard once, with the final metrics, by the stages; not by Lightning at fit start.
         self.save_hyperparameters(logger=False)
@@ -42,6 +44,7 @@ class AutoencoderModule(pl.LightningModule):
             model,
             architecture=instantiate(encoder),
             likelihood=instantiate(likelihood),
+            prior=instantiate(prior) if prior is not None else None,
             latent_dim=latent,
             image_shape=list(image_shape),
         )
@@ -88,8 +91,9 @@ class AutoencoderModule(pl.LightningModule):
         """The hot path: the terms' running sums stay on the device (no host sync); Lightning's logging
         runs only on the steps it writes (every trainer.log_every_n_steps) and once per epoch."""
         clean, _ = batch
-        terms = self.training_loss_terms(self.corrupt(clean), clean)
         step = self.trainer.global_step
+        self.model.set_training_progress(step / max(1, self.trainer.num_training_batches))  # epochs done
+        terms = self.training_loss_terms(self.corrupt(clean), clean)
         values = torch.stack([value.detach() for value in terms.values()])
         self.training_terms.add(values, tuple(terms), len(clean), step)
         if (step + 1) % self.trainer.log_every_n_steps == 0:

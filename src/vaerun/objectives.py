@@ -20,9 +20,47 @@ def _sum_pixels(values: Tensor) -> Tensor:
     return values.sum(dim=(-3, -2, -1))
 
 
+def kl_normal_standard_normal_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu_d, exp(logvar_d)) || N(0, 1)) in closed form, for each latent dimension: (..., K)."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+
+
 def kl_normal_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, diag exp(logvar)) || N(0, I)) in closed form, summed over the latent dimensions."""
-    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+    return kl_normal_standard_normal_per_dim(mu, logvar).sum(dim=-1)
+
+
+def normal_log_prob_per_dim(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z_d | mu_d, exp(logvar_d)) for each dimension: (..., K)."""
+    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + math.log(2 * math.pi))
+
+
+def student_t_log_prob_per_dim(z: Tensor, df: float) -> Tensor:
+    """log t_df(z_d) of the standard Student-t (location 0, scale 1) for each dimension: (..., K)."""
+    log_normaliser = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return log_normaliser - 0.5 * (df + 1) * torch.log1p(z.square() / df)
+
+
+def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
+    """The KL term with free bits (Kingma et al. 2016): each latent dimension's KL, averaged over the
+    batch, counts as at least ``free_bits`` nats, so the optimiser gains nothing by pushing a dimension's
+    KL below the floor (a cure for posterior collapse). (N, K) -> a scalar: the batch's per-image mean."""
+    return kl_per_dim.mean(dim=0).clamp_min(free_bits).sum()
+
+
+def warmup_weight(beta: float, epochs_done: float, warmup_epochs: float) -> float:
+    """The KL weight of a linear warm-up: 0 at the start, rising to ``beta`` after ``warmup_epochs``."""
+    if warmup_epochs <= 0:
+        return beta
+    return beta * min(1.0, epochs_done / warmup_epochs)
+
+
+def score_function_surrogate(value: Tensor, log_q: Tensor, baseline: Tensor | float = 0.0) -> Tensor:
+    """REINFORCE (the score-function estimator) as a surrogate: its value is ``value`` (f(z) for a sample z
+    of q that carries no gradient), and its gradient with respect to q's parameters is
+    (f(z) - baseline) * grad log q(z), an unbiased estimate of grad E_q[f] for any baseline that does not
+    depend on z. Gradients of f's own parameters (the decoder's) flow through ``value`` unchanged."""
+    return value + (value.detach() - baseline) * (log_q - log_q.detach())
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -105,6 +143,13 @@ def iwae_log_likelihood(
         chunk = torch.logsumexp(log_weights, dim=0)
         total = chunk if total is None else torch.logaddexp(total, chunk)
     return total - math.log(num_samples)
+
+
+def gradient_noise(draws: Tensor) -> tuple[Tensor, Tensor]:
+    """Independent draws (S, P) of a stochastic gradient -> (the trace of their covariance, i.e. the summed
+    per-coordinate variance; the signal-to-noise ratio |mean|^2 / that trace)."""
+    variance = draws.var(dim=0).sum()
+    return variance, draws.mean(dim=0).square().sum() / variance.clamp_min(torch.finfo(draws.dtype).tiny)
 
 
 def bits_per_dim(nats_per_image: Tensor | float, num_dims: int) -> Tensor | float:

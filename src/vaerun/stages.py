@@ -26,10 +26,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from vaerun import run_state
 from vaerun.atomic import write_text_atomically
 from vaerun.baselines import active_units, fit_pca
-from vaerun.callbacks import ReconstructionImages
+from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
 from vaerun.data import ImageDataModule
 from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint
 from vaerun.module import AutoencoderModule
+from vaerun.objectives import bits_per_dim
 from vaerun.validation import ConfigError
 from vaerun.visualisation import (
     ImageSink,
@@ -44,7 +45,7 @@ from vaerun.visualisation import (
 log = logging.getLogger(__name__)
 
 #: the hparams of a checkpoint that define its model; eval and sample take them from the checkpoint
-ARCHITECTURE_KEYS = ("model", "encoder", "likelihood", "corruption", "latent", "image_shape")
+ARCHITECTURE_KEYS = ("model", "encoder", "likelihood", "prior", "corruption", "latent", "image_shape")
 
 
 @dataclass
@@ -105,6 +106,7 @@ def _module_hparams(cfg: dict[str, Any], choices: dict[str, str]) -> dict[str, A
         "model": cfg["model"],
         "encoder": cfg["encoder"],
         "likelihood": cfg["likelihood"],
+        "prior": cfg["prior"],
         "corruption": cfg["corruption"],
         "optimizer": cfg["optimizer"],
         "latent": cfg["latent"],
@@ -178,6 +180,8 @@ def setup(
         ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
         *extra_callbacks,
     ]
+    if cfg["diagnostics"]["gradient_variance_samples"]:
+        callbacks.append(EncoderGradientVariance(cfg["diagnostics"]["gradient_variance_samples"], log_every))
     if cfg["trainer"].get("enable_progress_bar") is None:  # a bar for a person at a terminal, not a log file
         cfg["trainer"]["enable_progress_bar"] = sys.stderr.isatty()
     if cfg["trainer"]["enable_progress_bar"]:
@@ -226,6 +230,7 @@ def evaluate(run: Run) -> None:
         **test_metrics,
         "test/binarize": run.datamodule.binarize,
         "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
+        "test/ais_temperatures": options["ais_temperatures"] if "test/nll_ais" in test_metrics else 0,
     }
     write_text_atomically(run.run_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     if "test/nll_iwae" in test_metrics:
@@ -235,6 +240,16 @@ def evaluate(run: Run) -> None:
             test_metrics["test/nll_iwae_bpd"],
             options["iwae_samples"],
             run.datamodule.binarize,
+        )
+    if "test/nll_ais" in test_metrics:
+        log.info(
+            "Test -log p(x) ~ %.3f nats per image: AIS, %d temperatures x %d chains, first %d test images "
+            "(HMC acceptance %.2f)",
+            test_metrics["test/nll_ais"],
+            options["ais_temperatures"],
+            options["ais_chains"],
+            min(options["ais_images"], len(run.datamodule.splits.test)),
+            test_metrics["test/ais_accept"],
         )
     log.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
 
@@ -253,11 +268,28 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     restored = pca.reconstruct(corrupted).clamp(0, 1)
     pca_mse = torch.mean((restored - clean) ** 2).item()
     codes = _encode_all(model, corrupted)
-    return {
+    results = {
         "test/pca_mse": pca_mse,
         "test/pca_psnr": (-10 * torch.log10(((restored - clean) ** 2).flatten(1).mean(1))).mean().item(),
         "test/active_units": float(active_units(codes)),
     }
+    options = run.cfg["eval"]
+    if options["ais_temperatures"] > 0:
+        torch.manual_seed(run.cfg["seed"])
+        images = options["ais_images"]
+        estimate = model.annealed_log_likelihood(
+            corrupted[:images],
+            clean[:images],
+            options["ais_chains"],
+            options["ais_temperatures"],
+            options["ais_leapfrog_steps"],
+        )
+        if estimate is not None:
+            log_px, acceptance = estimate
+            results["test/nll_ais"] = -log_px.mean().item()
+            results["test/nll_ais_bpd"] = bits_per_dim(results["test/nll_ais"], clean[0].numel())
+            results["test/ais_accept"] = float(acceptance)
+    return results
 
 
 def _on_device_for_inference(run: Run) -> AutoencoderModule:
@@ -283,7 +315,7 @@ def sample(run: Run) -> None:
     prior = model.generative_prior(
         _encode_all(model, run.datamodule.transform(splits.train.images.to(device)))
     )
-    z = torch.randn(options["num_images"], model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    z = model.standard_codes(options["num_images"], torch.Generator().manual_seed(seed))
     z = prior.loc + options["temperature"] * z.to(device) @ prior.scale_tril.T
     sink.grid("sample/generated", image_grid(model.mean(z), nrow=8), step)
 
@@ -293,6 +325,12 @@ def sample(run: Run) -> None:
     sink.grid(
         "sample/reconstructions", reconstruction_grid(clean, corrupted, model.reconstruct(corrupted)), step
     )
+
+    posterior = model.mcmc_posterior_samples(corrupted, clean, options["mcmc_steps"])
+    if posterior is not None and options["mcmc_steps"] > 0:
+        z_q, z_mcmc = posterior
+        grid = reconstruction_grid(clean, model.mean(z_q), model.mean(z_mcmc))
+        sink.grid("sample/posterior_mcmc", grid, step)
 
     pairs, steps = options["num_interpolations"], options["interpolation_steps"]
     start, end = test[:pairs], test[pairs : 2 * pairs]

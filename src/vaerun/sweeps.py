@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 HEADLINE_METRICS = (
     "test/loss",
     "test/nll_iwae",
+    "test/nll_ais",
     "test/reconstruction/mse",
     "test/reconstruction/psnr",
     "test/reconstruction/ssim",

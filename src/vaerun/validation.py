@@ -15,6 +15,11 @@ from typing import Any
 
 STAGES = ("all", "train", "eval", "sample")
 BINARIZATIONS = ("none", "dynamic", "static")
+#: the VAE's gradient estimators of E_q[log p(x|z)] (vaerun.autoencoders uses this tuple too)
+ESTIMATORS = ("reparam", "reinforce")
+#: models with no prior p(z): a prior other than the default is a mistake with them
+DETERMINISTIC_MODELS = ("vaerun.autoencoders.Autoencoder",)
+DEFAULT_PRIOR = "vaerun.priors.GaussianPrior"
 
 
 class ConfigError(ValueError):
@@ -78,11 +83,61 @@ CORRUPTION_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
 }
 
 
-def check_corruption(corruption: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
-    for name, value in corruption.items():
-        rule = CORRUPTION_RULES.get(name)
+def _open_unit_interval(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    if not is_number(value) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{key} must be a number strictly between 0 and 1, got {value!r}")
+
+
+def _count(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    check_non_negative_int(key, value)
+
+
+def _positive_count(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    check_positive_int(key, value)
+
+
+def _estimator(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    check_choice(key, value, ESTIMATORS)
+
+
+MODEL_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
+    "beta": _non_negative,
+    "kl_warmup_epochs": _non_negative,
+    "free_bits": _non_negative,
+    "estimator": _estimator,
+    "mcmc_steps": _count,
+    "leapfrog_steps": _positive_count,
+    "step_size": _positive,
+    "target_accept": _open_unit_interval,
+}
+
+PRIOR_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {"df": _positive}
+
+
+def _check_by_name(
+    group: str,
+    values: Mapping[str, Any],
+    rules: Mapping[str, Callable[[str, Any, tuple[int, ...]], None]],
+    image_shape: tuple[int, ...],
+) -> None:
+    for name, value in values.items():
+        rule = rules.get(name)
         if rule is not None:
-            rule(f"corruption.{name}", value, image_shape)
+            rule(f"{group}.{name}", value, image_shape)
+
+
+def check_corruption(corruption: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+    _check_by_name("corruption", corruption, CORRUPTION_RULES, image_shape)
+
+
+def check_model(model: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
+    _check_by_name("model", model, MODEL_RULES, ())
+    _check_by_name("prior", prior, PRIOR_RULES, ())
+    if model.get("_target_") in DETERMINISTIC_MODELS and prior.get("_target_") != DEFAULT_PRIOR:
+        raise ConfigError(
+            f"prior: {prior.get('_target_')} is for a VAE (model=vae, beta_vae, vae_mcmc); a deterministic "
+            "autoencoder has no prior (its samples come from a Gaussian fitted to its codes)"
+        )
 
 
 def check_image_shape(image_shape: Any) -> tuple[int, ...]:
@@ -146,12 +201,22 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     image_shape = check_image_shape(cfg["data"]["image_shape"])
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
     check_corruption(cfg["corruption"], image_shape)
+    check_model(cfg["model"], cfg["prior"])
     check_encoder(cfg["encoder"], image_shape)
     for key in ("num_images", "num_reconstructions", "manifold_size", "num_interpolations", "traversal_dims"):
         check_positive_int(f"sample.{key}", cfg["sample"][key])
     check_positive_int("sample.interpolation_steps", cfg["sample"]["interpolation_steps"])
+    check_non_negative_int("sample.mcmc_steps", cfg["sample"]["mcmc_steps"])
     check_choice("data.binarize", cfg["data"].get("binarize", "none"), BINARIZATIONS)
     check_non_negative_int("eval.iwae_samples", cfg["eval"]["iwae_samples"])
     check_positive_int("eval.iwae_chunk", cfg["eval"]["iwae_chunk"])
     check_non_negative_int("eval.projector_points", cfg["eval"]["projector_points"])
+    check_non_negative_int("eval.ais_temperatures", cfg["eval"]["ais_temperatures"])
+    for key in ("ais_chains", "ais_images", "ais_leapfrog_steps"):
+        check_positive_int(f"eval.{key}", cfg["eval"][key])
+    samples = cfg["diagnostics"]["gradient_variance_samples"]
+    if not is_int(samples) or samples == 1 or samples < 0:
+        raise ConfigError(
+            f"diagnostics.gradient_variance_samples must be 0 (off) or an integer >= 2, got {samples!r}"
+        )
     _positive("sample.temperature", cfg["sample"]["temperature"], image_shape)

@@ -1,0 +1,138 @@
+"""Markov chain Monte Carlo in latent space: a Hamiltonian Monte Carlo kernel with step sizes adapted toward
+a target acceptance rate, and annealed importance sampling (AIS, Neal 2001) of log p(x).
+
+Pure functions on tensors. A log-density maps codes (..., K) to (...); every leading position is its own
+chain (e.g. (chains, images)), with its own step size, so one call runs thousands of chains at once.
+Gradients with respect to z are taken here, whatever the caller's grad mode; the caller's parameters get
+none.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+LogDensity = Callable[[Tensor], Tensor]
+
+
+def value_and_grad(log_density: LogDensity, z: Tensor) -> tuple[Tensor, Tensor]:
+    """log_density(z) and its gradient with respect to z, both detached."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        value = log_density(z)
+        (grad,) = torch.autograd.grad(value.sum(), z)
+    return value.detach(), grad.detach()
+
+
+@dataclass
+class HMCStep:
+    z: Tensor  # the chains' new states (..., K)
+    log_density: Tensor  # at z (...)
+    accept_prob: Tensor  # the Metropolis acceptance probability of each chain's proposal (...)
+
+
+def hmc_step(
+    z: Tensor,
+    log_density: LogDensity,
+    step_size: Tensor | float,
+    leapfrog_steps: int,
+    generator: torch.Generator | None = None,
+) -> HMCStep:
+    """One HMC transition per chain: a fresh Gaussian momentum, ``leapfrog_steps`` leapfrog steps, and a
+    Metropolis correction, so the kernel leaves exp(log_density) invariant (detailed balance holds for
+    the leapfrog's volume-preserving, reversible map)."""
+    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
+    step = step.expand(z.shape[:-1]).unsqueeze(-1)
+    current, grad = value_and_grad(log_density, z)
+    momentum = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+    proposal, p = z.detach(), momentum + 0.5 * step * grad
+    for i in range(leapfrog_steps):
+        proposal = proposal + step * p
+        proposed, grad = value_and_grad(log_density, proposal)
+        p = p + (step if i + 1 < leapfrog_steps else 0.5 * step) * grad
+    log_ratio = (proposed - 0.5 * p.square().sum(-1)) - (current - 0.5 * momentum.square().sum(-1))
+    log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0.0)  # a diverged proposal: rejected
+    uniform = torch.rand(log_ratio.shape, generator=generator, dtype=z.dtype, device=z.device)
+    accepted = torch.log(uniform) < log_ratio
+    return HMCStep(
+        z=torch.where(accepted[..., None], proposal, z.detach()),
+        log_density=torch.where(accepted, proposed, current),
+        accept_prob=log_ratio.exp(),
+    )
+
+
+def adapt_step_size(step_size: Tensor, accept_prob: Tensor, target: float, rate: float = 0.5) -> Tensor:
+    """Multiplicative update: a larger step where the chains accept more than ``target``, a smaller one
+    where they accept less. A step size is shared by many chains (all of them for a scalar; the chains of
+    one image for shape (N,) against chains (n, N)) and follows their mean acceptance: a step size that
+    followed its own chain's history would couple it to that chain's state and bias what the chain
+    samples (measured: AIS off by 0.3 nats)."""
+    shared = accept_prob.mean(dim=tuple(range(accept_prob.dim() - step_size.dim())))
+    return step_size * torch.exp(rate * (shared - target))
+
+
+def hmc(
+    z: Tensor,
+    log_density: LogDensity,
+    num_steps: int,
+    step_size: Tensor | float = 0.1,
+    leapfrog_steps: int = 5,
+    target_accept: float | None = 0.65,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``num_steps`` HMC transitions from ``z``; with a ``target_accept``, each chain's step size adapts
+    toward it after every transition (adapt while burning in; pass None for a fixed, exact kernel). The
+    step size is shared by every chain (a scalar) or has a shape that the chains' leading shape ends with.
+    Returns (final states, final step sizes, mean acceptance probability per chain)."""
+    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
+    accept_sum = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+    for _ in range(num_steps):
+        out = hmc_step(z, log_density, step, leapfrog_steps, generator)
+        z, accept_sum = out.z, accept_sum + out.accept_prob
+        if target_accept is not None:
+            step = adapt_step_size(step, out.accept_prob, target_accept)
+    return z, step, accept_sum / max(num_steps, 1)
+
+
+def ais_log_likelihood(
+    posterior: Distribution,
+    log_joint: LogDensity,
+    num_chains: int,
+    num_temperatures: int,
+    leapfrog_steps: int = 5,
+    step_size: float = 0.1,
+    target_accept: float = 0.65,
+) -> tuple[Tensor, Tensor]:
+    """Annealed importance sampling of log p(x) per image, from q(z|x) to p(x, z) along the geometric path
+    pi_b(z) ~ q(z|x)^(1-b) p(x, z)^b, one HMC transition per temperature b_1 < ... < b_T = 1:
+
+        log w = sum_t (b_t - b_(t-1)) (log p(x, z_(t-1)) - log q(z_(t-1) | x)),  p(x) = E[w],
+
+    a stochastic lower bound of log p(x) in expectation, tighter than the IWAE bound with as many decoder
+    passes when q is poor. ``posterior`` has batch shape (N,); ``log_joint`` maps (n, N, K) to (n, N).
+    Returns (log p(x) estimates (N,), mean acceptance probability)."""
+    if num_chains < 1 or num_temperatures < 1:
+        raise ValueError(f"num_chains and num_temperatures must be >= 1: {num_chains}, {num_temperatures}")
+    z = posterior.sample((num_chains,))
+    betas = torch.linspace(0.0, 1.0, num_temperatures + 1).tolist()
+    log_weights = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+    step = torch.full(z.shape[1:-1], step_size, dtype=z.dtype, device=z.device)  # one per image
+    accept_sum = torch.zeros((), dtype=z.dtype, device=z.device)
+    for previous, beta in itertools.pairwise(betas):
+        with torch.no_grad():
+            log_weights += (beta - previous) * (log_joint(z) - posterior.log_prob(z))
+
+        def annealed(codes: Tensor, beta: float = beta) -> Tensor:
+            return (1 - beta) * posterior.log_prob(codes) + beta * log_joint(codes)
+
+        out = hmc_step(z, annealed, step, leapfrog_steps)
+        z, accept_sum = out.z, accept_sum + out.accept_prob.mean()
+        step = adapt_step_size(step, out.accept_prob, target_accept)
+    log_px = torch.logsumexp(log_weights, dim=0) - math.log(num_chains)
+    return log_px, accept_sum / num_temperatures

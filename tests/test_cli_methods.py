@@ -1,0 +1,74 @@
+"""The methods built on the VAE, end to end: beta-VAE with warm-up and free bits, the Student-t prior, the
+gradient estimators' experiment, and the MCMC-refined VAE with AIS at eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import TINY, read_events, read_metrics, vae_run
+
+
+def scalars(run: Path) -> set[str]:
+    return set(read_events(run).Tags()["scalars"])
+
+
+def test_beta_vae_with_warmup_free_bits_and_a_student_t_prior(tmp_path):
+    vae_run(
+        "model=beta_vae",
+        "model.kl_warmup_epochs=2",
+        "model.free_bits=0.1",
+        "prior=student_t",
+        "data=digits",
+        *TINY,
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    run = tmp_path / "run"
+    metrics = read_metrics(run)
+    assert metrics["test/loss"] > -metrics["test/elbo"]  # beta = 4 > 1: the objective weighs the KL more
+    assert "test/active_units" in metrics and "test/nll_iwae" in metrics
+    assert "train/kl_weight_step" in scalars(run)
+    events = read_events(run)
+    weights = [event.value for event in events.Scalars("train/kl_weight_step")]
+    assert weights == sorted(weights) and weights[-1] < 4.0  # still rising: 3 batches of a 2-epoch warm-up
+    assert (run / "images" / "sample_generated.png").is_file()  # samples of the Student-t prior
+
+
+def test_the_gradient_estimator_experiment_logs_the_encoder_gradients_variance(tmp_path):
+    vae_run(
+        "-m",
+        "+experiment=gradient_estimators",
+        "data=digits",
+        *TINY,
+        "diagnostics.gradient_variance_samples=3",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    runs = sorted((tmp_path / "sweep").glob("estimator=*"))
+    assert [run.name for run in runs] == ["estimator=reinforce", "estimator=reparam"]
+    variance = {}
+    for run in runs:
+        assert {"train/encoder_grad_variance", "train/encoder_grad_snr"} <= scalars(run)
+        values = read_events(run).Scalars("train/encoder_grad_variance")
+        variance[run.name] = sum(event.value for event in values) / len(values)
+    assert variance["estimator=reinforce"] > variance["estimator=reparam"]
+
+
+def test_the_mcmc_vae_logs_its_acceptance_and_eval_reports_ais_beside_iwae(tmp_path):
+    vae_run(
+        "model=vae_mcmc",
+        "model.mcmc_steps=2",
+        "data=digits",
+        *TINY,
+        "eval.ais_temperatures=5",
+        "eval.ais_images=20",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    run = tmp_path / "run"
+    metrics = read_metrics(run)
+    assert metrics["test/ais_temperatures"] == 5
+    assert 0 < metrics["test/ais_accept"] <= 1
+    assert metrics["test/nll_ais"] > 0 and metrics["test/nll_iwae"] > 0
+    assert {"train/mcmc_accept_step", "train/mcmc_log_joint_gain_epoch", "test/nll_ais"} <= scalars(run)
+    assert "sample/posterior_mcmc" in read_events(run).Tags()["images"]
