@@ -185,3 +185,24 @@ def test_the_mcmc_vae_trains_its_encoder_on_the_elbo_and_its_decoder_on_refined_
     assert 0 < terms["mcmc_accept"] <= 1 and terms["mcmc_log_joint_gain"] > 0
     mcmc.eval()  # evaluation scores the plain ELBO
     assert set(mcmc.loss_terms(x, x)) == set(plain_terms)
+
+
+@pytest.mark.parametrize("model_class", [Autoencoder, VariationalAutoencoder])
+def test_imputation_keeps_the_observed_pixels_and_fills_the_others(model_class):
+    model = make(model_class).eval()
+    x = torch.rand(6, 1, 8, 8)
+    mask = torch.rand(6, 1, 8, 8) > 0.5
+    with torch.no_grad():
+        filled = model.impute(torch.where(mask, x, 0.0), mask, 3)
+    assert torch.equal(filled[mask], x[mask])
+    assert torch.all((filled >= 0) & (filled <= 1)) and not torch.equal(filled[~mask], torch.zeros_like(x[~mask]))
+
+
+def test_anomaly_scores_per_image():
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert set(make(Autoencoder).anomaly_scores(x, 10)) == {"reconstruction_error"}
+        scores = make(VariationalAutoencoder).eval().anomaly_scores(x, 10)
+    assert set(scores) == {"reconstruction_error", "negative_elbo", "nll_iwae"}
+    assert all(value.shape == (5,) for value in scores.values())
+    assert torch.all(scores["nll_iwae"] > 0)

@@ -141,3 +141,12 @@ def test_each_process_of_a_distributed_run_gets_its_own_equal_shard():
     assert [len(s) for s in shards] == [17, 17, 17]  # 50 padded to 51 by wrapping around
     assert set(torch.cat(shards).tolist()) == set(range(50))
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
+
+
+def test_one_class_training_keeps_every_class_in_the_test_split():
+    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], normal_class=7)
+    datamodule.setup()
+    splits = datamodule.splits
+    assert set(splits.train.labels.tolist()) == {7} and set(splits.val.labels.tolist()) == {7}
+    assert len(splits.train) > 100
+    assert set(splits.test.labels.tolist()) == set(range(10)) and len(splits.test) == 180

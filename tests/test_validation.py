@@ -69,7 +69,7 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         (["encoder=conv", "encoder.channels=[8,8,8]"], "divisible by 8, but the images are 28x28"),
         (["stage=eval"], "stage=eval needs ckpt=PATH"),
         (["stage=sample", "ckpt=/no/such.ckpt"], "ckpt: no such file"),
-        (["stage=fit"], "stage must be one of all, train, eval, sample"),
+        (["stage=fit"], "stage must be one of all, train, eval, sample, impute, anomaly"),
         (["data.batch_size=0"], "data.batch_size must be an integer >= 1"),
         (["data.binarize=always"], "data.binarize must be one of none, dynamic, static"),
         (["eval.iwae_samples=-1"], "eval.iwae_samples must be an integer >= 0"),
@@ -88,6 +88,12 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         (["eval.ais_chains=0"], "eval.ais_chains must be an integer >= 1"),
         (["diagnostics.gradient_variance_samples=1"], "must be 0 \\(off\\) or an integer >= 2"),
         (["compile=yes"], "compile must be true or false"),
+        (["stage=anomaly"], "stage=anomaly needs data.normal_class=K"),
+        (["data.normal_class=-1"], "data.normal_class must be null or a class label"),
+        (["impute.rates=[0.5,1.0]"], "impute.rates must be a list of numbers strictly between 0 and 1"),
+        (["data=digits", "impute.block_size=9"], r"impute.block_size must be an integer in \[1, 8\]"),
+        (["impute.iterations=0"], "impute.iterations must be an integer >= 1"),
+        (["anomaly.iwae_samples=-1"], "anomaly.iwae_samples must be an integer >= 0"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):

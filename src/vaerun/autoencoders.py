@@ -9,6 +9,8 @@ model they hold:
 - ``interpolate(z0, z1, t)``: paths through latent space between codes.
 - ``log_likelihood(x_in, target, k)``: an estimate of log p(target), or None for a model without one.
 - ``set_training_progress(epochs)``: schedules that follow training (the KL warm-up).
+- ``impute(observed, mask, iterations)``: the missing pixels (mask False) filled in, observed ones kept.
+- ``anomaly_scores(x, k)``: per-image scores, higher for images unlike the training data.
 """
 
 from __future__ import annotations
@@ -110,6 +112,15 @@ class Autoencoder(nn.Module):
 
     def set_training_progress(self, epochs_done: float) -> None:
         """Nothing in a plain autoencoder's loss changes during training."""
+
+    def impute(self, observed: Tensor, mask: Tensor, iterations: int = 1) -> Tensor:
+        """One pass: the reconstruction of the image with its missing pixels zeroed (as the pixel-drop
+        corruption a denoiser learns from hides them) fills them; observed pixels stay as observed."""
+        return torch.where(mask, observed, self.reconstruct(torch.where(mask, observed, 0.0)))
+
+    def anomaly_scores(self, x: Tensor, iwae_samples: int = 0) -> dict[str, Tensor]:
+        """Per-image scores, higher for images unlike the training data: the reconstruction error."""
+        return {"reconstruction_error": squared_error(self.reconstruct(x), x)}
 
     def standard_codes(self, count: int, generator: torch.Generator) -> Tensor:
         """Codes of the standardised generative distribution, which ``generative_prior`` shifts and scales."""
@@ -255,6 +266,30 @@ class VariationalAutoencoder(Autoencoder):
         if self.kl_warmup_epochs > 0:  # the schedule, for TensorBoard (train/kl_weight)
             terms["kl_weight"] = torch.as_tensor(kl_weight, dtype=loss.dtype, device=loss.device)
         return terms, z
+
+    def impute(self, observed: Tensor, mask: Tensor, iterations: int = 20) -> Tensor:
+        """Pseudo-Gibbs sampling (Rezende et al. 2014, appendix F): starting from the missing pixels zeroed,
+        ``iterations`` times draw z ~ q(z | current image) and replace the missing pixels by the mean of
+        p(x|z), keeping the observed pixels fixed."""
+        current = torch.where(mask, observed, 0.0)
+        for _ in range(max(1, iterations)):
+            current = torch.where(mask, observed, self.mean(self.posterior(current).sample()))
+        return current
+
+    def negative_elbo(self, x_in: Tensor, target: Tensor) -> Tensor:
+        """-ELBO per image, one sample of q(z | x_in): (N,)."""
+        mu, logvar = self.posterior_parameters(x_in)
+        z = reparameterize(mu, logvar)
+        kl = self.prior.kl_per_dim(mu, logvar, z).sum(dim=-1)
+        return kl - self.likelihood.log_prob(self.decode(z), target)
+
+    def anomaly_scores(self, x: Tensor, iwae_samples: int = 0) -> dict[str, Tensor]:
+        """The reconstruction error, -ELBO and, with ``iwae_samples`` > 0, the IWAE estimate of -log p(x)."""
+        scores = super().anomaly_scores(x)
+        scores["negative_elbo"] = self.negative_elbo(x, x)
+        if iwae_samples > 0:
+            scores["nll_iwae"] = -self.log_likelihood(x, x, iwae_samples)
+        return scores
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x, z) = log p(x|z) + log p(z) for samples z (n, N, K) of the codes of images x (N, ...)."""

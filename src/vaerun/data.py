@@ -269,6 +269,9 @@ class ImageDataModule(pl.LightningDataModule):
     ``binarize``: ``none`` keeps grey levels in [0, 1]; ``dynamic`` re-samples every image as
     Bernoulli(pixel) each time it is drawn (Salakhutdinov & Murray 2008); ``static`` uses one fixed sample
     (drawn with ``binarize_seed``). The likelihoods of the literature are measured on binary data.
+
+    ``normal_class``: train and validate on the images of that class only (the one-class protocol of
+    anomaly detection); the test split keeps every class.
     """
 
     def __init__(
@@ -279,6 +282,7 @@ class ImageDataModule(pl.LightningDataModule):
         seed: int = 0,
         binarize: str = "none",
         binarize_seed: int = 0,
+        normal_class: int | None = None,
     ) -> None:
         super().__init__()
         if binarize not in BINARIZATIONS:
@@ -289,6 +293,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.binarize = binarize
         self.binarize_seed = int(binarize_seed)
+        self.normal_class = normal_class
         self.splits: Splits | None = None
         self._shuffle = torch.Generator().manual_seed(self.seed)
 
@@ -318,12 +323,28 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.image_shape is {list(self.image_shape)} but source {splits.source} gives {list(shape)}"
             )
+        if self.normal_class is not None:
+            splits = self._one_class(splits)
         if self.binarize == "static":
             splits = Splits(
                 *(binarize_static(split, self.binarize_seed + i) for i, split in enumerate(splits[:3])),
                 source=splits.source,
             )
         return splits
+
+    def _one_class(self, splits: Splits) -> Splits:
+        labels = splits.train.labels.unique().tolist()
+        if self.normal_class not in labels:
+            raise ConfigError(
+                f"data.normal_class={self.normal_class}: no training image of {splits.source} has that "
+                f"label; the labels are {', '.join(map(str, labels))}"
+            )
+
+        def keep(split: Split) -> Split:
+            chosen = split.labels == self.normal_class
+            return Split(split.images[chosen], split.labels[chosen])
+
+        return Splits(keep(splits.train), keep(splits.val), splits.test, source=splits.source)
 
     @property
     def source_used(self) -> str:

@@ -24,11 +24,20 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from vaerun import run_state
+from vaerun.anomaly import detection_metrics, reconstruction_error
 from vaerun.atomic import write_text_atomically
 from vaerun.baselines import active_units, fit_pca
 from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
 from vaerun.data import ImageDataModule
 from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint
+from vaerun.imputation import (
+    column_mean_imputation,
+    missing_block,
+    missing_completely_at_random,
+    missing_pixel_metrics,
+    observed_only,
+    pca_imputation,
+)
 from vaerun.module import AutoencoderModule
 from vaerun.objectives import bits_per_dim
 from vaerun.validation import ConfigError
@@ -62,6 +71,13 @@ class Run:
     checkpoint: ModelCheckpoint
     metrics: dict[str, float] = field(default_factory=dict)
     resume_from: Path | None = None
+    #: what metrics.json holds: the final metrics of every stage that ran, and how they were measured
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _write_metrics(run: Run) -> None:
+    text = json.dumps(run.record, indent=2, sort_keys=True) + "\n"
+    write_text_atomically(run.run_dir / "metrics.json", text)
 
 
 def _check_device(trainer_cfg: dict[str, Any]) -> None:
@@ -214,8 +230,7 @@ def evaluate(run: Run) -> None:
     """Test metrics of the best checkpoint (after training) or of ckpt=...: the loss terms, image metrics
     of the reconstructions (and of the corrupted inputs), the IWAE estimate of -log p(x), the PCA baseline
     and the active units; into metrics.json and TensorBoard (test/...)."""
-    if run.checkpoint.best_model_path:  # after training: the best weights by validation loss, not the last
-        run.module = load_module(run.checkpoint.best_model_path, run.datamodule.image_shape)
+    _use_best_checkpoint(run)
     options = run.cfg["eval"]
     run.module.configure_evaluation(options["iwae_samples"], options["iwae_chunk"])
     run.trainer.test(run.module, datamodule=run.datamodule, verbose=False)
@@ -226,13 +241,15 @@ def evaluate(run: Run) -> None:
     run.logger.log_metrics(extra, step=run.trainer.global_step)
     test_metrics.update(extra)
     run.metrics.update(test_metrics)
-    record = {
-        **test_metrics,
-        "test/binarize": run.datamodule.binarize,
-        "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
-        "test/ais_temperatures": options["ais_temperatures"] if "test/nll_ais" in test_metrics else 0,
-    }
-    write_text_atomically(run.run_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    run.record.update(
+        {
+            **test_metrics,
+            "test/binarize": run.datamodule.binarize,
+            "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
+            "test/ais_temperatures": options["ais_temperatures"] if "test/nll_ais" in test_metrics else 0,
+        }
+    )
+    _write_metrics(run)
     if "test/nll_iwae" in test_metrics:
         log.info(
             "Test -log p(x) ~ %.3f nats per image (%.4f bits/dim): IWAE, k=%d samples, binarize=%s",
@@ -358,6 +375,115 @@ def sample(run: Run) -> None:
     log.info("Images: %s", sink.image_dir)
 
 
+def fit_unless_checkpoint(run: Run) -> None:
+    """impute and anomaly: the model of ckpt=... as it is, else one trained first."""
+    if run.cfg["ckpt"] is None:
+        train(run)
+
+
+def _use_best_checkpoint(run: Run) -> None:
+    """After training: the best weights by validation loss, not the last (else the model as loaded)."""
+    if run.checkpoint.best_model_path:
+        run.module = load_module(run.checkpoint.best_model_path, run.datamodule.image_shape)
+
+
+def _inference_model(run: Run) -> AutoencoderModule:
+    _use_best_checkpoint(run)
+    return _on_device_for_inference(run)
+
+
+def _in_chunks(function: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: torch.Tensor, size: int = 500):
+    """A dict of per-image tensors computed ``size`` images at a time (bounded memory), concatenated."""
+    parts = [function(chunk) for chunk in x.split(size)]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+@torch.no_grad()
+def impute(run: Run) -> None:
+    """Hide test pixels (completely at random at each of impute.rates, and a block), fill them with the
+    model (a DAE in one pass, a VAE by pseudo-Gibbs sampling) and with two baselines (each pixel's training
+    mean; iterative PCA at the latent size), and score each on the missing pixels only."""
+    if not run.trainer.is_global_zero:
+        return
+    options, seed, step = run.cfg["impute"], run.cfg["seed"], run.trainer.global_step
+    module = _inference_model(run)
+    model, device, splits = module.model, module.device, run.datamodule.splits
+    truth = run.datamodule.transform(splits.test.images[: options["images"]].to(device))
+    train_images = run.datamodule.transform(splits.train.images.to(device))
+    pixel_means, pca = train_images.mean(dim=0), fit_pca(train_images, model.latent_dim)
+    generator = torch.Generator().manual_seed(seed)
+    patterns = {
+        f"mcar_{rate:g}": missing_completely_at_random(truth.shape, rate, generator)
+        for rate in options["rates"]
+    }
+    block = options["block_size"] or min(truth.shape[-2:]) // 2
+    patterns[f"block_{block}"] = missing_block(truth.shape, block, generator)
+    results: dict[str, float] = {}
+    torch.manual_seed(seed)
+    for pattern, mask in patterns.items():
+        mask = mask.to(device)
+        observed = observed_only(truth, mask)
+        imputed = {
+            "model": model.impute(observed, mask, options["iterations"]),
+            "column_mean": column_mean_imputation(observed, mask, pixel_means),
+            "pca": pca_imputation(observed, mask, pixel_means, pca),
+        }
+        for method, images in imputed.items():
+            for metric, value in missing_pixel_metrics(images, truth, mask).items():
+                results[f"impute/{pattern}/{method}/{metric}"] = value
+        shown = slice(0, options["num_images"])  # observed (missing pixels grey) | imputed | truth
+        grid = reconstruction_grid(
+            observed_only(truth, mask, 0.5)[shown], imputed["model"][shown], truth[shown]
+        )
+        run.sink.grid(f"impute/{pattern}", grid, step)
+        log.info(
+            "Imputation %-9s MSE on missing pixels: model %.4f, column mean %.4f, PCA %.4f",
+            pattern,
+            results[f"impute/{pattern}/model/mse"],
+            results[f"impute/{pattern}/column_mean/mse"],
+            results[f"impute/{pattern}/pca/mse"],
+        )
+    run.logger.log_metrics(results, step=step)
+    run.metrics.update(results)
+    run.record.update({**results, "impute/images": len(truth), "impute/iterations": options["iterations"]})
+    _write_metrics(run)
+
+
+@torch.no_grad()
+def detect_anomalies(run: Run) -> None:
+    """The one-class protocol: the model learnt data.normal_class; every test image of another class is an
+    anomaly. AUROC and average precision of each of the model's scores and of PCA's reconstruction error,
+    and histograms of the scores by class."""
+    if not run.trainer.is_global_zero:
+        return
+    normal_class, step = run.cfg["data"]["normal_class"], run.trainer.global_step
+    module = _inference_model(run)
+    model, device, splits = module.model, module.device, run.datamodule.splits
+    images = run.datamodule.transform(splits.test.images.to(device))
+    labels = splits.test.labels.to(device)
+    torch.manual_seed(run.cfg["seed"])
+    scores = _in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
+    pca = fit_pca(run.datamodule.transform(splits.train.images.to(device)), model.latent_dim)
+    scores["pca_reconstruction_error"] = reconstruction_error(pca.reconstruct(images).clamp(0, 1), images)
+    results: dict[str, float] = {}
+    for name, values in scores.items():
+        for metric, value in detection_metrics(values, labels != normal_class).items():
+            results[f"anomaly/{name}/{metric}"] = value
+        for label in labels.unique().tolist():
+            run.logger.experiment.add_histogram(
+                f"anomaly/{name}/class_{label}", values[labels == label], step
+            )
+    run.logger.log_metrics(results, step=step)
+    run.metrics.update(results)
+    run.record.update({**results, "anomaly/normal_class": normal_class})
+    _write_metrics(run)
+    log.info(
+        "Anomaly detection, normal class %s: %s",
+        normal_class,
+        ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
+    )
+
+
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.endswith("_step")}
 
@@ -408,6 +534,8 @@ STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
     "train": (train,),
     "eval": (evaluate,),
     "sample": (sample,),
+    "impute": (fit_unless_checkpoint, impute),
+    "anomaly": (fit_unless_checkpoint, detect_anomalies),
 }
 
 

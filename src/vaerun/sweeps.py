@@ -34,9 +34,17 @@ HEADLINE_METRICS = (
     "test/reconstruction/psnr",
     "test/reconstruction/ssim",
     "test/active_units",
+    "impute/mcar_0.5/model/mse",
+    "anomaly/reconstruction_error/auroc",
+    "anomaly/negative_elbo/auroc",
 )
 #: plotted as a dashed line beside the models' metric named on the left
-BASELINES = {"test/reconstruction/mse": "test/pca_mse", "test/reconstruction/psnr": "test/pca_psnr"}
+BASELINES = {
+    "test/reconstruction/mse": "test/pca_mse",
+    "test/reconstruction/psnr": "test/pca_psnr",
+    "impute/mcar_0.5/model/mse": "impute/mcar_0.5/pca/mse",
+    "anomaly/reconstruction_error/auroc": "anomaly/pca_reconstruction_error/auroc",
+}
 
 
 @dataclass
@@ -135,7 +143,9 @@ def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None
         if key not in swept and all(r.overrides.get(key) == value for r in records)
     ]
     metric_keys = [
-        key for key in (*HEADLINE_METRICS, "test/pca_mse") if any(key in r.metrics for r in records)
+        key
+        for key in dict.fromkeys((*HEADLINE_METRICS, *BASELINES.values()))
+        if any(key in r.metrics for r in records)
     ]
     header = ["#", "model", *swept, *metric_keys]
     lines = [

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-STAGES = ("all", "train", "eval", "sample")
+STAGES = ("all", "train", "eval", "sample", "impute", "anomaly")
 BINARIZATIONS = ("none", "dynamic", "static")
 #: the VAE's gradient estimators of E_q[log p(x|z)] (vaerun.autoencoders uses this tuple too)
 ESTIMATORS = ("reparam", "reinforce")
@@ -220,3 +220,28 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             f"diagnostics.gradient_variance_samples must be 0 (off) or an integer >= 2, got {samples!r}"
         )
     _positive("sample.temperature", cfg["sample"]["temperature"], image_shape)
+    check_impute(cfg["impute"], image_shape)
+    check_anomaly(cfg["stage"], cfg["data"].get("normal_class"), cfg["anomaly"])
+
+
+def check_impute(options: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+    rates = options["rates"]
+    if not isinstance(rates, list | tuple) or not all(is_number(r) and 0 < r < 1 for r in rates):
+        raise ConfigError(f"impute.rates must be a list of numbers strictly between 0 and 1, got {rates!r}")
+    if options["block_size"] is not None:
+        _block_size("impute.block_size", options["block_size"], image_shape)
+    for key in ("images", "iterations", "num_images"):
+        check_positive_int(f"impute.{key}", options[key])
+
+
+def check_anomaly(stage: Any, normal_class: Any, options: Mapping[str, Any]) -> None:
+    if normal_class is not None and (not is_int(normal_class) or normal_class < 0):
+        raise ConfigError(
+            f"data.normal_class must be null or a class label (an integer >= 0), got {normal_class!r}"
+        )
+    if stage == "anomaly" and normal_class is None:
+        raise ConfigError(
+            "stage=anomaly needs data.normal_class=K: the class the model learns as normal (the test "
+            "split's other classes are the anomalies)"
+        )
+    check_non_negative_int("anomaly.iwae_samples", options["iwae_samples"])
