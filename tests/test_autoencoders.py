@@ -195,7 +195,8 @@ def test_imputation_keeps_the_observed_pixels_and_fills_the_others(model_class):
     with torch.no_grad():
         filled = model.impute(torch.where(mask, x, 0.0), mask, 3)
     assert torch.equal(filled[mask], x[mask])
-    assert torch.all((filled >= 0) & (filled <= 1)) and not torch.equal(filled[~mask], torch.zeros_like(x[~mask]))
+    assert torch.all((filled >= 0) & (filled <= 1))
+    assert not torch.equal(filled[~mask], torch.zeros_like(x[~mask]))  # filled, not left at zero
 
 
 def test_anomaly_scores_per_image():
