@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from conftest import read_events, read_metrics, vae_run
 
 #: long enough for a model that has learnt something (a few seconds on 2 cores), short for CI
@@ -50,4 +51,35 @@ def test_anomaly_needs_a_normal_class_that_exists(tmp_path):
     unknown = vae_run("stage=anomaly", "data=digits", "data.normal_class=12", cwd=tmp_path, check=False)
     assert unknown.returncode == 2
     assert "data.normal_class=12: no training image of digits has that label" in unknown.stderr
-    assert not (tmp_path / "outputs").exists()  # nothing half-written
+    assert not list((tmp_path / "outputs").rglob("*.*"))  # no run directory, nothing half-written
+
+
+def test_a_denoiser_imputes_the_cells_of_a_csv_table(tmp_path):
+    from sklearn.datasets import load_wine
+
+    table = load_wine(as_frame=True).frame  # real rows; 5% of the cells emptied, as a real file has gaps
+    features = table.columns[:-1]
+    values = table[features].to_numpy().copy()
+    values[np.random.default_rng(0).random(values.shape) < 0.05] = np.nan
+    table[features] = values
+    table.to_csv(tmp_path / "wine.csv", index=False)
+    vae_run(
+        "model=dae",
+        "data=csv",
+        "data.source.path=wine.csv",
+        "data.source.label_column=target",
+        "latent=4",
+        "stage=impute",
+        "impute.rates=[0.3]",
+        *TRAINED[1:],
+        "trainer.max_epochs=60",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    metrics = read_metrics(tmp_path / "run")
+    assert {k for k in metrics if k.startswith("impute/mcar_0.3/")} == {
+        f"impute/mcar_0.3/{method}/mse" for method in ("model", "column_mean", "pca")
+    }  # a table: MSE on standardised cells; no image metrics, no block
+    assert metrics["impute/mcar_0.3/model/mse"] < 0.9 * metrics["impute/mcar_0.3/column_mean/mse"]
+    missing = vae_run("data=csv", cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "data.source.path must be set" in missing.stderr

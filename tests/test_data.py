@@ -1,15 +1,18 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from vaerun.data import (
+    CSVSource,
     DigitsSource,
     FashionMNISTSource,
     ImageDataModule,
     MNIST5kSource,
     MNISTSource,
     TensorBatches,
+    observed_cells,
     split_off,
     to_unit_float,
 )
@@ -150,3 +153,66 @@ def test_one_class_training_keeps_every_class_in_the_test_split():
     assert set(splits.train.labels.tolist()) == {7} and set(splits.val.labels.tolist()) == {7}
     assert len(splits.train) > 100
     assert set(splits.test.labels.tolist()) == set(range(10)) and len(splits.test) == 180
+
+
+@pytest.fixture
+def wine_csv(tmp_path):
+    """scikit-learn's bundled wine table (178 real rows, 13 features, 3 classes) as a CSV file, with 5% of
+    its cells emptied at random: missing values as they come in a real file."""
+    from sklearn.datasets import load_wine
+
+    table = load_wine(as_frame=True).frame
+    features = table.columns[:-1]
+    values = table[features].to_numpy().copy()
+    values[np.random.default_rng(0).random(values.shape) < 0.05] = np.nan
+    table[features] = values
+    path = tmp_path / "wine.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_a_csv_file_is_split_standardised_and_keeps_its_missing_cells(wine_csv):
+    splits = CSVSource(str(wine_csv), label_column="target").load()
+    assert splits.source == "csv:wine.csv"
+    assert [len(s) for s in splits[:3]] == [142, 18, 18]
+    assert splits.train.images.shape[1:] == (1, 1, 13) and splits.train.images.dtype == torch.float32
+    train = splits.train.images.flatten(1)
+    torch.testing.assert_close(torch.nanmean(train, dim=0), torch.zeros(13), atol=1e-5, rtol=0)
+    std = torch.nanmean(train.square(), dim=0).sqrt()
+    torch.testing.assert_close(std, torch.ones(13), atol=1e-5, rtol=0)
+    missing = sum(int(torch.isnan(s.images).sum()) for s in splits[:3])
+    assert 0.03 * 178 * 13 < missing < 0.07 * 178 * 13
+    assert set(torch.cat([s.labels for s in splits[:3]]).tolist()) == {0, 1, 2}
+
+
+def test_the_data_module_fills_missing_cells_with_the_column_mean_and_takes_the_shape_from_the_file(wine_csv):
+    datamodule = ImageDataModule(CSVSource(str(wine_csv), "target"), image_shape=None, batch_size=16)
+    datamodule.setup()
+    assert datamodule.image_shape == (1, 1, 13) and not datamodule.unit_range
+    raw = datamodule.splits.train.images
+    x = datamodule.transform(raw)
+    assert not torch.isnan(x).any() and torch.all(x[torch.isnan(raw)] == 0)
+    assert torch.equal(observed_cells(raw), ~torch.isnan(raw))
+    assert observed_cells(torch.zeros(2, 1, 4, 4, dtype=torch.uint8)).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"path": "/no/such.csv"}, "data.source.path: no such file"),
+        ({"label_column": "colour"}, "has no column 'colour'"),
+    ],
+)
+def test_csv_mistakes_name_the_key(wine_csv, change, message):
+    from vaerun.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        CSVSource(**{"path": str(wine_csv), **change}).load()
+
+
+def test_text_columns_are_refused(tmp_path):
+    from vaerun.validation import ConfigError
+
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n")
+    with pytest.raises(ConfigError, match=r"columns b of t\.csv are not numeric"):
+        CSVSource(str(tmp_path / "t.csv")).load()

@@ -1,7 +1,8 @@
 """Data sets as tensors in memory, and the LightningDataModule that serves them.
 
 A source loads a whole data set once as uint8 images (N, C, H, W) with int64 labels and splits it
-deterministically (``split_seed``) into train / val / test. Batches are index slices of those tensors, in a
+deterministically (``split_seed``) into train / val / test. Tabular data (a CSV file) is float32 rows
+(N, 1, 1, D), standardised, with NaN where a cell is missing. Batches are index slices of those tensors, in a
 fresh permutation each epoch from the data module's seeded generator; the conversion to float in [0, 1]
 happens on the batch, on the training device (see the LightningModule). No per-image Python work anywhere.
 """
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Split:
-    images: Tensor  # uint8, (N, C, H, W)
+    images: Tensor  # uint8 (N, C, H, W); or float32 standardised rows (N, 1, 1, D), NaN where missing
     labels: Tensor  # int64, (N,)
 
     def __len__(self) -> int:
@@ -53,6 +54,11 @@ class Splits:
 def to_unit_float(images: Tensor) -> Tensor:
     """uint8 grey levels -> float32 in [0, 1]; one vectorised op, wherever the batch lives."""
     return images.float() / 255.0
+
+
+def observed_cells(images: Tensor) -> Tensor:
+    """True where a value is present: everywhere in images, where the cell is not NaN in tabular data."""
+    return ~torch.isnan(images) if images.is_floating_point() else torch.ones_like(images, dtype=torch.bool)
 
 
 def _as_images(array: np.ndarray | Tensor, height: int, width: int) -> Tensor:
@@ -221,6 +227,65 @@ class FashionMNISTSource(TorchvisionSource):
         return self._load(download=not found)
 
 
+class CSVSource:
+    """A numeric CSV file with a header row: one example per row, one feature per column; empty fields are
+    missing values. ``label_column`` (optional) is taken out as the labels (integer codes of its values;
+    else every label is 0). Rows are shuffled with ``split_seed`` and cut into test, val and train by the
+    given fractions; every column is standardised with the mean and standard deviation of the training
+    rows' present values. Missing cells stay NaN here; the data module gives the model the column mean
+    (0) in their place, and the imputation stage scores only cells that were present."""
+
+    name = "csv"
+
+    def __init__(
+        self,
+        path: str,
+        label_column: str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.label_column = label_column
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+
+    def _table(self):
+        import pandas as pd
+
+        if not self.path.is_file():
+            raise ConfigError(f"data.source.path: no such file: {self.path}")
+        try:
+            table = pd.read_csv(self.path)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ConfigError(f"data.source.path: {self.path} is not a readable CSV file ({err})") from None
+        if self.label_column is not None and self.label_column not in table.columns:
+            raise ConfigError(
+                f"data.source.label_column: {self.path.name} has no column {self.label_column!r}; its "
+                f"columns are {', '.join(map(str, table.columns))}"
+            )
+        return table
+
+    def load(self) -> Splits:
+        table = self._table()
+        if self.label_column is not None:
+            labels = torch.tensor(table.pop(self.label_column).astype("category").cat.codes.to_numpy())
+        else:
+            labels = torch.zeros(len(table), dtype=torch.int64)
+        text = [str(c) for c in table.columns if table[c].dtype.kind not in "biuf"]
+        if text:
+            raise ConfigError(
+                f"data.source.path: columns {', '.join(text)} of {self.path.name} are not numeric"
+            )
+        values = torch.tensor(table.to_numpy(dtype=np.float32)).reshape(len(table), 1, 1, -1)
+        sizes = [round(self.test_fraction * len(table)), round(self.val_fraction * len(table))]
+        test, val, train = split_off(values, labels.long(), sizes, self.split_seed)
+        mean = torch.nanmean(train.images, dim=0)
+        std = torch.nanmean((train.images - mean).square(), dim=0).sqrt()
+        std = torch.where(std > 0, std, 1.0)  # a constant column stays 0, not NaN
+        standardised = [Split((split.images - mean) / std, split.labels) for split in (train, val, test)]
+        return Splits(*standardised, source=f"csv:{self.path.name}")
+
+
 class TensorBatches:
     """An iterable of (images, labels) batches sliced from in-memory tensors; with a generator, a fresh
     permutation every pass. In a distributed run each of ``world_size`` processes takes every
@@ -277,7 +342,7 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(
         self,
         source,
-        image_shape: Sequence[int],
+        image_shape: Sequence[int] | None,
         batch_size: int = 128,
         seed: int = 0,
         binarize: str = "none",
@@ -288,7 +353,8 @@ class ImageDataModule(pl.LightningDataModule):
         if binarize not in BINARIZATIONS:
             raise ValueError(f"data.binarize must be one of {', '.join(BINARIZATIONS)}, got {binarize!r}")
         self.source = source
-        self.image_shape = tuple(int(n) for n in image_shape)
+        # None: the data's own shape (a CSV file's columns), known once it is loaded
+        self.image_shape = tuple(int(n) for n in image_shape) if image_shape is not None else None
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.binarize = binarize
@@ -305,9 +371,22 @@ class ImageDataModule(pl.LightningDataModule):
         self._shuffle.set_state(state_dict["shuffle_state"])
 
     def transform(self, images: Tensor) -> Tensor:
-        """uint8 images (on any device) -> the model's float input in [0, 1]."""
+        """uint8 images (on any device) -> the model's float input in [0, 1]; standardised rows with their
+        missing cells at the column mean, 0."""
+        if images.is_floating_point():
+            return torch.nan_to_num(images, nan=0.0)
         x = to_unit_float(images)
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
+
+    def clip(self, x: Tensor) -> Tensor:
+        """A baseline's output brought into the data's range: [0, 1] for images; as it is for tables."""
+        return x.clamp(0, 1) if self.unit_range else x
+
+    @property
+    def unit_range(self) -> bool:
+        """Whether values lie in [0, 1] (images), where clamping, PSNR, SSIM and BCE make sense."""
+        self.setup()
+        return not self.splits.train.images.is_floating_point()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:  # loaded once, however many stages run
@@ -319,10 +398,14 @@ class ImageDataModule(pl.LightningDataModule):
     def _load(self) -> Splits:
         splits = self.source.load()
         shape = tuple(splits.train.images.shape[1:])
+        if self.image_shape is None:
+            self.image_shape = shape
         if shape != self.image_shape:
             raise ConfigError(
                 f"data.image_shape is {list(self.image_shape)} but source {splits.source} gives {list(shape)}"
             )
+        if self.binarize != "none" and splits.train.images.is_floating_point():
+            raise ConfigError(f"data.binarize={self.binarize} is for images; {splits.source} is tabular")
         if self.normal_class is not None:
             splits = self._one_class(splits)
         if self.binarize == "static":

@@ -44,22 +44,33 @@ def column_mean_imputation(observed: Tensor, mask: Tensor, pixel_means: Tensor) 
 
 
 def pca_imputation(
-    observed: Tensor, mask: Tensor, pixel_means: Tensor, pca: PCA, iterations: int = 5
+    observed: Tensor,
+    mask: Tensor,
+    pixel_means: Tensor,
+    pca: PCA,
+    clip: Callable[[Tensor], Tensor] = lambda x: x.clamp(0, 1),
+    iterations: int = 5,
 ) -> Tensor:
     """Missing pixels start at their means and are replaced by the PCA reconstruction of the completed
-    image, ``iterations`` times (iterative PCA imputation); observed pixels stay as observed."""
+    image (brought into the data's range by ``clip``), ``iterations`` times (iterative PCA imputation);
+    observed pixels stay as observed."""
     filled = column_mean_imputation(observed, mask, pixel_means)
     for _ in range(iterations):
-        filled = torch.where(mask, observed, pca.reconstruct(filled).clamp(0, 1))
+        filled = torch.where(mask, observed, clip(pca.reconstruct(filled)))
     return filled
 
 
-def missing_pixel_metrics(imputed: Tensor, truth: Tensor, mask: Tensor) -> dict[str, float]:
+def missing_pixel_metrics(
+    imputed: Tensor, truth: Tensor, mask: Tensor, images: bool = True
+) -> dict[str, float]:
     """MSE and PSNR over the missing pixels only (pooled over the images), and SSIM averaged over the
-    missing pixels of the per-pixel SSIM map (observed pixels, identical in every method, do not count)."""
+    missing pixels of the per-pixel SSIM map (observed pixels, identical in every method, do not count).
+    ``images`` False (standardised tables): the MSE alone."""
     missing = ~mask
     count = missing.sum().clamp_min(1)
     mse = ((imputed - truth).square() * missing).sum() / count
+    if not images:
+        return {"mse": mse.item()}
     _, ssim_map = structural_similarity_index_measure(
         imputed, truth, data_range=1.0, return_full_image=True, kernel_size=_ssim_kernel(truth)
     )
@@ -71,6 +82,3 @@ def _ssim_kernel(images: Tensor) -> int:
     """SSIM's usual 11x11 window, smaller (and odd) for small images such as 8x8 digits."""
     side = min(images.shape[-2:])
     return 11 if side >= 11 else side - 1 if side % 2 == 0 else side
-
-
-Imputer = Callable[[Tensor, Tensor], Tensor]

@@ -30,8 +30,11 @@ class BinaryCrossEntropy(Metric):
         return (self.total / self.count).float()
 
 
-def image_metrics(prefix: str) -> MetricCollection:
-    """MSE and BCE per pixel, PSNR per image (averaged over images) and SSIM, for images in [0, 1]."""
+def image_metrics(prefix: str, unit_range: bool = True) -> MetricCollection:
+    """MSE and BCE per pixel, PSNR per image (averaged over images) and SSIM, for images in [0, 1]; MSE
+    alone for standardised tabular data, where the others have no meaning."""
+    if not unit_range:
+        return MetricCollection({"mse": MeanSquaredError()}, prefix=prefix)
     return MetricCollection(
         {
             "mse": MeanSquaredError(),

@@ -33,10 +33,11 @@ class AutoencoderModule(pl.LightningModule):
         image_shape: Sequence[int],
         choices: dict[str, str] | None = None,
         prior: dict[str, Any] | None = None,
+        unit_range: bool = True,
     ) -> None:
         """The config groups' dicts build the parts; ``choices`` (the group options picked, such as
         model=vae) is kept for the record only. ``prior`` None: N(0, I) (checkpoints from before the prior
-        group have none)."""
+        group have none). ``unit_range``: the data are images in [0, 1]; False for standardised tables."""
         super().__init__()
         # Logged to TensorBoard once, with the final metrics, by the stages; not by Lightning at fit start.
         self.save_hyperparameters(logger=False)
@@ -51,8 +52,8 @@ class AutoencoderModule(pl.LightningModule):
         self.corruption = instantiate(corruption)
         # Evaluation only: model output vs clean image, and (with a corruption) the corrupted input itself
         # vs the clean image, the "do nothing" baseline of a denoiser.
-        self.reconstruction_metrics = image_metrics("test/reconstruction/")
-        self.corrupted_input_metrics = image_metrics("test/corrupted_input/")
+        self.reconstruction_metrics = image_metrics("test/reconstruction/", unit_range)
+        self.corrupted_input_metrics = image_metrics("test/corrupted_input/", unit_range)
         self.iwae_samples, self.iwae_chunk = 0, 50
         self.training_terms = TrainingTerms()
         # What training_step calls; compile_training_loss swaps in a torch.compile'd version of it.

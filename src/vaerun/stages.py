@@ -28,7 +28,7 @@ from vaerun.anomaly import detection_metrics, reconstruction_error
 from vaerun.atomic import write_text_atomically
 from vaerun.baselines import active_units, fit_pca
 from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
-from vaerun.data import ImageDataModule
+from vaerun.data import ImageDataModule, observed_cells
 from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint
 from vaerun.imputation import (
     column_mean_imputation,
@@ -117,8 +117,12 @@ def _reconcile_with_checkpoint(cfg: dict[str, Any], module: AutoencoderModule, o
         )
 
 
-def _module_hparams(cfg: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:
-    return {
+def _module_hparams(
+    cfg: dict[str, Any], choices: dict[str, str], datamodule: ImageDataModule | None = None
+) -> dict[str, Any]:
+    """The module's hyperparameters; the image shape and value range come from the data where given (a
+    CSV file's columns are known only once it is read)."""
+    hparams = {
         "model": cfg["model"],
         "encoder": cfg["encoder"],
         "likelihood": cfg["likelihood"],
@@ -126,9 +130,12 @@ def _module_hparams(cfg: dict[str, Any], choices: dict[str, str]) -> dict[str, A
         "corruption": cfg["corruption"],
         "optimizer": cfg["optimizer"],
         "latent": cfg["latent"],
-        "image_shape": list(cfg["data"]["image_shape"]),
+        "image_shape": list(cfg["data"]["image_shape"] or ()),
         "choices": choices,
     }
+    if datamodule is not None:
+        hparams.update(image_shape=list(datamodule.image_shape), unit_range=datamodule.unit_range)
+    return hparams
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -167,7 +174,7 @@ def setup(
         module = load_module(cfg["ckpt"], datamodule.image_shape)
         _reconcile_with_checkpoint(cfg, module, overridden)
     else:
-        module = AutoencoderModule(**_module_hparams(cfg, choices))
+        module = AutoencoderModule(**_module_hparams(cfg, choices, datamodule))
     if cfg["compile"]:
         module.compile_training_loss()
 
@@ -282,14 +289,15 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
         clean, generator=torch.Generator(device=device).manual_seed(run.cfg["seed"])
     )
     pca = fit_pca(run.datamodule.transform(splits.train.images.to(device)), model.latent_dim)
-    restored = pca.reconstruct(corrupted).clamp(0, 1)
-    pca_mse = torch.mean((restored - clean) ** 2).item()
+    restored = run.datamodule.clip(pca.reconstruct(corrupted))
     codes = _encode_all(model, corrupted)
     results = {
-        "test/pca_mse": pca_mse,
-        "test/pca_psnr": (-10 * torch.log10(((restored - clean) ** 2).flatten(1).mean(1))).mean().item(),
+        "test/pca_mse": torch.mean((restored - clean) ** 2).item(),
         "test/active_units": float(active_units(codes)),
     }
+    if run.datamodule.unit_range:
+        psnr = -10 * torch.log10(((restored - clean) ** 2).flatten(1).mean(1))
+        results["test/pca_psnr"] = psnr.mean().item()
     options = run.cfg["eval"]
     if options["ais_temperatures"] > 0:
         torch.manual_seed(run.cfg["seed"])
@@ -408,7 +416,8 @@ def impute(run: Run) -> None:
     options, seed, step = run.cfg["impute"], run.cfg["seed"], run.trainer.global_step
     module = _inference_model(run)
     model, device, splits = module.model, module.device, run.datamodule.splits
-    truth = run.datamodule.transform(splits.test.images[: options["images"]].to(device))
+    raw = splits.test.images[: options["images"]].to(device)
+    truth, present = run.datamodule.transform(raw), observed_cells(raw)
     train_images = run.datamodule.transform(splits.train.images.to(device))
     pixel_means, pca = train_images.mean(dim=0), fit_pca(train_images, model.latent_dim)
     generator = torch.Generator().manual_seed(seed)
@@ -416,20 +425,23 @@ def impute(run: Run) -> None:
         f"mcar_{rate:g}": missing_completely_at_random(truth.shape, rate, generator)
         for rate in options["rates"]
     }
-    block = options["block_size"] or min(truth.shape[-2:]) // 2
-    patterns[f"block_{block}"] = missing_block(truth.shape, block, generator)
+    if run.datamodule.unit_range:  # a hidden square is an image's pattern; a table's columns have no layout
+        block = options["block_size"] or min(truth.shape[-2:]) // 2
+        patterns[f"block_{block}"] = missing_block(truth.shape, block, generator)
     results: dict[str, float] = {}
     torch.manual_seed(seed)
     for pattern, mask in patterns.items():
-        mask = mask.to(device)
+        # Only cells that are present can be hidden and scored; a table's missing cells stay as they are.
+        mask = mask.to(device) | ~present
         observed = observed_only(truth, mask)
         imputed = {
             "model": model.impute(observed, mask, options["iterations"]),
             "column_mean": column_mean_imputation(observed, mask, pixel_means),
-            "pca": pca_imputation(observed, mask, pixel_means, pca),
+            "pca": pca_imputation(observed, mask, pixel_means, pca, run.datamodule.clip),
         }
         for method, images in imputed.items():
-            for metric, value in missing_pixel_metrics(images, truth, mask).items():
+            scores = missing_pixel_metrics(images, truth, mask, run.datamodule.unit_range)
+            for metric, value in scores.items():
                 results[f"impute/{pattern}/{method}/{metric}"] = value
         shown = slice(0, options["num_images"])  # observed (missing pixels grey) | imputed | truth
         grid = reconstruction_grid(
@@ -464,7 +476,9 @@ def detect_anomalies(run: Run) -> None:
     torch.manual_seed(run.cfg["seed"])
     scores = _in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
     pca = fit_pca(run.datamodule.transform(splits.train.images.to(device)), model.latent_dim)
-    scores["pca_reconstruction_error"] = reconstruction_error(pca.reconstruct(images).clamp(0, 1), images)
+    scores["pca_reconstruction_error"] = reconstruction_error(
+        run.datamodule.clip(pca.reconstruct(images)), images
+    )
     results: dict[str, float] = {}
     for name, values in scores.items():
         for metric, value in detection_metrics(values, labels != normal_class).items():

@@ -59,7 +59,9 @@ def _odd_kernel(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
         raise ConfigError(f"{key} must be an odd integer >= 1, got {value!r}")
 
 
-def _block_size(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+def _block_size(key: str, value: Any, image_shape: tuple[int, ...] | None) -> None:
+    if image_shape is None:  # known once the data is loaded
+        return
     height, width = image_shape[-2:]
     if not is_int(value) or not 1 <= value <= min(height, width):
         raise ConfigError(
@@ -126,7 +128,7 @@ def _check_by_name(
             rule(f"{group}.{name}", value, image_shape)
 
 
-def check_corruption(corruption: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+def check_corruption(corruption: Mapping[str, Any], image_shape: tuple[int, ...] | None) -> None:
     _check_by_name("corruption", corruption, CORRUPTION_RULES, image_shape)
 
 
@@ -140,14 +142,17 @@ def check_model(model: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
         )
 
 
-def check_image_shape(image_shape: Any) -> tuple[int, ...]:
+def check_image_shape(image_shape: Any) -> tuple[int, ...] | None:
+    """None: the shape comes from the data (a CSV file's columns); the checks that need it wait for it."""
+    if image_shape is None:
+        return None
     shape = tuple(image_shape) if isinstance(image_shape, list | tuple) else ()
     if len(shape) != 3 or not all(is_int(n) and n >= 1 for n in shape):
-        raise ConfigError(f"data.image_shape must be [channels, height, width], got {image_shape!r}")
+        raise ConfigError(f"data.image_shape must be [channels, height, width] or null, got {image_shape!r}")
     return shape
 
 
-def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...] | None) -> None:
     """A strided conv net halves height and width once per entry of ``channels``."""
     for key in ("hidden", "channels"):
         sizes = encoder.get(key)
@@ -156,7 +161,7 @@ def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...]) -> N
         ):
             raise ConfigError(f"encoder.{key} must be a list of integers >= 1, got {sizes!r}")
     channels = encoder.get("channels")
-    if channels is None:
+    if channels is None or image_shape is None:
         return
     factor = 2 ** len(channels)
     height, width = image_shape[-2:]
@@ -191,8 +196,18 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
 
 
+def missing_values(node: Any, prefix: str = "") -> list[str]:
+    """The keys left at OmegaConf's mandatory-value marker ``???`` (such as data=csv's data.source.path)."""
+    if isinstance(node, Mapping):
+        return [key for name, value in node.items() for key in missing_values(value, f"{prefix}{name}.")]
+    return [prefix.rstrip(".")] if node == "???" else []
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
+    unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
+    if unset:
+        raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=VALUE to the command")
     check_latent(cfg["latent"])
     check_stage(cfg["stage"], cfg["ckpt"])
     _flag("force", cfg["force"], ())
@@ -224,7 +239,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_anomaly(cfg["stage"], cfg["data"].get("normal_class"), cfg["anomaly"])
 
 
-def check_impute(options: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+def check_impute(options: Mapping[str, Any], image_shape: tuple[int, ...] | None) -> None:
     rates = options["rates"]
     if not isinstance(rates, list | tuple) or not all(is_number(r) and 0 < r < 1 for r in rates):
         raise ConfigError(f"impute.rates must be a list of numbers strictly between 0 and 1, got {rates!r}")
