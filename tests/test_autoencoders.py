@@ -151,6 +151,11 @@ def test_reinforce_is_far_noisier_than_the_reparameterisation_trick():
     assert variances["reinforce"] > 10 * variances["reparam"]
 
 
+def named_gradients(model, loss) -> dict[str, torch.Tensor]:
+    names, parameters = zip(*model.named_parameters(), strict=True)
+    return dict(zip(names, torch.autograd.grad(loss, parameters), strict=True))
+
+
 def test_the_mcmc_vae_trains_its_encoder_on_the_elbo_and_its_decoder_on_refined_codes():
     torch.manual_seed(0)
     kwargs = {"architecture": MLP(hidden=[16]), "likelihood": BernoulliLikelihood(), "latent_dim": 2}
@@ -160,22 +165,10 @@ def test_the_mcmc_vae_trains_its_encoder_on_the_elbo_and_its_decoder_on_refined_
     x = torch.rand(32, 1, 8, 8)
     torch.manual_seed(1)
     terms = mcmc.loss_terms(x, x)
-    grads = dict(
-        zip(
-            [n for n, _ in mcmc.named_parameters()],
-            torch.autograd.grad(terms["loss"], list(mcmc.parameters())),
-            strict=True,
-        )
-    )
+    grads = named_gradients(mcmc, terms["loss"])
     torch.manual_seed(1)  # the same sample of q: the encoder's gradient is the plain ELBO's, exactly
     plain_terms = plain.loss_terms(x, x)
-    plain_grads = dict(
-        zip(
-            [n for n, _ in plain.named_parameters()],
-            torch.autograd.grad(plain_terms["loss"], list(plain.parameters())),
-            strict=True,
-        )
-    )
+    plain_grads = named_gradients(plain, plain_terms["loss"])
     for name, grad in grads.items():
         if name.startswith("encoder."):
             torch.testing.assert_close(grad, plain_grads[name])

@@ -206,7 +206,8 @@ class VariationalAutoencoder(Autoencoder):
         self.register_buffer("reinforce_baseline", torch.zeros(()), persistent=estimator == "reinforce")
 
     def set_training_progress(self, epochs_done: float) -> None:
-        self.kl_weight.fill_(warmup_weight(self.beta, epochs_done, self.kl_warmup_epochs))
+        if self.kl_warmup_epochs > 0:  # else the weight is beta throughout: nothing to do per step
+            self.kl_weight.fill_(warmup_weight(self.beta, epochs_done, self.kl_warmup_epochs))
 
     def standard_codes(self, count: int, generator: torch.Generator) -> Tensor:
         return self.prior.standard_sample((count, self.latent_dim), generator)
