@@ -400,7 +400,9 @@ def _inference_model(run: Run) -> AutoencoderModule:
     return _on_device_for_inference(run)
 
 
-def _in_chunks(function: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: torch.Tensor, size: int = 500):
+def _in_chunks(
+    function: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: torch.Tensor, size: int = 500
+) -> dict[str, torch.Tensor]:
     """A dict of per-image tensors computed ``size`` images at a time (bounded memory), concatenated."""
     parts = [function(chunk) for chunk in x.split(size)]
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
