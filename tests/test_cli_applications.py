@@ -80,6 +80,10 @@ def test_a_denoiser_imputes_the_cells_of_a_csv_table(tmp_path):
     assert {k for k in metrics if k.startswith("impute/mcar_0.3/")} == {
         f"impute/mcar_0.3/{method}/mse" for method in ("model", "column_mean", "pca")
     }  # a table: MSE on standardised cells; no image metrics, no block
-    assert metrics["impute/mcar_0.3/model/mse"] < 0.9 * metrics["impute/mcar_0.3/column_mean/mse"]
+    model = metrics["impute/mcar_0.3/model/mse"]  # an easy case: the model beats both baselines
+    assert (
+        model < 0.9 * metrics["impute/mcar_0.3/column_mean/mse"]
+        and model < 0.95 * metrics["impute/mcar_0.3/pca/mse"]
+    )
     missing = vae_run("data=csv", cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "data.source.path must be set" in missing.stderr

@@ -81,3 +81,13 @@ def test_the_command_says_when_there_is_nothing_to_summarise(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "missing")])
     assert exit_info.value.code == 2
+
+
+def test_a_sweep_without_a_numeric_axis_gets_no_plot_and_says_so(tmp_path, capsys):
+    for estimator in ("reparam", "reinforce"):
+        make_run(tmp_path / estimator, "vae", [f"model.estimator={estimator}"], {"test/loss": 100.0})
+    (tmp_path / "summary.png").write_bytes(b"an older sweep's plot")
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "(and summary.csv)" in out
+    assert not (tmp_path / "summary.png").exists()  # not left to pass for a plot of these runs

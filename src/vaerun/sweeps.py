@@ -224,6 +224,8 @@ def summarize(paths: Iterable[Path], out_dir: Path) -> list[RunRecord]:
     write_csv(records, out_dir / "summary.csv", base)
     write_markdown(records, out_dir / "summary.md", base)
     plotted = write_plot(records, out_dir / "summary.png") if records else False
+    if not plotted:  # no plot of these runs: an older one must not pass for theirs
+        (out_dir / "summary.png").unlink(missing_ok=True)
     log.info(
         "Sweep summary of %d runs: %s%s",
         len(records),
@@ -233,6 +235,11 @@ def summarize(paths: Iterable[Path], out_dir: Path) -> list[RunRecord]:
     return records
 
 
+def written_beside(out_dir: Path) -> str:
+    """The summary files beside summary.md: the csv always, the plot where there was one to draw."""
+    return ", ".join(name for name in ("summary.csv", "summary.png") if (out_dir / name).is_file())
+
+
 class SweepSummary(Callback):
     """Hydra callback: when a multirun ends, summarise its runs in the sweep directory."""
 
@@ -240,7 +247,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             summarize([sweep_dir], sweep_dir)
-            print(f"Sweep summary: {sweep_dir / 'summary.md'} (and summary.csv, summary.png)")
+            print(f"Sweep summary: {sweep_dir / 'summary.md'} (and {written_beside(sweep_dir)})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -264,6 +271,4 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(1)
-    print(
-        f"{len(records)} runs: {out_dir / 'summary.md'}, {out_dir / 'summary.csv'}, {out_dir / 'summary.png'}"
-    )
+    print(f"{len(records)} runs: {out_dir / 'summary.md'} (and {written_beside(out_dir)})")
