@@ -216,3 +216,13 @@ def test_text_columns_are_refused(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n")
     with pytest.raises(ConfigError, match=r"columns b of t\.csv are not numeric"):
         CSVSource(str(tmp_path / "t.csv")).load()
+
+
+def test_integer_labels_are_kept_and_text_labels_become_codes(tmp_path):
+    rows = range(20)
+    (tmp_path / "graded.csv").write_text("x,grade\n" + "".join(f"{i},{3 + i % 2}\n" for i in rows))
+    grades = CSVSource(str(tmp_path / "graded.csv"), "grade", 0.0, 0.0).load().train.labels
+    assert set(grades.tolist()) == {3, 4}  # data.normal_class=3 means grade 3
+    (tmp_path / "kinds.csv").write_text("x,kind\n" + "".join(f"{i},{'ba'[i % 2]}\n" for i in rows))
+    kinds = CSVSource(str(tmp_path / "kinds.csv"), "kind", 0.0, 0.0).load().train
+    assert set(kinds.labels.tolist()) == {0, 1} and kinds.images.shape[1:] == (1, 1, 1)

@@ -229,11 +229,12 @@ class FashionMNISTSource(TorchvisionSource):
 
 class CSVSource:
     """A numeric CSV file with a header row: one example per row, one feature per column; empty fields are
-    missing values. ``label_column`` (optional) is taken out as the labels (integer codes of its values;
-    else every label is 0). Rows are shuffled with ``split_seed`` and cut into test, val and train by the
-    given fractions; every column is standardised with the mean and standard deviation of the training
-    rows' present values. Missing cells stay NaN here; the data module gives the model the column mean
-    (0) in their place, and the imputation stage scores only cells that were present."""
+    missing values. ``label_column`` (optional) is taken out as the labels (integers as they are, other
+    values as codes 0, 1, ... in sorted order; without it every label is 0). Rows are shuffled with
+    ``split_seed`` and cut into test, val and train by the given fractions; every column is standardised
+    with the mean and standard deviation of the training rows' present values. Missing cells stay NaN
+    here; the data module gives the model the column mean (0) in their place, and the imputation stage
+    scores only cells that were present."""
 
     name = "csv"
 
@@ -268,7 +269,10 @@ class CSVSource:
     def load(self) -> Splits:
         table = self._table()
         if self.label_column is not None:
-            labels = torch.tensor(table.pop(self.label_column).astype("category").cat.codes.to_numpy())
+            column = table.pop(self.label_column)
+            # integer labels stay as they are (data.normal_class names them); others become 0, 1, ... in order
+            codes = column if column.dtype.kind in "iu" else column.astype("category").cat.codes
+            labels = torch.tensor(codes.to_numpy(dtype=np.int64))
         else:
             labels = torch.zeros(len(table), dtype=torch.int64)
         text = [str(c) for c in table.columns if table[c].dtype.kind not in "biuf"]
