@@ -200,3 +200,21 @@ def test_anomaly_scores_per_image():
     assert set(scores) == {"reconstruction_error", "negative_elbo", "nll_iwae"}
     assert all(value.shape == (5,) for value in scores.values())
     assert torch.all(scores["nll_iwae"] > 0)
+
+
+def test_with_a_monte_carlo_kl_both_estimators_agree_on_the_encoder_gradient():
+    """A Student-t prior has no closed-form KL: REINFORCE must weigh the score by the KL's sample too.
+    Both estimators, averaged over many samples, then give the same gradient of the same ELBO."""
+    from vaerun.priors import StudentTPrior
+
+    x = torch.randn(1, 1, 1, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    many = x.expand(400_000, 1, 1, 10)
+    estimates = {}
+    for estimator in ("reparam", "reinforce"):
+        model = linear_gaussian_vae(estimator)
+        model.prior = StudentTPrior(df=3.0)
+        model.reinforce_baseline.fill_(-exact_negative_elbo(model, x).item())
+        torch.manual_seed(2)
+        estimates[estimator] = encoder_gradient(model, model.loss_terms(many, many)["loss"])
+    difference = (estimates["reinforce"] - estimates["reparam"]).norm()
+    assert difference < 0.03 * estimates["reparam"].norm()

@@ -247,12 +247,9 @@ class VariationalAutoencoder(Autoencoder):
             # The learning signal is every term whose value depends on z: log p(x|z), and a Monte Carlo KL.
             signal = log_likelihood if self.prior.closed_form_kl else log_likelihood - kl_weight * kl
             log_q = normal_log_prob_per_dim(z, mu, logvar).sum(dim=-1)
-            expected_log_likelihood = score_function_surrogate(log_likelihood, log_q, self.reinforce_baseline)
-            if not self.prior.closed_form_kl:
-                # the Monte Carlo KL's own score term, with the same baseline-free signal
-                expected_log_likelihood = expected_log_likelihood + (
-                    (signal.detach() - log_likelihood.detach()) * (log_q - log_q.detach())
-                )
+            expected_log_likelihood = score_function_surrogate(
+                log_likelihood, log_q, self.reinforce_baseline, signal
+            )
             if self.training:
                 self.reinforce_baseline.lerp_(signal.detach().mean(), self.baseline_rate)
         loss = -expected_log_likelihood.mean() + kl_weight * kl_term

@@ -55,12 +55,17 @@ def warmup_weight(beta: float, epochs_done: float, warmup_epochs: float) -> floa
     return beta * min(1.0, epochs_done / warmup_epochs)
 
 
-def score_function_surrogate(value: Tensor, log_q: Tensor, baseline: Tensor | float = 0.0) -> Tensor:
+def score_function_surrogate(
+    value: Tensor, log_q: Tensor, baseline: Tensor | float = 0.0, signal: Tensor | None = None
+) -> Tensor:
     """REINFORCE (the score-function estimator) as a surrogate: its value is ``value`` (f(z) for a sample z
     of q that carries no gradient), and its gradient with respect to q's parameters is
     (f(z) - baseline) * grad log q(z), an unbiased estimate of grad E_q[f] for any baseline that does not
-    depend on z. Gradients of f's own parameters (the decoder's) flow through ``value`` unchanged."""
-    return value + (value.detach() - baseline) * (log_q - log_q.detach())
+    depend on z. Gradients of f's own parameters (the decoder's) flow through ``value`` unchanged.
+    ``signal``: the f(z) that weighs the score where it is more than ``value`` (every term of the loss
+    whose value depends on z, such as a Monte Carlo KL that is added to the loss separately)."""
+    signal = value if signal is None else signal
+    return value + (signal.detach() - baseline) * (log_q - log_q.detach())
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
