@@ -56,3 +56,17 @@ def test_student_t_samples_are_reproducible_and_have_its_distribution():
 def test_a_student_t_prior_needs_positive_degrees_of_freedom():
     with pytest.raises(ValueError, match=r"prior\.df"):
         StudentTPrior(df=0)
+
+
+def test_quantiles_of_the_standard_prior_dimensions():
+    p = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
+    torch.testing.assert_close(
+        GaussianPrior().icdf(p), torch.tensor([-1.6449, 0.0, 1.6449], dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    # heavier tails: the manifold and traversals of a Student-t VAE reach further out
+    torch.testing.assert_close(
+        StudentTPrior(3.0).icdf(p),
+        torch.tensor([-2.3534, 0.0, 2.3534], dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )

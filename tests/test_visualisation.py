@@ -6,14 +6,14 @@ from vaerun.visualisation import (
     interpolation_grid,
     latent_scatter,
     manifold_codes,
+    quantile_grid,
     reconstruction_grid,
-    standard_normal_grid,
     traversal_codes,
 )
 
 
 def test_standard_normal_grid_has_equal_mass_between_neighbours():
-    grid = standard_normal_grid(5)
+    grid = quantile_grid(5)
     assert grid.shape == (25, 2)
     quantiles = Normal(0.0, 1.0).cdf(grid[:5, 0])
     steps = quantiles.diff()

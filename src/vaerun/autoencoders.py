@@ -126,6 +126,10 @@ class Autoencoder(nn.Module):
         """Codes of the standardised generative distribution, which ``generative_prior`` shifts and scales."""
         return torch.randn((count, self.latent_dim), generator=generator)
 
+    def standard_quantiles(self, probabilities: Tensor) -> Tensor:
+        """The quantile function of one dimension of that standardised distribution."""
+        return GaussianPrior().icdf(probabilities)
+
     def loss_terms(self, x_in: Tensor, target: Tensor) -> dict[str, Tensor]:
         output = self.decode(self.encode(x_in))
         recon = -self.likelihood.log_prob(output, target)
@@ -211,6 +215,9 @@ class VariationalAutoencoder(Autoencoder):
 
     def standard_codes(self, count: int, generator: torch.Generator) -> Tensor:
         return self.prior.standard_sample((count, self.latent_dim), generator)
+
+    def standard_quantiles(self, probabilities: Tensor) -> Tensor:
+        return self.prior.icdf(probabilities)
 
     def posterior_parameters(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, log sigma^2) of q(z|x)."""

@@ -34,6 +34,10 @@ class GaussianPrior:
     def standard_sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         return torch.randn(shape, generator=generator)
 
+    def icdf(self, probabilities: Tensor) -> Tensor:
+        """The quantile function of one standard dimension (for the latent manifold and traversals)."""
+        return torch.distributions.Normal(0.0, 1.0).icdf(probabilities)
+
     def __repr__(self) -> str:
         return "GaussianPrior()"
 
@@ -60,6 +64,11 @@ class StudentTPrior:
         # torch's Student-t sampler takes no generator; numpy's, seeded from it, keeps samples reproducible
         seed = int(torch.randint(2**62, (1,), generator=generator))
         return torch.from_numpy(np.random.default_rng(seed).standard_t(self.df, size=shape)).float()
+
+    def icdf(self, probabilities: Tensor) -> Tensor:
+        from scipy import stats  # torch's Student-t has no quantile function
+
+        return torch.from_numpy(stats.t.ppf(probabilities.double().cpu().numpy(), self.df))
 
     def __repr__(self) -> str:
         return f"StudentTPrior(df={self.df})"

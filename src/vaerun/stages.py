@@ -365,10 +365,13 @@ def sample(run: Run) -> None:
     test_codes = _encode_all(model, test)
     if model.latent_dim == 2:
         size = options["manifold_size"]
-        sink.grid("sample/manifold", image_grid(model.mean(manifold_codes(prior, size)), nrow=size), step)
+        codes = manifold_codes(prior, size, model.standard_quantiles)
+        sink.grid("sample/manifold", image_grid(model.mean(codes), nrow=size), step)
         sink.figure("sample/latent_scatter", latent_scatter(test_codes, splits.test.labels), step)
     else:
-        codes = traversal_codes(test_codes[0], prior, options["traversal_dims"], steps)
+        codes = traversal_codes(
+            test_codes[0], prior, options["traversal_dims"], steps, model.standard_quantiles
+        )
         sink.grid("sample/traversals", image_grid(model.mean(codes), nrow=steps), step)
 
     projector_points = run.cfg["eval"]["projector_points"]

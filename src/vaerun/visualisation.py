@@ -4,13 +4,16 @@ writes each one both to TensorBoard and as a PNG file. Nothing here takes part i
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure  # the object API: no pyplot, no GUI backend, safe on servers
 from torch import Tensor
-from torch.distributions import MultivariateNormal, Normal
+from torch.distributions import MultivariateNormal
 from torchvision.utils import make_grid, save_image
+
+from vaerun.priors import GaussianPrior
 
 
 def image_grid(images: Tensor, nrow: int) -> Tensor:
@@ -33,11 +36,18 @@ def interpolation_grid(start: Tensor, path: Tensor, end: Tensor) -> Tensor:
     return image_grid(rows.flatten(0, 1), nrow=steps + 2)
 
 
-def traversal_codes(base: Tensor, prior: MultivariateNormal, max_dims: int, steps: int) -> Tensor:
+Quantiles = Callable[[Tensor], Tensor]
+standard_normal_icdf: Quantiles = GaussianPrior().icdf
+
+
+def traversal_codes(
+    base: Tensor, prior: MultivariateNormal, max_dims: int, steps: int, icdf: Quantiles = standard_normal_icdf
+) -> Tensor:
     """One row per latent dimension d (up to max_dims): the code ``base`` with z_d swept over the prior's
-    marginal quantiles 5%..95% of that dimension, the other dimensions held fixed. (rows*steps, K)."""
+    marginal quantiles 5%..95% of that dimension, the other dimensions held fixed. (rows*steps, K).
+    ``icdf``: the quantile function of the standardised prior (a Student-t prior's has heavier tails)."""
     dims = min(max_dims, base.numel())
-    quantiles = Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps)).to(base)
+    quantiles = icdf(torch.linspace(0.05, 0.95, steps, dtype=torch.float64)).to(base)
     marginal_std = prior.covariance_matrix.diagonal().sqrt()
     codes = base.repeat(dims, steps, 1)  # (dims, steps, K)
     index = torch.arange(dims, device=base.device)
@@ -45,18 +55,19 @@ def traversal_codes(base: Tensor, prior: MultivariateNormal, max_dims: int, step
     return codes.flatten(0, 1)
 
 
-def standard_normal_grid(size: int, margin: float = 0.05) -> Tensor:
-    """size x size points of the unit square mapped through the inverse Gaussian CDF (Kingma & Welling's
-    figure 4): equal probability mass between neighbours. Row-major, first coordinate along rows."""
+def quantile_grid(size: int, margin: float = 0.05, icdf: Quantiles = standard_normal_icdf) -> Tensor:
+    """size x size points of the unit square mapped through the inverse CDF of the standardised prior
+    (Kingma & Welling's figure 4): equal probability mass between neighbours. Row-major, first coordinate
+    along rows."""
     quantiles = torch.linspace(margin, 1 - margin, size, dtype=torch.float64)
-    axis = Normal(0.0, 1.0).icdf(quantiles)
+    axis = icdf(quantiles)
     rows, cols = torch.meshgrid(axis.flip(0), axis, indexing="ij")
     return torch.stack([cols.flatten(), rows.flatten()], dim=1)
 
 
-def manifold_codes(prior: MultivariateNormal, size: int) -> Tensor:
+def manifold_codes(prior: MultivariateNormal, size: int, icdf: Quantiles = standard_normal_icdf) -> Tensor:
     """The inverse-CDF grid carried through the prior's affine map: z = loc + L u."""
-    u = standard_normal_grid(size).to(prior.loc)
+    u = quantile_grid(size, icdf=icdf).to(prior.loc)
     return prior.loc + u @ prior.scale_tril.T
 
 
