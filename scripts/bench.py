@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
                 if (precision, m) in median
             ]
         print("   ".join(shown))
-        a, b = results[precision, "a"].final_elbo, results.get((precision, "b"), Result()).final_elbo
+        a, b = (results.get((precision, m), Result()).final_elbo for m in "ab")
         if a and len(a) == len(b):
             largest = max(abs(x - y) for x, y in zip(a, b, strict=True))
             print(f"largest |ELBO a - ELBO b| over seeds: {largest:.4f} nats")

@@ -4,7 +4,6 @@ higher score should mean "not of that class". Pure functions on tensors; the mod
 
 from __future__ import annotations
 
-from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import Tensor
 
 
@@ -18,6 +17,8 @@ def detection_metrics(scores: Tensor, is_anomaly: Tensor) -> dict[str, float]:
     precision (the area under the precision-recall curve; chance is the anomalies' share). scikit-learn's:
     torchmetrics reads scores outside [0, 1] as logits and squashes them, which ties large scores such as
     -ELBO in nats."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # imported where used: start-up
+
     target, values = is_anomaly.cpu().numpy(), scores.detach().double().cpu().numpy()
     return {
         "auroc": float(roc_auc_score(target, values)),
