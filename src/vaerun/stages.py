@@ -40,7 +40,7 @@ from vaerun.imputation import (
 )
 from vaerun.module import AutoencoderModule
 from vaerun.objectives import bits_per_dim
-from vaerun.validation import ConfigError
+from vaerun.validation import ConfigError, check_shape_dependent
 from vaerun.visualisation import (
     ImageSink,
     image_grid,
@@ -169,6 +169,8 @@ def setup(
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     datamodule: ImageDataModule = instantiate(cfg["data"], _convert_="all")
     datamodule.setup()
+    if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
+        check_shape_dependent(cfg, datamodule.image_shape)
     cfg["data"]["source_used"] = datamodule.source_used
     if cfg["ckpt"] is not None:
         module = load_module(cfg["ckpt"], datamodule.image_shape)

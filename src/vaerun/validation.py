@@ -203,6 +203,15 @@ def missing_values(node: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if node == "???" else []
 
 
+def check_shape_dependent(cfg: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
+    """The checks that need the data's shape; run again once the data is loaded where the config leaves
+    the shape to the data (``data.image_shape: null``)."""
+    check_corruption(cfg["corruption"], image_shape)
+    check_encoder(cfg["encoder"], image_shape)
+    if cfg["impute"]["block_size"] is not None:
+        _block_size("impute.block_size", cfg["impute"]["block_size"], image_shape)
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
