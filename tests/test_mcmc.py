@@ -66,3 +66,14 @@ def test_ais_recovers_the_exact_log_likelihood_of_a_linear_gaussian_model():
     # plain importance sampling (IWAE) from the same q, with as many samples as AIS has chains, is far off
     iwae = iwae_log_likelihood(prior_as_q, log_joint, num_samples=512)
     assert (exact - iwae).mean() > 5 * (exact - estimate).abs().mean()
+
+
+def test_a_transition_reusing_the_previous_ones_density_and_gradient_is_the_same_transition():
+    start = torch.zeros(100, 2, dtype=torch.float64)
+    first = hmc_step(start, TARGET.log_prob, 0.3, 3, torch.Generator().manual_seed(0))
+    again = hmc_step(first.z, TARGET.log_prob, 0.3, 3, torch.Generator().manual_seed(1))
+    reused = hmc_step(
+        first.z, TARGET.log_prob, 0.3, 3, torch.Generator().manual_seed(1), (first.log_density, first.grad)
+    )
+    torch.testing.assert_close(reused.z, again.z)
+    torch.testing.assert_close(reused.log_density, TARGET.log_prob(reused.z))

@@ -34,6 +34,7 @@ def value_and_grad(log_density: LogDensity, z: Tensor) -> tuple[Tensor, Tensor]:
 class HMCStep:
     z: Tensor  # the chains' new states (..., K)
     log_density: Tensor  # at z (...)
+    grad: Tensor  # of the log-density at z (..., K): the next transition of the same target starts from it
     accept_prob: Tensor  # the Metropolis acceptance probability of each chain's proposal (...)
 
 
@@ -43,26 +44,29 @@ def hmc_step(
     step_size: Tensor | float,
     leapfrog_steps: int,
     generator: torch.Generator | None = None,
+    current: tuple[Tensor, Tensor] | None = None,
 ) -> HMCStep:
     """One HMC transition per chain: a fresh Gaussian momentum, ``leapfrog_steps`` leapfrog steps, and a
     Metropolis correction, so the kernel leaves exp(log_density) invariant (detailed balance holds for
-    the leapfrog's volume-preserving, reversible map)."""
+    the leapfrog's volume-preserving, reversible map). ``current``: the log-density and its gradient at
+    ``z`` where a previous transition of the same target computed them (one pass fewer)."""
     step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
     step = step.expand(z.shape[:-1]).unsqueeze(-1)
-    current, grad = value_and_grad(log_density, z)
+    value, start_grad = current if current is not None else value_and_grad(log_density, z)
     momentum = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-    proposal, p = z.detach(), momentum + 0.5 * step * grad
+    proposal, p, grad = z.detach(), momentum + 0.5 * step * start_grad, start_grad
     for i in range(leapfrog_steps):
         proposal = proposal + step * p
         proposed, grad = value_and_grad(log_density, proposal)
         p = p + (step if i + 1 < leapfrog_steps else 0.5 * step) * grad
-    log_ratio = (proposed - 0.5 * p.square().sum(-1)) - (current - 0.5 * momentum.square().sum(-1))
+    log_ratio = (proposed - 0.5 * p.square().sum(-1)) - (value - 0.5 * momentum.square().sum(-1))
     log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0.0)  # a diverged proposal: rejected
     uniform = torch.rand(log_ratio.shape, generator=generator, dtype=z.dtype, device=z.device)
     accepted = torch.log(uniform) < log_ratio
     return HMCStep(
         z=torch.where(accepted[..., None], proposal, z.detach()),
-        log_density=torch.where(accepted, proposed, current),
+        log_density=torch.where(accepted, proposed, value),
+        grad=torch.where(accepted[..., None], grad, start_grad),
         accept_prob=log_ratio.exp(),
     )
 
@@ -92,9 +96,10 @@ def hmc(
     Returns (final states, final step sizes, mean acceptance probability per chain)."""
     step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
     accept_sum = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+    current = None
     for _ in range(num_steps):
-        out = hmc_step(z, log_density, step, leapfrog_steps, generator)
-        z, accept_sum = out.z, accept_sum + out.accept_prob
+        out = hmc_step(z, log_density, step, leapfrog_steps, generator, current)
+        z, accept_sum, current = out.z, accept_sum + out.accept_prob, (out.log_density, out.grad)
         if target_accept is not None:
             step = adapt_step_size(step, out.accept_prob, target_accept)
     return z, step, accept_sum / max(num_steps, 1)
