@@ -203,9 +203,10 @@ def missing_values(node: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if node == "???" else []
 
 
-def check_shape_dependent(cfg: Mapping[str, Any], image_shape: tuple[int, ...]) -> None:
-    """The checks that need the data's shape; run again once the data is loaded where the config leaves
-    the shape to the data (``data.image_shape: null``)."""
+def check_shape_dependent(cfg: Mapping[str, Any], image_shape: tuple[int, ...] | None) -> None:
+    """The checks of the corruption, the encoder and the imputation block, which need the data's shape for
+    part of their work; where the config leaves the shape to the data (``data.image_shape: null``, None
+    here) they run again once the data is loaded."""
     check_corruption(cfg["corruption"], image_shape)
     check_encoder(cfg["encoder"], image_shape)
     if cfg["impute"]["block_size"] is not None:
@@ -224,9 +225,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _flag("compile", cfg["compile"], ())
     image_shape = check_image_shape(cfg["data"]["image_shape"])
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
-    check_corruption(cfg["corruption"], image_shape)
+    check_shape_dependent(cfg, image_shape)
     check_model(cfg["model"], cfg["prior"])
-    check_encoder(cfg["encoder"], image_shape)
     for key in ("num_images", "num_reconstructions", "manifold_size", "num_interpolations", "traversal_dims"):
         check_positive_int(f"sample.{key}", cfg["sample"][key])
     check_positive_int("sample.interpolation_steps", cfg["sample"]["interpolation_steps"])
@@ -244,16 +244,15 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             f"diagnostics.gradient_variance_samples must be 0 (off) or an integer >= 2, got {samples!r}"
         )
     _positive("sample.temperature", cfg["sample"]["temperature"], image_shape)
-    check_impute(cfg["impute"], image_shape)
+    check_impute(cfg["impute"])
     check_anomaly(cfg["stage"], cfg["data"].get("normal_class"), cfg["anomaly"])
 
 
-def check_impute(options: Mapping[str, Any], image_shape: tuple[int, ...] | None) -> None:
+def check_impute(options: Mapping[str, Any]) -> None:
+    """impute.block_size is checked with the shapes (check_shape_dependent)."""
     rates = options["rates"]
     if not isinstance(rates, list | tuple) or not all(is_number(r) and 0 < r < 1 for r in rates):
         raise ConfigError(f"impute.rates must be a list of numbers strictly between 0 and 1, got {rates!r}")
-    if options["block_size"] is not None:
-        _block_size("impute.block_size", options["block_size"], image_shape)
     for key in ("images", "iterations", "num_images"):
         check_positive_int(f"impute.{key}", options[key])
 
