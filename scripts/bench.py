@@ -73,7 +73,7 @@ PRECISIONS = ("32-true", "bf16-mixed")
 def _precisions(text: str) -> list[str]:
     chosen = text.split(",")
     unknown = [p for p in chosen if p not in PRECISIONS]
-    if unknown or not chosen:
+    if unknown:
         raise argparse.ArgumentTypeError(f"precision must be among {', '.join(PRECISIONS)}, got {text!r}")
     return chosen
 

@@ -309,6 +309,11 @@ class VariationalAutoencoder(Autoencoder):
             self.posterior(x_in), lambda z: self.log_joint(target, z), num_samples, chunk_size
         )
 
+    def posterior_log_density(self, target: Tensor) -> Callable[[Tensor], Tensor]:
+        """z (N, K) -> log p(target, z) per image: the unnormalised log-density of p(z | target) that HMC
+        targets."""
+        return lambda z: self.log_joint(target, z[None])[0]
+
     def annealed_log_likelihood(
         self, x_in: Tensor, target: Tensor, chains: int, temperatures: int, leapfrog_steps: int = 5
     ) -> tuple[Tensor, Tensor]:
@@ -324,7 +329,7 @@ class VariationalAutoencoder(Autoencoder):
         """One sample of q(z | x_in) per image, and that sample moved toward p(z | target) by ``steps`` HMC
         transitions (step size adapted toward 65% acceptance): what q gets wrong, in pictures."""
         z_q = self.posterior(x_in).sample()
-        z, _, _ = hmc(z_q, lambda z: self.log_joint(target, z[None])[0], steps, 0.05, leapfrog_steps)
+        z, _, _ = hmc(z_q, self.posterior_log_density(target), steps, 0.05, leapfrog_steps)
         return z_q, z
 
     def generative_prior(self, codes: Tensor | None = None) -> MultivariateNormal:
@@ -366,9 +371,7 @@ class MCMCRefinedVAE(VariationalAutoencoder):
         fixed = {name: value.detach() for name, value in self.decoder.state_dict(keep_vars=True).items()}
         terms, z_q = self.objective(x_in, target, lambda z: functional_call(self.decoder, fixed, (z,)))
 
-        def log_joint(z: Tensor) -> Tensor:
-            return self.likelihood.log_prob(self.decode(z), target) + self.prior.log_prob(z)
-
+        log_joint = self.posterior_log_density(target)
         z_q = z_q.detach()
         z, step_size, acceptance = hmc(
             z_q, log_joint, self.mcmc_steps, self.mcmc_step_size, self.leapfrog_steps, self.target_accept

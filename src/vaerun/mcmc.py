@@ -2,7 +2,8 @@
 a target acceptance rate, and annealed importance sampling (AIS, Neal 2001) of log p(x).
 
 Pure functions on tensors. A log-density maps codes (..., K) to (...); every leading position is its own
-chain (e.g. (chains, images)), with its own step size, so one call runs thousands of chains at once.
+chain (e.g. (chains, images)), so one call runs thousands of chains at once; step sizes are shared by
+groups of chains (see ``adapt_step_size``).
 Gradients with respect to z are taken here, whatever the caller's grad mode; the caller's parameters get
 none.
 """
@@ -90,9 +91,9 @@ def hmc(
     target_accept: float | None = 0.65,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``num_steps`` HMC transitions from ``z``; with a ``target_accept``, each chain's step size adapts
-    toward it after every transition (adapt while burning in; pass None for a fixed, exact kernel). The
-    step size is shared by every chain (a scalar) or has a shape that the chains' leading shape ends with.
+    """``num_steps`` HMC transitions from ``z``; with a ``target_accept``, the step size adapts toward it
+    after every transition (adapt while burning in; pass None for a fixed, exact kernel). The step size is
+    shared by every chain (a scalar) or has a shape that the chains' leading shape ends with.
     Returns (final states, final step sizes, mean acceptance probability per chain)."""
     step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
     accept_sum = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
