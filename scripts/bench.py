@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--limit-batches", type=int, default=0, help="train on the first N batches only (tests)"
     )
     parser.add_argument("--methods", default="abc", help="which of a, b, c to run")
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=None,
+        help="vaerun's steps_per_execution (default: the config's)",
+    )
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--iwae-samples", type=int, default=100, help="k of the IWAE throughput measurement")
     parser.add_argument("--eval-images", type=int, default=500, help="test images of that measurement")
@@ -98,6 +104,8 @@ def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> d
     ]
     if args.limit_batches:
         overrides.append(f"trainer.limit_train_batches={args.limit_batches}")
+    if args.steps_per_execution is not None:
+        overrides.append(f"steps_per_execution={args.steps_per_execution}")
     with initialize_config_module("vaerun.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
@@ -179,6 +187,8 @@ class EpochTimer:
     def __init__(self, device: str) -> None:
         import pytorch_lightning as pl
 
+        from vaerun.data import BatchGroup
+
         device_ = device
 
         class _Timer(pl.Callback):
@@ -191,7 +201,8 @@ class EpochTimer:
                 self._start, self._images = time.perf_counter(), 0
 
             def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-                self._images += len(batch[0])
+                batches = batch if isinstance(batch, BatchGroup) else [batch]  # steps_per_execution
+                self._images += sum(len(images) for images, _ in batches)
 
             def on_train_epoch_end(self, trainer, module) -> None:
                 _sync(device_)
@@ -216,7 +227,8 @@ def run_vaerun(cfg: dict, args: argparse.Namespace, result: Result, standard_dat
             from torch.utils.data import DataLoader, TensorDataset
 
             train = run.datamodule.splits.train
-            dataset = TensorDataset(train.images.float() / 255.0, train.labels)
+            keep = args.limit_batches * args.batch_size or None  # vaerun's data path applies the limit itself
+            dataset = TensorDataset(train.images[:keep].float() / 255.0, train.labels[:keep])
             loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
             run.trainer.fit(run.module, train_dataloaders=loader)
         else:

@@ -8,20 +8,23 @@ from vaerun.guards import AtomicCheckpointIO, NonFiniteLossError, TrainingTerms
 
 
 def test_the_terms_name_the_first_step_and_the_term_that_blew_up():
-    terms = TrainingTerms(window=4)
+    terms = TrainingTerms()
     names = ("loss", "elbo", "recon", "kl")
     for step in range(6):
         terms.add(torch.tensor([1.0, -1.0, 0.5, 0.5]) * (step + 1), names, batch_size=2, step=step)
     terms.check()  # all finite: nothing happens
+    assert terms.unchecked == 0
     torch.testing.assert_close(terms.means(), torch.tensor([1.0, -1.0, 0.5, 0.5]) * 3.5)
-    terms.add(torch.tensor([float("inf"), float("-inf"), 0.5, float("inf")]), names, batch_size=2, step=6)
-    terms.add(torch.tensor([float("nan"), float("nan"), float("nan"), 0.5]), names, batch_size=2, step=7)
-    with pytest.raises(NonFiniteLossError, match=r"at step 6: kl not finite"):
+    for step in range(6, 26):  # many steps between two checks (a long group of steps): none is forgotten
+        terms.add(torch.tensor([1.0, -1.0, 0.5, 0.5]), names, batch_size=2, step=step)
+    terms.add(torch.tensor([float("inf"), float("-inf"), 0.5, float("inf")]), names, batch_size=2, step=26)
+    terms.add(torch.tensor([float("nan"), float("nan"), float("nan"), 0.5]), names, batch_size=2, step=27)
+    with pytest.raises(NonFiniteLossError, match=r"at step 26: kl not finite"):
         terms.check()
 
 
 def test_a_new_epoch_starts_from_zero():
-    terms = TrainingTerms(window=2)
+    terms = TrainingTerms()
     terms.add(torch.tensor([1.0]), ("loss",), batch_size=1, step=0)
     terms.reset()
     terms.add(torch.tensor([3.0]), ("loss",), batch_size=1, step=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
+from vaerun.data import BatchGroup
 from vaerun.objectives import gradient_noise
 from vaerun.visualisation import ImageSink, reconstruction_grid
 
@@ -43,9 +44,12 @@ class EncoderGradientVariance(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if trainer.global_step % self.every_n_steps:
+        batches = batch if isinstance(batch, BatchGroup) else [batch]
+        steps_done = trainer.global_step
+        # a group of steps can pass a multiple of every_n_steps anywhere inside it
+        if steps_done // self.every_n_steps == (steps_done - len(batches)) // self.every_n_steps:
             return
-        clean, _ = batch
+        clean, _ = batches[-1]
         model = module.model
         buffers = {name: value.clone() for name, value in model.named_buffers()}
         parameters = [p for p in model.encoder.parameters() if p.requires_grad]
@@ -58,5 +62,5 @@ class EncoderGradientVariance(pl.Callback):
             for name, value in model.named_buffers():
                 value.copy_(buffers[name])
         variance, snr = gradient_noise(torch.stack(draws))
-        noise = {"train/encoder_grad_variance": variance, "train/encoder_grad_snr": snr}
-        module.log_dict(noise, on_step=True, on_epoch=False)
+        noise = {"train/encoder_grad_variance": float(variance), "train/encoder_grad_snr": float(snr)}
+        module.log_to_loggers(noise, step=steps_done - 1)

@@ -290,11 +290,30 @@ class CSVSource:
         return Splits(*standardised, source=f"csv:{self.path.name}")
 
 
+class BatchGroup(list):
+    """Consecutive training batches handed to Lightning as one item: the module takes one optimizer step
+    on each (Keras' steps_per_execution), so Lightning's per-item work (hooks, progress, the fetcher) is
+    paid once per group instead of once per step."""
+
+
+def limited_batch_count(batches: int, limit: int | float | None) -> int:
+    """How many of an epoch's ``batches`` a Trainer-style ``limit_train_batches`` keeps: an int is a count,
+    a float a fraction (at least one batch if it is above 0), None all of them."""
+    if limit is None:
+        return batches
+    if isinstance(limit, float) and limit <= 1.0:
+        return max(1, int(batches * limit)) if limit > 0 else 0
+    return min(batches, int(limit))
+
+
 class TensorBatches:
     """An iterable of (images, labels) batches sliced from in-memory tensors; with a generator, a fresh
     permutation every pass. In a distributed run each of ``world_size`` processes takes every
     ``world_size``-th example from ``rank`` on, the order padded by wrapping around so that all processes
-    see the same number of batches (as torch's DistributedSampler does)."""
+    see the same number of batches (as torch's DistributedSampler does).
+
+    ``group``: yield BatchGroups of up to this many batches instead of single batches; ``max_batches``:
+    stop after that many batches (Lightning's limit_train_batches, counted in batches, not groups)."""
 
     def __init__(
         self,
@@ -303,17 +322,25 @@ class TensorBatches:
         generator: torch.Generator | None = None,
         rank: int = 0,
         world_size: int = 1,
+        group: int | None = None,
+        max_batches: int | float | None = None,
     ) -> None:
         self.split, self.batch_size, self.generator = split, batch_size, generator
         self.rank, self.world_size = rank, world_size
+        self.group, self.max_batches = group, max_batches
 
     def _shard_size(self) -> int:
         return -(-len(self.split) // self.world_size)
 
-    def __len__(self) -> int:
-        return -(-self._shard_size() // self.batch_size)
+    @property
+    def num_batches(self) -> int:
+        """Batches (optimizer steps, in training) per pass."""
+        return limited_batch_count(-(-self._shard_size() // self.batch_size), self.max_batches)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __len__(self) -> int:
+        return self.num_batches if self.group is None else -(-self.num_batches // self.group)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | BatchGroup]:
         n = len(self.split)
         # Every process draws the same permutation (same seed, same calls) and takes its own slice of it.
         order = torch.randperm(n, generator=self.generator) if self.generator is not None else torch.arange(n)
@@ -321,8 +348,14 @@ class TensorBatches:
         if self.world_size > 1:
             padded = torch.cat([order, order[: self._shard_size() * self.world_size - n]])
             order = padded[self.rank :: self.world_size]
-        for idx in order.split(self.batch_size):
-            yield self.split.images[idx], self.split.labels[idx]
+        indices = order.split(self.batch_size)[: self.num_batches]
+        if self.group is None:
+            for idx in indices:
+                yield self.split.images[idx], self.split.labels[idx]
+            return
+        for start in range(0, len(indices), self.group):
+            group = indices[start : start + self.group]
+            yield BatchGroup((self.split.images[idx], self.split.labels[idx]) for idx in group)
 
 
 def binarize_static(split: Split, seed: int) -> Split:
@@ -341,6 +374,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     ``normal_class``: train and validate on the images of that class only (the one-class protocol of
     anomaly detection); the test split keeps every class.
+
+    ``steps_per_execution``: training batches come in BatchGroups of that many, one optimizer step each
+    (single batches under DDP, whose gradient sync needs a forward pass of its own for every backward).
+    ``limit_train_batches``: as Lightning's Trainer argument, counted in batches; the stages hand it here
+    instead of to the Trainer, which would count groups.
     """
 
     def __init__(
@@ -352,6 +390,8 @@ class ImageDataModule(pl.LightningDataModule):
         binarize: str = "none",
         binarize_seed: int = 0,
         normal_class: int | None = None,
+        steps_per_execution: int = 1,
+        limit_train_batches: int | float | None = None,
     ) -> None:
         super().__init__()
         if binarize not in BINARIZATIONS:
@@ -364,6 +404,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.binarize = binarize
         self.binarize_seed = int(binarize_seed)
         self.normal_class = normal_class
+        self.steps_per_execution = int(steps_per_execution)
+        self.limit_train_batches = limit_train_batches
         self.splits: Splits | None = None
         self._shuffle = torch.Generator().manual_seed(self.seed)
 
@@ -442,16 +484,22 @@ class ImageDataModule(pl.LightningDataModule):
         self, batch: tuple[Tensor, Tensor], dataloader_idx: int
     ) -> tuple[Tensor, Tensor]:
         """Batches travel to the device as uint8 (4x less to copy) and become floats there."""
+        if isinstance(batch, BatchGroup):
+            return BatchGroup(self.on_after_batch_transfer(one, dataloader_idx) for one in batch)
         images, labels = batch
         return self.transform(images), labels
 
-    def _batches(self, split: Split, generator: torch.Generator | None = None) -> TensorBatches:
+    def _batches(self, split: Split, generator: torch.Generator | None = None, **grouping) -> TensorBatches:
         trainer = self.trainer
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatches(split, self.batch_size, generator, rank=rank, world_size=world_size)
+        return TensorBatches(split, self.batch_size, generator, rank=rank, world_size=world_size, **grouping)
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches(self.splits.train, self._shuffle)
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        group = self.steps_per_execution if self.steps_per_execution > 1 and not distributed else None
+        return self._batches(
+            self.splits.train, self._shuffle, group=group, max_batches=self.limit_train_batches
+        )
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches(self.splits.val)

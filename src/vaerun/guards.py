@@ -21,37 +21,32 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingTerms:
     """The training loss terms of the current epoch, kept on the device: their running sums (for the epoch
-    means) and the values of the last ``window`` steps (to name the step that blew up). Two in-place ops a
+    means) and the values of the steps not yet checked (to name the step that blew up). One in-place op a
     step and no host sync; ``check()`` syncs once and raises NonFiniteLossError if any step since the
-    epoch began had a non-finite term. Checked at least every ``window`` steps, the first bad step is
-    always still in the window."""
+    epoch began had a non-finite term. The unchecked steps are kept until a check finds them finite, so the
+    first bad step is always among them, however many steps pass between checks."""
 
-    def __init__(self, window: int = 10) -> None:
-        self.window = max(1, window)
+    def __init__(self) -> None:
         self.names: tuple[str, ...] = ()
         self.sums: Tensor | None = None
         self.images = 0
-        self._recent: Tensor | None = None  # (window, terms)
-        self._recent_steps: Tensor | None = None  # (window,), -1: empty
+        self._unchecked: list[tuple[int, Tensor]] = []  # (step, values)
+
+    @property
+    def unchecked(self) -> int:
+        """Steps added since the last check."""
+        return len(self._unchecked)
 
     def reset(self) -> None:
         self.sums, self.images = None, 0
 
     def add(self, values: Tensor, names: tuple[str, ...], batch_size: int, step: int) -> None:
         """``values``: the step's loss terms (per-image means) stacked in the order of ``names``."""
-        if (
-            self._recent is None
-            or self._recent.shape != (self.window, len(names))
-            or self._recent.device != values.device
-        ):
-            self._recent = torch.zeros(self.window, len(names), device=values.device, dtype=values.dtype)
-            self._recent_steps = torch.full((self.window,), -1, dtype=torch.long, device=values.device)
         if self.sums is None:
             self.sums = torch.zeros_like(values)
         self.names = names
         self.sums.add_(values, alpha=batch_size)
-        self._recent[step % self.window] = values
-        self._recent_steps[step % self.window] = step
+        self._unchecked.append((step, values))
         self.images += batch_size
 
     def means(self) -> Tensor:
@@ -59,19 +54,15 @@ class TrainingTerms:
 
     def check(self) -> None:
         if self.sums is None or bool(torch.isfinite(self.sums).all()):
+            self._unchecked.clear()
             return
-        bad_rows = ~torch.isfinite(self._recent).all(dim=1) & (self._recent_steps >= 0)
-        steps = torch.where(bad_rows, self._recent_steps, torch.iinfo(torch.long).max)
-        first = int(steps.argmin())
-        bad = [
-            name
-            for name, ok in zip(self.names, torch.isfinite(self._recent[first]).tolist(), strict=True)
-            if not ok
-        ]
+        finite = torch.isfinite(torch.stack([values for _, values in self._unchecked])).all(dim=1).tolist()
+        first, values = next(entry for entry, ok in zip(self._unchecked, finite, strict=True) if not ok)
+        bad = [name for name, ok in zip(self.names, torch.isfinite(values).tolist(), strict=True) if not ok]
         # The loss is a sum of the others: name the terms that caused it, not the loss itself.
         culprits = [name for name in bad if name not in ("loss", "elbo")] or bad
         raise NonFiniteLossError(
-            f"the training loss became non-finite at step {int(self._recent_steps[first])}: "
+            f"the training loss became non-finite at step {first}: "
             f"{', '.join(culprits)} not finite. Training stopped; the last good checkpoint is kept. "
             "Try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
         )

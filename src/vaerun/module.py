@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder
+from vaerun.data import BatchGroup
 from vaerun.guards import TrainingTerms
 from vaerun.metrics import image_metrics
 from vaerun.objectives import bits_per_dim
@@ -56,6 +57,11 @@ class AutoencoderModule(pl.LightningModule):
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/", unit_range)
         self.iwae_samples, self.iwae_chunk = 0, 50
         self.training_terms = TrainingTerms()
+        # Optimisation is manual (training_step), so gradient clipping is the module's: configure_training.
+        self.automatic_optimization = False
+        self.gradient_clip_val: float | None = None
+        self.gradient_clip_algorithm = "norm"
+        self._steps_per_epoch = 1
         # What training_step calls; compile_training_loss swaps in a torch.compile'd version of it.
         self.training_loss_terms = self.model.loss_terms
 
@@ -69,6 +75,14 @@ class AutoencoderModule(pl.LightningModule):
         that compare like with like)."""
         generator = None if seed is None else torch.Generator(device=clean.device).manual_seed(seed)
         return self.corruption(clean, generator=generator)
+
+    def configure_training(
+        self, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip the gradients before every step to ``gradient_clip_val``: their norm (``"norm"``, the
+        default) or each ``"value"``, as Lightning's Trainer arguments of the same names."""
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
 
     def configure_evaluation(self, iwae_samples: int, iwae_chunk: int) -> None:
         """k importance samples for the IWAE estimate of -log p(x) at test time (0: none)."""
@@ -88,36 +102,64 @@ class AutoencoderModule(pl.LightningModule):
             )
         return terms["loss"]
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """The hot path: the terms' running sums stay on the device (no host sync); Lightning's logging
-        runs only on the steps it writes (every trainer.log_every_n_steps) and once per epoch."""
-        clean, _ = batch
-        step = self.trainer.global_step
-        self.model.set_training_progress(step / max(1, self.trainer.num_training_batches))  # epochs done
-        terms = self.training_loss_terms(self.corrupt(clean), clean)
-        values = torch.stack([value.detach() for value in terms.values()])
-        self.training_terms.add(values, tuple(terms), len(clean), step)
-        if (step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss_step", terms["loss"], prog_bar=True, on_step=True, on_epoch=False)
-            others = {f"train/{name}_step": value for name, value in terms.items() if name != "loss"}
-            self.log_dict(others, on_step=True, on_epoch=False)
-        return terms["loss"]
+    def training_step(self, batch: tuple[Tensor, Tensor] | BatchGroup, batch_idx: int) -> None:
+        """The hot path. Optimisation is manual so that one call can take a step on each batch of a
+        BatchGroup (data: steps_per_execution), paying Lightning's per-batch work once per group. The
+        terms' running sums stay on the device (no host sync); step metrics go to the loggers every
+        trainer.log_every_n_steps optimizer steps."""
+        optimizer = self.optimizers()
+        trainer = self.trainer
+        batches = batch if isinstance(batch, BatchGroup) else (batch,)
+        for clean, _ in batches:
+            step = trainer.global_step
+            self.model.set_training_progress(step / self._steps_per_epoch)  # epochs done
+            terms = self.training_loss_terms(self.corrupt(clean), clean)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(terms["loss"])
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            optimizer.step()
+            values = torch.stack([value.detach() for value in terms.values()])
+            self.training_terms.add(values, tuple(terms), len(clean), step)
+            if (step + 1) % trainer.log_every_n_steps == 0:
+                self._log_training_step(terms, step)
+            if 0 <= trainer.max_steps <= trainer.global_step:
+                break
+        # Lightning counts one logging step per item it hands over; it logs epoch and validation metrics
+        # at that count, so it is kept equal to the optimizer steps, as with one batch per item.
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
+
+    def _log_training_step(self, terms: dict[str, Tensor], step: int) -> None:
+        """To the loggers directly, at the optimizer step's index (Lightning's own step logging happens
+        once per item it hands over, a group of steps here); the loss to the progress bar too."""
+        self.log("train/loss_step", terms["loss"], prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        values = torch.stack([value.detach() for value in terms.values()]).tolist()  # one host sync
+        self.log_to_loggers(
+            {f"train/{name}_step": value for name, value in zip(terms, values, strict=True)}, step
+        )
+
+    def log_to_loggers(self, metrics: dict[str, float], step: int) -> None:
+        """Write scalars at an optimizer step's index, as Lightning's step logging would with one batch
+        per item."""
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Checked at the logging rate and at the epoch's last batch, before validation or the epoch's end
         # can save a checkpoint: a model broken by a non-finite loss is never saved.
         last = batch_idx + 1 == self.trainer.num_training_batches
-        if last or self.trainer.global_step % self.training_terms.window == 0:
+        if last or self.training_terms.unchecked >= self.trainer.log_every_n_steps:
             self.training_terms.check()
 
     def on_validation_start(self) -> None:
         self.training_terms.check()
 
-    def on_train_start(self) -> None:
-        self.training_terms.window = self.trainer.log_every_n_steps
-
     def on_train_epoch_start(self) -> None:
         self.training_terms.reset()
+        # optimizer steps per epoch, for schedules in epochs (the KL warm-up); a plain DataLoader gives one
+        # batch per item
+        loader = self.trainer.train_dataloader
+        self._steps_per_epoch = max(1, getattr(loader, "num_batches", self.trainer.num_training_batches))
 
     def on_train_epoch_end(self) -> None:
         terms = self.training_terms

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,20 @@ def _record_source(run_dir: Path, source: str) -> None:
         OmegaConf.save(config, saved)
 
 
+def _warn_if_no_step_is_logged(datamodule: ImageDataModule, trainer: dict[str, Any]) -> None:
+    """Lightning's own warning of this counts items, which are groups of batches here: it is replaced."""
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than")
+    batches = datamodule.train_dataloader().num_batches
+    every = trainer.get("log_every_n_steps") or 1
+    epochs = trainer.get("max_epochs") or 0
+    if 0 < batches * epochs < every:
+        log.warning(
+            "%d training steps in all, fewer than trainer.log_every_n_steps=%d: no step's loss is logged",
+            batches * epochs,
+            every,
+        )
+
+
 def setup(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -167,8 +182,19 @@ def setup(
     cfg = copy.deepcopy(cfg)  # the run records what it found (data.source_used) in its own copy
     _check_device(cfg["trainer"])
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
-    datamodule: ImageDataModule = instantiate(cfg["data"], _convert_="all")
+    # Lightning would count these limits in items, which are groups of batches here: the data counts them
+    trainer_kwargs = dict(cfg["trainer"])
+    limit_train_batches = trainer_kwargs.pop("limit_train_batches", None)
+    clipping = ("gradient_clip_val", "gradient_clip_algorithm")
+    gradient_clipping = {key: trainer_kwargs.pop(key) for key in clipping if key in trainer_kwargs}
+    datamodule: ImageDataModule = instantiate(
+        cfg["data"],
+        steps_per_execution=cfg["steps_per_execution"],
+        limit_train_batches=limit_train_batches,
+        _convert_="all",
+    )
     datamodule.setup()
+    _warn_if_no_step_is_logged(datamodule, cfg["trainer"])
     if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
         check_shape_dependent(cfg, datamodule.image_shape)
     cfg["data"]["source_used"] = datamodule.source_used
@@ -177,6 +203,7 @@ def setup(
         _reconcile_with_checkpoint(cfg, module, overridden)
     else:
         module = AutoencoderModule(**_module_hparams(cfg, choices, datamodule))
+    module.configure_training(**gradient_clipping)
     if cfg["compile"]:
         module.compile_training_loss()
 
@@ -207,13 +234,14 @@ def setup(
     ]
     if cfg["diagnostics"]["gradient_variance_samples"]:
         callbacks.append(EncoderGradientVariance(cfg["diagnostics"]["gradient_variance_samples"], log_every))
-    if cfg["trainer"].get("enable_progress_bar") is None:  # a bar for a person at a terminal, not a log file
-        cfg["trainer"]["enable_progress_bar"] = sys.stderr.isatty()
-    if cfg["trainer"]["enable_progress_bar"]:
-        # The bar redraws at the logging rate (the values it shows change no more often), not every step.
-        callbacks.append(TQDMProgressBar(refresh_rate=log_every))
+    if trainer_kwargs.get("enable_progress_bar") is None:  # a bar for a person at a terminal, not a log file
+        trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
+    if trainer_kwargs["enable_progress_bar"]:
+        # The bar counts groups of steps_per_execution batches and redraws at about the logging rate (the
+        # values it shows change no more often), not every step.
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, log_every // cfg["steps_per_execution"])))
     trainer = pl.Trainer(
-        **cfg["trainer"],
+        **trainer_kwargs,
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
