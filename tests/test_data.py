@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vaerun.data import (
+    BatchGroup,
     CSVSource,
     DigitsSource,
     FashionMNISTSource,
@@ -12,6 +13,7 @@ from vaerun.data import (
     MNIST5kSource,
     MNISTSource,
     TensorBatches,
+    limited_batch_count,
     observed_cells,
     split_off,
     to_unit_float,
@@ -92,6 +94,29 @@ def test_tensor_batches_cover_the_split_in_a_fresh_order_each_epoch():
     assert not torch.equal(first, second)
     in_order = torch.cat([labels for _, labels in TensorBatches(split, batch_size=16)])
     assert torch.equal(in_order, split.labels)
+
+
+def test_groups_hold_the_same_batches_in_the_same_order():
+    split = split_off(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50), [], seed=0)[0]
+    single = TensorBatches(split, batch_size=8, generator=torch.Generator().manual_seed(3))
+    grouped = TensorBatches(split, batch_size=8, generator=torch.Generator().manual_seed(3), group=3)
+    assert (len(single), len(grouped), grouped.num_batches) == (7, 3, 7)
+    groups = list(grouped)
+    assert all(isinstance(group, BatchGroup) for group in groups)
+    assert [len(group) for group in groups] == [3, 3, 1]
+    flat = [labels for group in groups for _, labels in group]
+    assert [labels.tolist() for labels in flat] == [labels.tolist() for _, labels in single]
+
+
+@pytest.mark.parametrize(
+    ("limit", "batches"), [(None, 7), (5, 5), (100, 7), (0.5, 3), (1.0, 7), (0.01, 1), (0.0, 0), (0, 0)]
+)
+def test_the_training_limit_counts_batches_as_lightning_does(limit, batches):
+    assert limited_batch_count(7, limit) == batches
+    split = split_off(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50), [], seed=0)[0]
+    grouped = TensorBatches(split, batch_size=8, generator=torch.Generator(), group=2, max_batches=limit)
+    assert sum(len(group) for group in grouped) == grouped.num_batches == batches
+    assert len(grouped) == -(-batches // 2)
 
 
 def test_datamodule_refuses_a_shape_that_does_not_match_the_config():

@@ -1,11 +1,17 @@
-"""The LightningModule's own switches (the math it wires together is tested in the objectives' tests)."""
+"""The LightningModule's own switches and its training loop (the math it wires together is tested in the
+objectives' tests)."""
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers.logger import Logger
 
+from vaerun.data import DigitsSource, ImageDataModule
 from vaerun.module import AutoencoderModule
 
 
-def tiny_module(model: str = "vaerun.autoencoders.Autoencoder") -> AutoencoderModule:
+def tiny_module(
+    model: str = "vaerun.autoencoders.Autoencoder", image_shape: tuple[int, ...] = (1, 4, 4)
+) -> AutoencoderModule:
     torch.manual_seed(0)
     return AutoencoderModule(
         model={"_target_": model},
@@ -14,7 +20,7 @@ def tiny_module(model: str = "vaerun.autoencoders.Autoencoder") -> AutoencoderMo
         corruption={"_target_": "vaerun.corruption.NoCorruption"},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
         latent=2,
-        image_shape=[1, 4, 4],
+        image_shape=list(image_shape),
     )
 
 
@@ -32,3 +38,78 @@ def test_compiled_training_loss_computes_the_same_terms_and_gradients_as_the_eag
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     # the weights (and so checkpoints) are the plain model's: no _orig_mod prefix
     assert not any("_orig_mod" in key for key in module.state_dict())
+
+
+class Recorder(Logger):
+    """Keeps what Lightning and the module write to a logger: (step, metrics) rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    name = "recorder"
+    version = 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+class GradientNorms(pl.Callback):
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        grads = [p.grad.flatten() for p in module.parameters() if p.grad is not None]
+        self.norms.append(float(torch.cat(grads).norm()))
+
+
+def fit_on_digits(steps_per_execution: int, clip: float | None = None, **trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    datamodule = ImageDataModule(
+        DigitsSource(), [1, 8, 8], batch_size=64, steps_per_execution=steps_per_execution, limit_train_batches=5
+    )
+    module = tiny_module(image_shape=[1, 8, 8])
+    module.configure_training(gradient_clip_val=clip)
+    recorder, norms = Recorder(), GradientNorms()
+    trainer = pl.Trainer(
+        **{"max_epochs": 2, **trainer_kwargs},
+        accelerator="cpu",
+        logger=recorder,
+        callbacks=[norms],
+        log_every_n_steps=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, module, recorder.rows, norms.norms
+
+
+def test_groups_of_steps_take_the_same_steps_and_log_them_at_the_same_steps():
+    trainer, module, rows, _ = fit_on_digits(steps_per_execution=1)
+    grouped_trainer, grouped, grouped_rows, _ = fit_on_digits(steps_per_execution=3)
+    assert trainer.global_step == grouped_trainer.global_step == 10  # 5 batches (not groups) an epoch
+    assert grouped_trainer.num_training_batches == 2  # groups of 3 + 2
+    assert grouped_rows == rows  # every step's terms, the epoch means and val/loss, at the same steps
+    steps = {step for step, metrics in rows if "train/loss_step" in metrics}
+    assert steps == set(range(10))
+    assert [step for step, metrics in rows if "val/loss" in metrics] == [4, 9]
+    for got, want in zip(grouped.parameters(), module.parameters(), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_max_steps_stops_inside_a_group():
+    trainer, *_ = fit_on_digits(steps_per_execution=4, max_steps=3)
+    assert trainer.global_step == 3
+
+
+def test_gradient_clipping_bounds_every_steps_gradient_norm():
+    *_, norms = fit_on_digits(steps_per_execution=3, max_epochs=1)
+    assert max(norms) > 0.01  # so the bound below is the clipping's doing
+    *_, clipped = fit_on_digits(steps_per_execution=3, clip=0.01, max_epochs=1)
+    assert len(clipped) == 5 and max(clipped) <= 0.01 * (1 + 1e-4)

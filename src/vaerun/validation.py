@@ -213,6 +213,36 @@ def check_shape_dependent(cfg: Mapping[str, Any], image_shape: tuple[int, ...] |
         _block_size("impute.block_size", cfg["impute"]["block_size"], image_shape)
 
 
+def check_training_loop(steps_per_execution: Any, trainer: Mapping[str, Any]) -> None:
+    """The Trainer arguments that the module's grouped, manual optimisation handles itself or cannot take."""
+    check_positive_int("steps_per_execution", steps_per_execution)
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not (
+        (is_int(limit) and limit >= 0) or (isinstance(limit, float) and 0.0 <= limit <= 1.0)
+    ):
+        raise ConfigError(
+            "trainer.limit_train_batches must be null, a number of batches >= 0 or a fraction in [0.0, 1.0], "
+            f"got {limit!r}"
+        )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (not is_number(clip) or clip < 0):
+        raise ConfigError(f"trainer.gradient_clip_val must be null or a number >= 0, got {clip!r}")
+    algorithm = trainer.get("gradient_clip_algorithm")
+    if algorithm is not None:
+        check_choice("trainer.gradient_clip_algorithm", algorithm, ("norm", "value"))
+    if trainer.get("accumulate_grad_batches", 1) != 1:
+        raise ConfigError(
+            "trainer.accumulate_grad_batches is not supported: vaerun takes one optimizer step per batch "
+            "(its optimisation is manual); raise data.batch_size instead"
+        )
+    interval = trainer.get("val_check_interval")
+    if is_int(interval) and steps_per_execution > 1:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} would count groups of steps_per_execution="
+            f"{steps_per_execution} batches: give a fraction of the epoch (0.25) or set steps_per_execution=1"
+        )
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
@@ -225,6 +255,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _flag("compile", cfg["compile"], ())
     image_shape = check_image_shape(cfg["data"]["image_shape"])
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
+    check_training_loop(cfg["steps_per_execution"], cfg["trainer"])
     check_shape_dependent(cfg, image_shape)
     check_model(cfg["model"], cfg["prior"])
     for key in ("num_images", "num_reconstructions", "manifold_size", "num_interpolations", "traversal_dims"):
