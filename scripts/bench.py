@@ -330,6 +330,11 @@ def _elbo_summary(elbos: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.device == "cpu":
+        # as vae-run does for a CPU run (vaerun.stages._skip_nvml_probe_on_cpu), for every method alike
+        import pytorch_lightning  # noqa: F401  (sets the variable on import)
+
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     # seed is composed in, not patched afterwards: the data's shuffle seed interpolates it

@@ -69,8 +69,9 @@ class GradientNorms(pl.Callback):
 def fit_on_digits(steps_per_execution: int, clip: float | None = None, **trainer_kwargs):
     pl.seed_everything(0, verbose=False)
     datamodule = ImageDataModule(
-        DigitsSource(), [1, 8, 8], batch_size=64, steps_per_execution=steps_per_execution, limit_train_batches=5
+        DigitsSource(), [1, 8, 8], batch_size=64, steps_per_execution=steps_per_execution
     )
+    datamodule.limit_train_batches = 5
     module = tiny_module(image_shape=[1, 8, 8])
     module.configure_training(gradient_clip_val=clip)
     recorder, norms = Recorder(), GradientNorms()

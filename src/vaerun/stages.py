@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -167,6 +168,16 @@ def _warn_if_no_step_is_logged(datamodule: ImageDataModule, trainer: dict[str, A
         )
 
 
+def _skip_nvml_probe_on_cpu(trainer: pl.Trainer) -> None:
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that asking whether CUDA is there does
+    not initialise it in a process that forks later). torch's Adam asks at every step, and with the
+    variable set a CUDA build of torch that never initialises CUDA opens the NVML library each time: about
+    70 us a step on the CPU. A run on the CPU uses no CUDA in this process or its children, so the plain
+    check serves it."""
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
 def setup(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -247,6 +258,7 @@ def setup(
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )
+    _skip_nvml_probe_on_cpu(trainer)
     logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
     return Run(cfg, run_dir, datamodule, module, trainer, logger, sink, checkpoint, resume_from=resume_from)
 
