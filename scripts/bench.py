@@ -5,9 +5,10 @@
 In one process, for the same MLP VAE (784-512-256-z, ReLU, Adam, Bernoulli decoder, the same seed):
 
   a  a plain PyTorch loop over in-memory tensors: the same math with no framework (the floor);
-  b  vaerun's LightningModule, DataModule and Trainer, built by the same code as `vae-run`;
-  c  the same LightningModule fed by a standard DataLoader over a TensorDataset (what a typical
-     implementation does);
+  b  vaerun's LightningModule, DataModule and Trainer, built by the same code as `vae-run` (groups of
+     steps_per_execution batches per Lightning item);
+  c  the same LightningModule fed by a standard DataLoader over a TensorDataset, one batch per item (what
+     a typical implementation does);
   d  the peak of a large matmul in the same dtype on the same device;
   l  (with --methods abcl) a bare LightningModule around the same model: no logging, callbacks or
      checkpoints, i.e. the cost of Lightning's own loop.
