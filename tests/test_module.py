@@ -5,6 +5,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers.logger import Logger
 
+from vaerun.callbacks import StepProgressBar
 from vaerun.data import DigitsSource, ImageDataModule
 from vaerun.module import AutoencoderModule
 
@@ -114,3 +115,22 @@ def test_gradient_clipping_bounds_every_steps_gradient_norm():
     assert max(norms) > 0.01  # so the bound below is the clipping's doing
     *_, clipped = fit_on_digits(steps_per_execution=3, clip=0.01, max_epochs=1)
     assert len(clipped) == 5 and max(clipped) <= 0.01 * (1 + 1e-4)
+
+
+def test_the_progress_bar_counts_steps_not_groups():
+    bar = StepProgressBar()
+    pl.seed_everything(0, verbose=False)
+    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=64, steps_per_execution=3)
+    datamodule.limit_train_batches = 5
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[bar],
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(tiny_module(image_shape=[1, 8, 8]), datamodule=datamodule)
+    assert trainer.num_training_batches == 2  # groups
+    assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (5, 5)

@@ -21,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -29,7 +29,7 @@ from vaerun import run_state
 from vaerun.anomaly import detection_metrics, reconstruction_error
 from vaerun.atomic import write_text_atomically
 from vaerun.baselines import active_units, fit_pca
-from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
+from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages, StepProgressBar
 from vaerun.data import ImageDataModule, observed_cells
 from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint
 from vaerun.imputation import (
@@ -248,9 +248,9 @@ def setup(
     if trainer_kwargs.get("enable_progress_bar") is None:  # a bar for a person at a terminal, not a log file
         trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
     if trainer_kwargs["enable_progress_bar"]:
-        # The bar counts groups of steps_per_execution batches and redraws at about the logging rate (the
-        # values it shows change no more often), not every step.
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, log_every // cfg["steps_per_execution"])))
+        # The bar counts steps and redraws at about the logging rate (the values it shows change no more
+        # often), not every step; it can only move once per group of steps_per_execution.
+        callbacks.append(StepProgressBar(refresh_rate=max(1, log_every // cfg["steps_per_execution"])))
     trainer = pl.Trainer(
         **trainer_kwargs,
         logger=logger,
