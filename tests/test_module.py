@@ -134,3 +134,18 @@ def test_the_progress_bar_counts_steps_not_groups():
     trainer.fit(tiny_module(image_shape=[1, 8, 8]), datamodule=datamodule)
     assert trainer.num_training_batches == 2  # groups
     assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (5, 5)
+
+
+def test_a_checkpoint_from_automatic_optimisation_resumes_at_its_step():
+    step = {"total": {"ready": 40, "completed": 40}, "current": {"ready": 8, "completed": 8}}
+    empty = {"total": {"ready": 0, "completed": 0}, "current": {"ready": 0, "completed": 0}}
+    checkpoint = {
+        "loops": {
+            "fit_loop": {
+                "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {"step": step}},
+                "epoch_loop.manual_optimization.optim_step_progress": empty,
+            }
+        }
+    }
+    tiny_module().on_load_checkpoint(checkpoint)
+    assert checkpoint["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"] == step

@@ -7,6 +7,7 @@ loads with ``weights_only=True``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -199,6 +200,7 @@ class AutoencoderModule(pl.LightningModule):
             checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _count_automatic_steps_as_manual(checkpoint)
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
@@ -206,3 +208,15 @@ class AutoencoderModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return instantiate(self.hparams.optimizer)(self.parameters())
+
+
+def _count_automatic_steps_as_manual(checkpoint: dict[str, Any]) -> None:
+    """A checkpoint from before optimisation became manual counts its steps in the automatic loop's
+    progress; Lightning reads global_step from the manual one now, so a resumed run would start again
+    from step 0. Its count moves over."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    automatic = loops.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
+    manual = loops.get("epoch_loop.manual_optimization.optim_step_progress")
+    steps = automatic.get("step")
+    if manual is not None and steps is not None and manual["total"]["completed"] == 0:
+        loops["epoch_loop.manual_optimization.optim_step_progress"] = copy.deepcopy(steps)
