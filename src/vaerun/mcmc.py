@@ -10,6 +10,7 @@ none.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -37,28 +38,36 @@ class HMCStep:
     log_density: Tensor  # at z (...)
     grad: Tensor  # of the log-density at z (..., K): the next transition of the same target starts from it
     accept_prob: Tensor  # the Metropolis acceptance probability of each chain's proposal (...)
+    accepted: Tensor  # whether each chain moved to its proposal (...)
 
 
 def hmc_step(
     z: Tensor,
-    log_density: LogDensity,
+    log_density: LogDensity | None,
     step_size: Tensor | float,
     leapfrog_steps: int,
     generator: torch.Generator | None = None,
     current: tuple[Tensor, Tensor] | None = None,
+    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> HMCStep:
     """One HMC transition per chain: a fresh Gaussian momentum, ``leapfrog_steps`` leapfrog steps, and a
     Metropolis correction, so the kernel leaves exp(log_density) invariant (detailed balance holds for
     the leapfrog's volume-preserving, reversible map). ``current``: the log-density and its gradient at
-    ``z`` where a previous transition of the same target computed them (one pass fewer)."""
+    ``z`` where a previous transition of the same target computed them (one pass fewer). ``evaluate``:
+    computes (log_density(z), its gradient) in place of autograd on ``log_density`` (AIS keeps the terms
+    of its sum apart this way)."""
+    if evaluate is None:
+        if log_density is None:
+            raise ValueError("hmc_step needs a log_density or an evaluate function")
+        evaluate = functools.partial(value_and_grad, log_density)
     step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
     step = step.expand(z.shape[:-1]).unsqueeze(-1)
-    value, start_grad = current if current is not None else value_and_grad(log_density, z)
+    value, start_grad = current if current is not None else evaluate(z)
     momentum = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
     proposal, p, grad = z.detach(), momentum + 0.5 * step * start_grad, start_grad
     for i in range(leapfrog_steps):
         proposal = proposal + step * p
-        proposed, grad = value_and_grad(log_density, proposal)
+        proposed, grad = evaluate(proposal)
         p = p + (step if i + 1 < leapfrog_steps else 0.5 * step) * grad
     log_ratio = (proposed - 0.5 * p.square().sum(-1)) - (value - 0.5 * momentum.square().sum(-1))
     log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0.0)  # a diverged proposal: rejected
@@ -69,6 +78,7 @@ def hmc_step(
         log_density=torch.where(accepted, proposed, value),
         grad=torch.where(accepted[..., None], grad, start_grad),
         accept_prob=log_ratio.exp(),
+        accepted=accepted,
     )
 
 
@@ -130,14 +140,27 @@ def ais_log_likelihood(
     log_weights = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
     step = torch.full(z.shape[1:-1], step_size, dtype=z.dtype, device=z.device)  # one per image
     accept_sum = torch.zeros((), dtype=z.dtype, device=z.device)
+    # log p(x, z) and its gradient at the chains' states, carried from one temperature to the next: the
+    # weight's increment and the transition's start need no decoder pass of their own (log q's terms are
+    # cheap), and a rejected proposal keeps the previous ones
+    joint, joint_grad = value_and_grad(log_joint, z)
     for previous, beta in itertools.pairwise(betas):
-        with torch.no_grad():
-            log_weights += (beta - previous) * (log_joint(z) - posterior.log_prob(z))
+        log_q, log_q_grad = value_and_grad(posterior.log_prob, z)
+        log_weights += (beta - previous) * (joint - log_q)
+        at_proposal: list[tuple[Tensor, Tensor]] = []
 
-        def annealed(codes: Tensor, beta: float = beta) -> Tensor:
-            return (1 - beta) * posterior.log_prob(codes) + beta * log_joint(codes)
+        def annealed(codes: Tensor, beta: float = beta, kept: list = at_proposal) -> tuple[Tensor, Tensor]:
+            """pi_beta's log-density and gradient from its terms; the last proposal's joint terms kept."""
+            terms = value_and_grad(log_joint, codes)
+            q, q_grad = value_and_grad(posterior.log_prob, codes)
+            kept[:] = [terms]
+            return (1 - beta) * q + beta * terms[0], (1 - beta) * q_grad + beta * terms[1]
 
-        out = hmc_step(z, annealed, step, leapfrog_steps)
+        start = ((1 - beta) * log_q + beta * joint, (1 - beta) * log_q_grad + beta * joint_grad)
+        out = hmc_step(z, None, step, leapfrog_steps, current=start, evaluate=annealed)
+        (proposed, proposed_grad), moved = at_proposal[0], out.accepted
+        joint = torch.where(moved, proposed, joint)
+        joint_grad = torch.where(moved[..., None], proposed_grad, joint_grad)
         z, accept_sum = out.z, accept_sum + out.accept_prob.mean()
         step = adapt_step_size(step, out.accept_prob, target_accept)
     log_px = torch.logsumexp(log_weights, dim=0) - math.log(num_chains)
