@@ -238,13 +238,7 @@ class VariationalAutoencoder(Autoencoder):
         self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]
     ) -> tuple[dict[str, Tensor], Tensor]:
         """The loss terms with ``decode`` as the decoder, and the sample z of q they were computed at."""
-        mu, logvar = self.posterior_parameters(x_in)
-        z = reparameterize(mu, logvar)
-        if self.estimator == "reinforce":
-            z = z.detach()  # no gradient through the sample: the encoder learns from the score function
-        output = decode(z)
-        log_likelihood = self.likelihood.log_prob(output, target)
-        kl_per_dim = self.prior.kl_per_dim(mu, logvar, z)
+        mu, logvar, z, output, log_likelihood, kl_per_dim = self._one_sample(x_in, target, decode)
         kl = kl_per_dim.sum(dim=-1)
         # The KL weight rises during the warm-up while training; evaluation always scores the full objective.
         kl_weight = self.kl_weight if self.training else self.beta
@@ -272,6 +266,19 @@ class VariationalAutoencoder(Autoencoder):
             terms["kl_weight"] = torch.as_tensor(kl_weight, dtype=loss.dtype, device=loss.device)
         return terms, z
 
+    def _one_sample(
+        self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One sample z of q(z | x_in) and what the ELBO needs at it: (mu, log sigma^2, z, the decoder's
+        output, log p(target | z) per image, the KL per image and dimension)."""
+        mu, logvar = self.posterior_parameters(x_in)
+        z = reparameterize(mu, logvar)
+        if self.estimator == "reinforce":
+            z = z.detach()  # no gradient through the sample: the encoder learns from the score function
+        output = decode(z)
+        log_likelihood = self.likelihood.log_prob(output, target)
+        return mu, logvar, z, output, log_likelihood, self.prior.kl_per_dim(mu, logvar, z)
+
     def impute(self, observed: Tensor, mask: Tensor, iterations: int = 20) -> Tensor:
         """Pseudo-Gibbs sampling (Rezende et al. 2014, appendix F): starting from the missing pixels zeroed,
         ``iterations`` times draw z ~ q(z | current image) and replace the missing pixels by the mean of
@@ -283,10 +290,8 @@ class VariationalAutoencoder(Autoencoder):
 
     def negative_elbo(self, x_in: Tensor, target: Tensor) -> Tensor:
         """-ELBO per image, one sample of q(z | x_in): (N,)."""
-        mu, logvar = self.posterior_parameters(x_in)
-        z = reparameterize(mu, logvar)
-        kl = self.prior.kl_per_dim(mu, logvar, z).sum(dim=-1)
-        return kl - self.likelihood.log_prob(self.decode(z), target)
+        *_, log_likelihood, kl_per_dim = self._one_sample(x_in, target, self.decode)
+        return kl_per_dim.sum(dim=-1) - log_likelihood
 
     def anomaly_scores(self, x: Tensor, iwae_samples: int = 0) -> dict[str, Tensor]:
         """The reconstruction error, -ELBO and, with ``iwae_samples`` > 0, the IWAE estimate of -log p(x)."""
@@ -379,7 +384,8 @@ class MCMCRefinedVAE(VariationalAutoencoder):
         self.mcmc_step_size.copy_(step_size)
         refined = log_joint(z)  # the decoder's gradient: the prior term carries none
         with torch.no_grad():
-            gain = (refined - log_joint(z_q)).mean()
+            # log p(x, z_q) from the encoder's terms (its log p(x|z_q) is -recon), not one more decoder pass
+            gain = refined.mean() + terms["recon"] - self.prior.log_prob(z_q).mean()
         terms["loss"] = terms["loss"] - refined.mean()
         terms["mcmc_accept"] = acceptance.mean()
         terms["mcmc_log_joint_gain"] = gain  # how much the chains raised log p(x, z) over q's sample
