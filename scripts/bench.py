@@ -147,13 +147,15 @@ class Result:
 
 def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) -> None:
     """(a) the floor: the same model and math, a hand-written loop over in-memory tensors."""
+    from hydra.utils import instantiate
+
     from vaerun.data import to_unit_float
     from vaerun.module import AutoencoderModule
     from vaerun.stages import _module_hparams
 
     torch.manual_seed(cfg["seed"])
     model = AutoencoderModule(**_module_hparams(cfg, {})).model.to(args.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["optimizer"]["lr"])
+    optimizer = instantiate(cfg["optimizer"])(model.parameters())  # vaerun's optimizer: the same math
     images = splits.train.images.to(args.device)
     generator = torch.Generator().manual_seed(cfg["seed"])
     bf16 = cfg["trainer"]["precision"] == "bf16-mixed"
@@ -241,6 +243,7 @@ def run_vaerun(cfg: dict, args: argparse.Namespace, result: Result, standard_dat
 def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: Result) -> None:
     """(l) Lightning's own loop around the same model and data path, and nothing else."""
     import pytorch_lightning as pl
+    from hydra.utils import instantiate
 
     from vaerun.module import AutoencoderModule
     from vaerun.stages import _module_hparams
@@ -254,7 +257,7 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
             return self.model.loss_terms(batch[0], batch[0])["loss"]
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=cfg["optimizer"]["lr"])
+            return instantiate(cfg["optimizer"])(self.parameters())
 
     torch.manual_seed(cfg["seed"])
     timer = EpochTimer(args.device)
