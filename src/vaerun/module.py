@@ -123,21 +123,20 @@ class AutoencoderModule(pl.LightningModule):
             values = torch.stack([value.detach() for value in terms.values()])
             self.training_terms.add(values, tuple(terms), len(clean), step)
             if (step + 1) % trainer.log_every_n_steps == 0:
-                self._log_training_step(terms, step)
+                self._log_training_step(terms, values, step)
             if 0 <= trainer.max_steps <= trainer.global_step:
                 break
         # Lightning counts one logging step per item it hands over; it logs epoch and validation metrics
         # at that count, so it is kept equal to the optimizer steps, as with one batch per item.
         trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
 
-    def _log_training_step(self, terms: dict[str, Tensor], step: int) -> None:
+    def _log_training_step(self, terms: dict[str, Tensor], values: Tensor, step: int) -> None:
         """To the loggers directly, at the optimizer step's index (Lightning's own step logging happens
-        once per item it hands over, a group of steps here); the loss to the progress bar too."""
+        once per item it hands over, a group of steps here); the loss to the progress bar too.
+        ``values``: the terms stacked, read back in one host sync."""
         self.log("train/loss_step", terms["loss"], prog_bar=True, logger=False, on_step=True, on_epoch=False)
-        values = torch.stack([value.detach() for value in terms.values()]).tolist()  # one host sync
-        self.log_to_loggers(
-            {f"train/{name}_step": value for name, value in zip(terms, values, strict=True)}, step
-        )
+        named = zip(terms, values.tolist(), strict=True)
+        self.log_to_loggers({f"train/{name}_step": value for name, value in named}, step)
 
     def log_to_loggers(self, metrics: dict[str, float], step: int) -> None:
         """Write scalars at an optimizer step's index, as Lightning's step logging would with one batch

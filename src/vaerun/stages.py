@@ -193,7 +193,8 @@ def setup(
     cfg = copy.deepcopy(cfg)  # the run records what it found (data.source_used) in its own copy
     _check_device(cfg["trainer"])
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
-    # Lightning would count these limits in items, which are groups of batches here: the data counts them
+    # The Trainer would count limit_train_batches in items, which are groups of batches here, so the data
+    # applies it; and it refuses to clip gradients under manual optimisation, so the module clips them.
     trainer_kwargs = dict(cfg["trainer"])
     limit_train_batches = trainer_kwargs.pop("limit_train_batches", None)
     clipping = ("gradient_clip_val", "gradient_clip_algorithm")
