@@ -204,6 +204,13 @@ def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, ar
     assert not list((tmp_path / "outputs").rglob("*")) if (tmp_path / "outputs").exists() else True
 
 
+def test_bad_input_leaves_the_parent_of_a_chosen_run_dir_alone(tmp_path):
+    (tmp_path / "mine").mkdir()
+    result = vae_run("latent=0", f"hydra.run.dir={tmp_path / 'mine' / 'run'}", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "run").exists()
+
+
 def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((vae_2d / "checkpoints" / "last.ckpt").read_bytes()[:1000])

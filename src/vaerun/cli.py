@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -34,7 +35,10 @@ def _discard_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for log_file in run_dir.glob("*.log"):
         log_file.unlink(missing_ok=True)
-    for directory in (run_dir, run_dir.parent):
+    # The day's directory of Hydra's default layout (outputs/DATE/TIME) goes too when this run made it the
+    # only thing in it; the parent of a hydra.run.dir of the user's choosing stays.
+    made_by_hydra = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
+    for directory in (run_dir, run_dir.parent) if made_by_hydra else (run_dir,):
         try:
             directory.rmdir()  # only when empty: never removes anything else
         except OSError:
