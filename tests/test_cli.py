@@ -194,6 +194,8 @@ def test_multirun_over_two_latent_sizes(tmp_path):
         ),
         (["stage=sample", "ckpt=missing.ckpt"], "ckpt: no such file: missing.ckpt"),
         (["data=digits", "device=gpu"], "device=gpu"),
+        # found once the data is loaded, still before anything is written
+        (["data=digits", "+trainer.val_check_interval=8"], "trainer.val_check_interval=8: an epoch's"),
     ],
 )
 def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, args, message):

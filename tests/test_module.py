@@ -1,6 +1,7 @@
 """The LightningModule's own switches and its training loop (the math it wires together is tested in the
 objectives' tests)."""
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers.logger import Logger
@@ -8,6 +9,7 @@ from pytorch_lightning.loggers.logger import Logger
 from vaerun.callbacks import StepProgressBar
 from vaerun.data import DigitsSource, ImageDataModule
 from vaerun.module import AutoencoderModule
+from vaerun.stages import count_validation_interval_in_items
 
 
 def tiny_module(
@@ -67,12 +69,13 @@ class GradientNorms(pl.Callback):
         self.norms.append(float(torch.cat(grads).norm()))
 
 
-def fit_on_digits(steps_per_execution: int, clip: float | None = None, **trainer_kwargs):
+def fit_on_digits(steps_per_execution: int, clip: float | None = None, batches: int = 5, **trainer_kwargs):
+    """Train on ``batches`` batches of the digits an epoch (2 epochs unless told), as vae-run sets up."""
     pl.seed_everything(0, verbose=False)
     datamodule = ImageDataModule(
         DigitsSource(), [1, 8, 8], batch_size=64, steps_per_execution=steps_per_execution
     )
-    datamodule.limit_train_batches = 5
+    datamodule.limit_train_batches = batches
     module = tiny_module(image_shape=[1, 8, 8])
     module.configure_training(gradient_clip_val=clip)
     recorder, norms = Recorder(), GradientNorms()
@@ -88,6 +91,7 @@ def fit_on_digits(steps_per_execution: int, clip: float | None = None, **trainer
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    count_validation_interval_in_items(trainer, datamodule, trainer_kwargs)
     trainer.fit(module, datamodule=datamodule)
     return trainer, module, recorder.rows, norms.norms
 
@@ -101,6 +105,17 @@ def test_groups_of_steps_take_the_same_steps_and_log_them_at_the_same_steps():
     steps = {step for step, metrics in rows if "train/loss_step" in metrics}
     assert steps == set(range(10))
     assert [step for step, metrics in rows if "val/loss" in metrics] == [4, 9]
+    for got, want in zip(grouped.parameters(), module.parameters(), strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("across_epochs", [False, True])
+def test_an_integer_validation_interval_counts_steps_not_groups(across_epochs):
+    every_n_epoch = {"check_val_every_n_epoch": None} if across_epochs else {}
+    _, module, rows, _ = fit_on_digits(1, batches=6, val_check_interval=3, **every_n_epoch)
+    _, grouped, grouped_rows, _ = fit_on_digits(3, batches=6, val_check_interval=3, **every_n_epoch)
+    assert [step for step, metrics in rows if "val/loss" in metrics] == [2, 5, 8, 11]
+    assert grouped_rows == rows
     for got, want in zip(grouped.parameters(), module.parameters(), strict=True):
         assert torch.equal(got, want)
 

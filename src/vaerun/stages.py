@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from vaerun.imputation import (
 )
 from vaerun.module import AutoencoderModule
 from vaerun.objectives import bits_per_dim
-from vaerun.validation import ConfigError, check_shape_dependent
+from vaerun.validation import ConfigError, check_shape_dependent, is_int, validation_interval_in_items
 from vaerun.visualisation import (
     ImageSink,
     image_grid,
@@ -178,6 +178,23 @@ def _skip_nvml_probe_on_cpu(trainer: pl.Trainer) -> None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
+def count_validation_interval_in_items(
+    trainer: pl.Trainer, datamodule: ImageDataModule, trainer_cfg: Mapping[str, Any]
+) -> None:
+    """Lightning counts an integer val_check_interval in training items; here an item holds a group of
+    steps, and the interval is given in steps."""
+    interval = trainer_cfg.get("val_check_interval")
+    if not is_int(interval):
+        return
+    datamodule.setup()  # loaded once: the steps of an epoch depend on the data's size
+    trainer.val_check_interval = validation_interval_in_items(
+        interval,
+        datamodule.steps_per_item(trainer.world_size),
+        datamodule.train_dataloader().num_batches,
+        across_epochs=trainer_cfg.get("check_val_every_n_epoch", 1) is None,
+    )
+
+
 def setup(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -219,7 +236,6 @@ def setup(
     if cfg["compile"]:
         module.compile_training_loss()
 
-    _record_source(run_dir, datamodule.source_used)
     logger = TensorBoardLogger(
         save_dir=str(run_dir),
         name="",
@@ -228,7 +244,7 @@ def setup(
         # resumed: TensorBoard hides what the killed run logged after its checkpoint, so no step appears twice
         purge_step=_checkpoint_step(resume_from) if resume_from else None,
     )
-    sink = ImageSink(logger.experiment, run_dir / "images")
+    sink = ImageSink(logger, run_dir / "images")
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best-epoch{epoch:03d}",
@@ -259,7 +275,10 @@ def setup(
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )
+    count_validation_interval_in_items(trainer, datamodule, cfg["trainer"])
     _skip_nvml_probe_on_cpu(trainer)
+    # The checks are done: from here on the run writes to its directory.
+    _record_source(run_dir, datamodule.source_used)
     logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
     return Run(cfg, run_dir, datamodule, module, trainer, logger, sink, checkpoint, resume_from=resume_from)
 

@@ -236,11 +236,55 @@ def check_training_loop(steps_per_execution: Any, trainer: Mapping[str, Any]) ->
             "(its optimisation is manual); raise data.batch_size instead"
         )
     interval = trainer.get("val_check_interval")
-    if is_int(interval) and steps_per_execution > 1:
+    if is_int(interval) and interval < 1:
+        raise ConfigError(f"trainer.val_check_interval must be a number of steps >= 1, got {interval}")
+    if is_int(interval) and interval % steps_per_execution:
         raise ConfigError(
-            f"trainer.val_check_interval={interval} would count groups of steps_per_execution="
-            f"{steps_per_execution} batches: give a fraction of the epoch (0.25) or set steps_per_execution=1"
+            f"trainer.val_check_interval={interval} must be a multiple of steps_per_execution="
+            f"{steps_per_execution} (the steps run in groups of that many): give "
+            f"{_multiples_around(interval, steps_per_execution)}, a fraction of the epoch (0.25), "
+            "or set steps_per_execution=1"
         )
+
+
+def _multiples_around(value: int, factor: int) -> str:
+    below = value // factor * factor
+    return f"{below} or {below + factor}" if below else str(factor)
+
+
+def validation_interval_in_items(
+    interval: int, steps_per_item: int, steps_per_epoch: int, across_epochs: bool
+) -> int:
+    """An integer ``trainer.val_check_interval`` counts optimizer steps, but Lightning counts training
+    items, which hold ``steps_per_item`` steps each (groups of steps_per_execution). The interval in items,
+    with which validation runs after the very steps it would with one step per item; a ConfigError where
+    no such interval exists (check_training_loop has made sure it is a multiple of the group).
+
+    ``across_epochs``: ``trainer.check_val_every_n_epoch=null``, counting steps across epochs."""
+    if steps_per_item == 1:
+        return interval
+    key = f"trainer.val_check_interval={interval}"
+    short_last_group = steps_per_epoch % steps_per_item != 0
+    items = interval // steps_per_item
+    if across_epochs and short_last_group:
+        raise ConfigError(
+            f"{key} with trainer.check_val_every_n_epoch=null counts steps across epochs, but an epoch's "
+            f"{steps_per_epoch} steps end in a group shorter than steps_per_execution={steps_per_item}: "
+            f"set steps_per_execution to a divisor of {steps_per_epoch} (1 always is)"
+        )
+    if not across_epochs and interval > steps_per_epoch:
+        raise ConfigError(
+            f"{key} is more than an epoch's {steps_per_epoch} training steps: give at most "
+            f"{steps_per_epoch}, a fraction of the epoch, or trainer.check_val_every_n_epoch=null to count "
+            "steps across epochs"
+        )
+    if not across_epochs and short_last_group and -(-steps_per_epoch // steps_per_item) % items == 0:
+        raise ConfigError(
+            f"{key}: an epoch's {steps_per_epoch} steps end in a group shorter than steps_per_execution="
+            f"{steps_per_item}, and validation would run after it as well; give another multiple of "
+            f"{steps_per_item}, a fraction of the epoch, or set steps_per_execution=1"
+        )
+    return items
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:

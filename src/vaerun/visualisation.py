@@ -84,11 +84,18 @@ def latent_scatter(codes: Tensor, labels: Tensor, title: str = "test-set latent 
 
 
 class ImageSink:
-    """Writes each picture to TensorBoard (tag) and to ``image_dir/<tag>.png`` (the latest one per tag)."""
+    """Writes each picture to TensorBoard (tag) and to ``image_dir/<tag>.png`` (the latest one per tag).
 
-    def __init__(self, writer, image_dir: Path) -> None:
-        self.writer = writer
+    ``logger``: Lightning's TensorBoardLogger, whose writer (``experiment``) is asked for at the first
+    picture, not before: a run refused at start-up leaves no event file."""
+
+    def __init__(self, logger, image_dir: Path) -> None:
+        self.logger = logger
         self.image_dir = Path(image_dir)
+
+    @property
+    def writer(self):
+        return self.logger.experiment
 
     def _path(self, tag: str) -> Path:
         self.image_dir.mkdir(parents=True, exist_ok=True)
