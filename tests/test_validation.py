@@ -125,15 +125,16 @@ def test_an_integer_validation_interval_is_counted_in_groups_of_steps():
 
 
 @pytest.mark.parametrize(
-    ("interval", "steps_per_epoch", "across_epochs", "message"),
+    ("interval", "steps_per_item", "steps_per_epoch", "across_epochs", "message"),
     [
-        (40, 32, False, "val_check_interval=40 is more than an epoch's 32 training steps"),
-        (8, 35, False, "validation would run after it as well"),  # after the 5th group, 3 steps long
-        (64, 35, True, "set steps_per_execution to a divisor of 35"),  # groups would drift across epochs
+        (40, 8, 32, False, "val_check_interval=40 is more than an epoch's 32 training steps"),
+        (40, 1, 32, False, "val_check_interval=40 is more than an epoch's 32 training steps"),
+        (8, 8, 35, False, "validation would run after it as well"),  # after the 5th group, 3 steps long
+        (64, 8, 35, True, "set steps_per_execution to a divisor of 35"),  # groups would drift across epochs
     ],
 )
-def test_an_integer_validation_interval_that_groups_would_move_is_refused(
-    interval, steps_per_epoch, across_epochs, message
+def test_an_integer_validation_interval_that_cannot_be_kept_is_refused(
+    interval, steps_per_item, steps_per_epoch, across_epochs, message
 ):
     with pytest.raises(ConfigError, match=message):
-        validation_interval_in_items(interval, 8, steps_per_epoch, across_epochs)
+        validation_interval_in_items(interval, steps_per_item, steps_per_epoch, across_epochs)

@@ -494,13 +494,9 @@ class ImageDataModule(pl.LightningDataModule):
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return TensorBatches(split, self.batch_size, generator, rank=rank, world_size=world_size, **grouping)
 
-    def steps_per_item(self, world_size: int) -> int:
-        """Optimizer steps in one training item: steps_per_execution, 1 under DDP."""
-        return self.steps_per_execution if world_size == 1 else 1
-
     def train_dataloader(self) -> TensorBatches:
-        steps = self.steps_per_item(self.trainer.world_size if self.trainer is not None else 1)
-        group = steps if steps > 1 else None
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        group = self.steps_per_execution if self.steps_per_execution > 1 and not distributed else None
         return self._batches(
             self.splits.train, self._shuffle, group=group, max_batches=self.limit_train_batches
         )

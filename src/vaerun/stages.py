@@ -182,14 +182,15 @@ def count_validation_interval_in_items(
     trainer: pl.Trainer, datamodule: ImageDataModule, trainer_cfg: Mapping[str, Any]
 ) -> None:
     """Lightning counts an integer val_check_interval in training items; here an item holds a group of
-    steps, and the interval is given in steps."""
+    steps, and the interval is given in steps. Under DDP an item is one step (and the shards' sizes are
+    not known yet): Lightning checks the interval itself."""
     interval = trainer_cfg.get("val_check_interval")
-    if not is_int(interval):
+    if not is_int(interval) or trainer.world_size > 1:
         return
     datamodule.setup()  # loaded once: the steps of an epoch depend on the data's size
     trainer.val_check_interval = validation_interval_in_items(
         interval,
-        datamodule.steps_per_item(trainer.world_size),
+        datamodule.steps_per_execution,
         datamodule.train_dataloader().num_batches,
         across_epochs=trainer_cfg.get("check_val_every_n_epoch", 1) is None,
     )

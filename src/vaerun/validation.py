@@ -261,9 +261,15 @@ def validation_interval_in_items(
     no such interval exists (check_training_loop has made sure it is a multiple of the group).
 
     ``across_epochs``: ``trainer.check_val_every_n_epoch=null``, counting steps across epochs."""
+    key = f"trainer.val_check_interval={interval}"
+    if not across_epochs and interval > steps_per_epoch:  # Lightning would stop inside fit, in items
+        raise ConfigError(
+            f"{key} is more than an epoch's {steps_per_epoch} training steps: give at most "
+            f"{steps_per_epoch}, a fraction of the epoch, or trainer.check_val_every_n_epoch=null to count "
+            "steps across epochs"
+        )
     if steps_per_item == 1:
         return interval
-    key = f"trainer.val_check_interval={interval}"
     short_last_group = steps_per_epoch % steps_per_item != 0
     items = interval // steps_per_item
     if across_epochs and short_last_group:
@@ -271,12 +277,6 @@ def validation_interval_in_items(
             f"{key} with trainer.check_val_every_n_epoch=null counts steps across epochs, but an epoch's "
             f"{steps_per_epoch} steps end in a group shorter than steps_per_execution={steps_per_item}: "
             f"set steps_per_execution to a divisor of {steps_per_epoch} (1 always is)"
-        )
-    if not across_epochs and interval > steps_per_epoch:
-        raise ConfigError(
-            f"{key} is more than an epoch's {steps_per_epoch} training steps: give at most "
-            f"{steps_per_epoch}, a fraction of the epoch, or trainer.check_val_every_n_epoch=null to count "
-            "steps across epochs"
         )
     if not across_epochs and short_last_group and -(-steps_per_epoch // steps_per_item) % items == 0:
         raise ConfigError(
