@@ -151,10 +151,10 @@ def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) 
 
     from vaerun.data import to_unit_float
     from vaerun.module import AutoencoderModule
-    from vaerun.stages import _module_hparams
+    from vaerun.stages import module_hparams
 
     torch.manual_seed(cfg["seed"])
-    model = AutoencoderModule(**_module_hparams(cfg, {})).model.to(args.device)
+    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
     optimizer = instantiate(cfg["optimizer"])(model.parameters())  # vaerun's optimizer: the same math
     images = splits.train.images.to(args.device)
     generator = torch.Generator().manual_seed(cfg["seed"])
@@ -190,7 +190,7 @@ class EpochTimer:
     def __init__(self, device: str) -> None:
         import pytorch_lightning as pl
 
-        from vaerun.data import BatchGroup
+        from vaerun.step_groups import batches_of
 
         device_ = device
 
@@ -204,7 +204,7 @@ class EpochTimer:
                 self._start, self._images = time.perf_counter(), 0
 
             def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-                batches = batch if isinstance(batch, BatchGroup) else [batch]  # steps_per_execution
+                batches = batches_of(batch)  # steps_per_execution
                 self._images += sum(len(images) for images, _ in batches)
 
             def on_train_epoch_end(self, trainer, module) -> None:
@@ -246,12 +246,12 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
     from hydra.utils import instantiate
 
     from vaerun.module import AutoencoderModule
-    from vaerun.stages import _module_hparams
+    from vaerun.stages import module_hparams
 
     class Bare(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.model = AutoencoderModule(**_module_hparams(cfg, {})).model
+            self.model = AutoencoderModule(**module_hparams(cfg, {})).model
 
         def training_step(self, batch, batch_idx):
             return self.model.loss_terms(batch[0], batch[0])["loss"]
@@ -284,10 +284,10 @@ def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float,
     images, so it should run at close to the decoder's forward throughput."""
     from vaerun.data import to_unit_float
     from vaerun.module import AutoencoderModule
-    from vaerun.stages import _module_hparams
+    from vaerun.stages import module_hparams
 
     torch.manual_seed(cfg["seed"])
-    model = AutoencoderModule(**_module_hparams(cfg, {})).model.to(args.device).eval()
+    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval()
     x = to_unit_float(splits.test.images[: args.eval_images].to(args.device))
     chunk = cfg["eval"]["iwae_chunk"]
     z = torch.randn(len(x) * chunk, args.latent, device=args.device)
@@ -335,7 +335,7 @@ def _elbo_summary(elbos: list[float]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.device == "cpu":
-        # as vae-run does for a CPU run (vaerun.stages._skip_nvml_probe_on_cpu), for every method alike
+        # as vae-run does on a CPU (vaerun.stages.assembly._skip_nvml_probe_on_cpu), for every method alike
         import pytorch_lightning  # noqa: F401  (sets the variable on import)
 
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)

@@ -31,6 +31,33 @@ TINY = [
 VAE_RUN = Path(sys.executable).with_name("vae-run")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist every worker (and each vae-run it starts) gets its share of the cores, not all of
+    them: two workers with two threads each on two cores spend their time swapping. Set before torch is
+    imported, which reads it once."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+@pytest.fixture
+def start_vae_run():
+    """Start ``vae-run`` in the background (subprocess.Popen's keyword arguments); whatever the test's
+    outcome, a process still running at its end is killed, so a failed test never leaves a run training."""
+    processes: list[subprocess.Popen] = []
+
+    def start(*args: str, cwd: Path, **popen_kwargs) -> subprocess.Popen:
+        process = subprocess.Popen([str(VAE_RUN), *args], cwd=cwd, **popen_kwargs)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def vae_run(
     *args: str, cwd: Path, check: bool = True, executable: Path = VAE_RUN
 ) -> subprocess.CompletedProcess:

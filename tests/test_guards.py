@@ -54,8 +54,8 @@ class RunsCode:
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    from vaerun.config_checks import ConfigError
     from vaerun.stages import load_module
-    from vaerun.validation import ConfigError
 
     Path("/tmp/vaerun-pwned").unlink(missing_ok=True)
     planted = tmp_path / "planted.ckpt"

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from vaerun.baselines import fit_pca
+from vaerun.corruption import random_squares
 from vaerun.imputation import (
     column_mean_imputation,
-    missing_block,
     missing_completely_at_random,
     missing_pixel_metrics,
     observed_only,
@@ -26,8 +26,7 @@ def test_mcar_hides_the_requested_fraction_independently_of_position(rate):
 
 
 def test_a_block_hides_one_square_of_the_given_size_per_image():
-    mask = missing_block(SHAPE, 5, torch.Generator().manual_seed(0))
-    hidden = ~mask[:, 0]
+    hidden = random_squares(SHAPE, 5, torch.Generator().manual_seed(0))[:, 0]
     assert torch.all(hidden.sum(dim=(1, 2)) == 25)
     rows, cols = hidden.any(dim=2), hidden.any(dim=1)
     assert torch.all(rows.sum(1) == 5) and torch.all(cols.sum(1) == 5)  # contiguous 5 x 5

@@ -6,10 +6,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers.logger import Logger
 
-from vaerun.callbacks import StepProgressBar
 from vaerun.data import DigitsSource, ImageDataModule
 from vaerun.module import AutoencoderModule
-from vaerun.stages import count_validation_interval_in_items
+from vaerun.step_groups import StepGroups, StepProgressBar
 
 
 def tiny_module(
@@ -24,6 +23,7 @@ def tiny_module(
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
         latent=2,
         image_shape=list(image_shape),
+        prior={"_target_": "vaerun.priors.GaussianPrior"},
     )
 
 
@@ -72,12 +72,10 @@ class GradientNorms(pl.Callback):
 def fit_on_digits(steps_per_execution: int, clip: float | None = None, batches: int = 5, **trainer_kwargs):
     """Train on ``batches`` batches of the digits an epoch (2 epochs unless told), as vae-run sets up."""
     pl.seed_everything(0, verbose=False)
-    datamodule = ImageDataModule(
-        DigitsSource(), [1, 8, 8], batch_size=64, steps_per_execution=steps_per_execution
-    )
-    datamodule.limit_train_batches = batches
+    groups = StepGroups(steps_per_execution, limit_train_batches=batches, gradient_clip_val=clip)
+    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=64, step_groups=groups)
     module = tiny_module(image_shape=[1, 8, 8])
-    module.configure_training(gradient_clip_val=clip)
+    module.configure_training(groups)
     recorder, norms = Recorder(), GradientNorms()
     trainer = pl.Trainer(
         **{"max_epochs": 2, **trainer_kwargs},
@@ -91,7 +89,8 @@ def fit_on_digits(steps_per_execution: int, clip: float | None = None, batches: 
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    count_validation_interval_in_items(trainer, datamodule, trainer_kwargs)
+    datamodule.setup()
+    groups.count_validation_interval(trainer, trainer_kwargs, datamodule.train_dataloader().num_batches)
     trainer.fit(module, datamodule=datamodule)
     return trainer, module, recorder.rows, norms.norms
 
@@ -135,8 +134,8 @@ def test_gradient_clipping_bounds_every_steps_gradient_norm():
 def test_the_progress_bar_counts_steps_not_groups():
     bar = StepProgressBar()
     pl.seed_everything(0, verbose=False)
-    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=64, steps_per_execution=3)
-    datamodule.limit_train_batches = 5
+    groups = StepGroups(3, limit_train_batches=5)
+    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=64, step_groups=groups)
     trainer = pl.Trainer(
         max_epochs=2,
         accelerator="cpu",
@@ -149,18 +148,3 @@ def test_the_progress_bar_counts_steps_not_groups():
     trainer.fit(tiny_module(image_shape=[1, 8, 8]), datamodule=datamodule)
     assert trainer.num_training_batches == 2  # groups
     assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (5, 5)
-
-
-def test_a_checkpoint_from_automatic_optimisation_resumes_at_its_step():
-    step = {"total": {"ready": 40, "completed": 40}, "current": {"ready": 8, "completed": 8}}
-    empty = {"total": {"ready": 0, "completed": 0}, "current": {"ready": 0, "completed": 0}}
-    checkpoint = {
-        "loops": {
-            "fit_loop": {
-                "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {"step": step}},
-                "epoch_loop.manual_optimization.optim_step_progress": empty,
-            }
-        }
-    }
-    tiny_module().on_load_checkpoint(checkpoint)
-    assert checkpoint["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"] == step

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vaerun.config_checks import ConfigError, check_corruption, check_latent
 from vaerun.corruption import BlockMask, GaussianBlur, GaussianNoise, PixelDrop
-from vaerun.validation import ConfigError, check_corruption, check_latent
 
 shapes = st.tuples(st.integers(1, 4), st.sampled_from([1, 3]), st.integers(4, 20), st.integers(4, 20))
 corruptions = st.one_of(

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from vaerun.config_checks import ConfigError
 from vaerun.run_state import fingerprint, plan, record
-from vaerun.validation import ConfigError
 
 CONFIG = {"latent": 2, "force": False, "data": {"batch_size": 32}}
 

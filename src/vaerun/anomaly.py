@@ -1,15 +1,10 @@
 """Anomaly detection by the one-class protocol: a model trained on one class scores the test images, and a
-higher score should mean "not of that class". Pure functions on tensors; the models' scores come from
-``Autoencoder.anomaly_scores``."""
+higher score should mean "not of that class". The models' scores come from ``Autoencoder.anomaly_scores``;
+PCA's is the same squared error (``vaerun.objectives.squared_error``)."""
 
 from __future__ import annotations
 
 from torch import Tensor
-
-
-def reconstruction_error(reconstructed: Tensor, images: Tensor) -> Tensor:
-    """Mean squared error per pixel, per image: (N,)."""
-    return (reconstructed - images).square().flatten(1).mean(dim=1)
 
 
 def detection_metrics(scores: Tensor, is_anomaly: Tensor) -> dict[str, float]:

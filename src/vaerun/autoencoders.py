@@ -23,6 +23,9 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 from torch.func import functional_call
 
+from vaerun.config_checks import (
+    ESTIMATORS,  # reparam: through z = mu + sigma * eps; reinforce: score function
+)
 from vaerun.mcmc import ais_log_likelihood, hmc
 from vaerun.objectives import (
     free_bits_kl,
@@ -34,7 +37,6 @@ from vaerun.objectives import (
     warmup_weight,
 )
 from vaerun.priors import GaussianPrior
-from vaerun.validation import ESTIMATORS  # reparam: through z = mu + sigma * eps; reinforce: score function
 
 
 def lerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:

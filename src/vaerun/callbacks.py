@@ -1,41 +1,14 @@
-"""Lightning callbacks of a training run that are not part of the math: pictures at epoch ends, the
-gradient-noise diagnostic, and a progress bar that counts optimizer steps."""
+"""Lightning callbacks of a training run that are not part of the math: pictures at epoch ends and the
+gradient-noise diagnostic."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
 
-from vaerun.data import BatchGroup
 from vaerun.objectives import gradient_noise
+from vaerun.step_groups import batches_of
 from vaerun.visualisation import ImageSink, reconstruction_grid
-
-
-class StepProgressBar(TQDMProgressBar):
-    """Lightning's bar, counting batches (optimizer steps) instead of the items Lightning hands over, which
-    are groups of steps_per_execution batches; without the logger's version, which is always "tensorboard"."""
-
-    @property
-    def total_train_batches(self) -> int | float:
-        return getattr(self.trainer.train_dataloader, "num_batches", super().total_train_batches)
-
-    def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
-        metrics = super().get_metrics(trainer, module)
-        metrics.pop("v_num", None)
-        return metrics
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self._first_step = trainer.global_step
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx: int
-    ) -> None:
-        steps_done = trainer.global_step - self._first_step  # what the bar shows as n = batch_idx + 1
-        super().on_train_batch_end(trainer, module, outputs, batch, steps_done - 1)
 
 
 class ReconstructionImages(pl.Callback):
@@ -71,7 +44,7 @@ class EncoderGradientVariance(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        batches = batch if isinstance(batch, BatchGroup) else [batch]
+        batches = batches_of(batch)
         steps_done = trainer.global_step
         # a group of steps can pass a multiple of every_n_steps anywhere inside it
         if steps_done // self.every_n_steps == (steps_done - len(batches)) // self.every_n_steps:

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun import run_state
-from vaerun.validation import ConfigError, check_config
+from vaerun.config_checks import ConfigError, check_config
 
 log = logging.getLogger("vaerun")
 
@@ -128,7 +129,9 @@ def main(cfg: DictConfig) -> float | None:
 
     # Lightning 2.6 on torch >= 2.10 calls a deprecated pytree constructor inside fit; not the user's concern.
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-    from vaerun.guards import NonFiniteLossError
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from vaerun.guards import NonFiniteLossError, RunInterrupted
     from vaerun.stages import run
 
     try:
@@ -138,6 +141,10 @@ def main(cfg: DictConfig) -> float | None:
     except NonFiniteLossError as err:
         print(f"vae-run: error: {err} ({run_dir / 'checkpoints'})", file=sys.stderr)
         raise SystemExit(3) from None
+    except (RunInterrupted, SIGTERMException) as err:
+        interrupted = err if isinstance(err, RunInterrupted) else RunInterrupted(signal.SIGTERM)
+        print(f"vae-run: interrupted by {interrupted}: {run_dir}", file=sys.stderr)
+        raise SystemExit(interrupted.exit_code) from None
     if _process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
         return None
     log.info("Run directory: %s", run_dir)

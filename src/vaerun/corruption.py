@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from vaerun.validation import ConfigError, check_corruption
+from vaerun.config_checks import ConfigError, check_corruption
 
 
 def _check(image_shape: tuple[int, ...] = (1, 1 << 30, 1 << 30), **params: object) -> None:
@@ -24,6 +24,21 @@ def _check(image_shape: tuple[int, ...] = (1, 1 << 30, 1 << 30), **params: objec
 
 def _uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def random_squares(
+    shape: torch.Size, size: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> Tensor:
+    """True inside a size x size square at a uniformly random place in each image of ``shape`` (N, C, H, W),
+    in all its channels; built by broadcasting, without a loop over images."""
+    n, _, height, width = shape
+    top = torch.rand((n,), generator=generator, device=device) * (height - size + 1)
+    left = torch.rand((n,), generator=generator, device=device) * (width - size + 1)
+    top, left = top.long().clamp_(max=height - size), left.long().clamp_(max=width - size)
+    rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # (N, H)
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # (N, W)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None].expand(shape)
 
 
 class NoCorruption:
@@ -66,18 +81,10 @@ class BlockMask:
         self.size = int(size)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        n, _, height, width = x.shape
+        height, width = x.shape[-2:]
         if self.size > min(height, width):
             raise ValueError(f"corruption.size={self.size} is larger than the {height}x{width} images")
-        # Top-left corners drawn per image; the mask is built by broadcasting, without a loop over images.
-        top = (_uniform((n,), x, generator) * (height - self.size + 1)).long().clamp_(max=height - self.size)
-        left = (_uniform((n,), x, generator) * (width - self.size + 1)).long().clamp_(max=width - self.size)
-        rows = torch.arange(height, device=x.device)
-        cols = torch.arange(width, device=x.device)
-        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + self.size)
-        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + self.size)
-        hidden = in_rows[:, :, None] & in_cols[:, None, :]
-        return x * ~hidden[:, None]
+        return x * ~random_squares(x.shape, self.size, generator, x.device)
 
 
 class GaussianNoise:

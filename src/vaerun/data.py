@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from vaerun.atomic import atomic_path
-from vaerun.validation import BINARIZATIONS, ConfigError
+from vaerun.config_checks import BINARIZATIONS, ConfigError
+from vaerun.step_groups import BatchGroup, StepGroups, limited_batch_count
 
 log = logging.getLogger(__name__)
 
@@ -290,22 +291,6 @@ class CSVSource:
         return Splits(*standardised, source=f"csv:{self.path.name}")
 
 
-class BatchGroup(list):
-    """Consecutive training batches handed to Lightning as one item: the module takes one optimizer step
-    on each (Keras' steps_per_execution), so Lightning's per-item work (hooks, progress, the fetcher) is
-    paid once per group instead of once per step."""
-
-
-def limited_batch_count(batches: int, limit: int | float | None) -> int:
-    """How many of an epoch's ``batches`` a Trainer-style ``limit_train_batches`` keeps: an int is a count,
-    a float a fraction (at least one batch if it is above 0), None all of them."""
-    if limit is None:
-        return batches
-    if isinstance(limit, float) and limit <= 1.0:
-        return max(1, int(batches * limit)) if limit > 0 else 0
-    return min(batches, int(limit))
-
-
 class TensorBatches:
     """An iterable of (images, labels) batches sliced from in-memory tensors; with a generator, a fresh
     permutation every pass. In a distributed run each of ``world_size`` processes takes every
@@ -375,10 +360,8 @@ class ImageDataModule(pl.LightningDataModule):
     ``normal_class``: train and validate on the images of that class only (the one-class protocol of
     anomaly detection); the test split keeps every class.
 
-    ``steps_per_execution``: training batches come in BatchGroups of that many, one optimizer step each
-    (single batches under DDP, whose gradient sync needs a forward pass of its own for every backward).
-    ``limit_train_batches``: as Lightning's Trainer argument, counted in batches; the stages hand it here
-    instead of to the Trainer, which would count groups.
+    ``step_groups``: training batches come in groups of that many (vaerun.step_groups), and its
+    ``limit_train_batches`` is applied here, in batches.
     """
 
     def __init__(
@@ -390,8 +373,7 @@ class ImageDataModule(pl.LightningDataModule):
         binarize: str = "none",
         binarize_seed: int = 0,
         normal_class: int | None = None,
-        steps_per_execution: int = 1,
-        limit_train_batches: int | float | None = None,
+        step_groups: StepGroups | None = None,
     ) -> None:
         super().__init__()
         if binarize not in BINARIZATIONS:
@@ -404,8 +386,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.binarize = binarize
         self.binarize_seed = int(binarize_seed)
         self.normal_class = normal_class
-        self.steps_per_execution = int(steps_per_execution)
-        self.limit_train_batches = limit_train_batches
+        self.step_groups = step_groups or StepGroups()
         self.splits: Splits | None = None
         self._shuffle = torch.Generator().manual_seed(self.seed)
 
@@ -495,10 +476,12 @@ class ImageDataModule(pl.LightningDataModule):
         return TensorBatches(split, self.batch_size, generator, rank=rank, world_size=world_size, **grouping)
 
     def train_dataloader(self) -> TensorBatches:
-        distributed = self.trainer is not None and self.trainer.world_size > 1
-        group = self.steps_per_execution if self.steps_per_execution > 1 and not distributed else None
+        world_size = self.trainer.world_size if self.trainer is not None else 1
         return self._batches(
-            self.splits.train, self._shuffle, group=group, max_batches=self.limit_train_batches
+            self.splits.train,
+            self._shuffle,
+            group=self.step_groups.size_for(world_size),
+            max_batches=self.step_groups.limit_train_batches,
         )
 
     def val_dataloader(self) -> TensorBatches:

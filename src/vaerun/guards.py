@@ -1,15 +1,22 @@
 """Guards of a training run: the loss terms watched for the first non-finite step (checked by the
-LightningModule before anything can be saved), a checkpoint on Ctrl-C, and atomic checkpoint writes."""
+LightningModule before anything can be saved), a checkpoint on Ctrl-C or SIGTERM, and atomic checkpoint
+writes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from vaerun.atomic import atomic_path
@@ -68,14 +75,81 @@ class TrainingTerms:
         )
 
 
-class InterruptCheckpoint(pl.Callback):
-    """On Ctrl-C, save ``checkpoints/interrupted.ckpt`` before Lightning shuts the run down."""
+class RunInterrupted(BaseException):
+    """Ctrl-C (SIGINT) or SIGTERM (``kill``, a cluster's pre-emption) ended the run. A BaseException, as
+    KeyboardInterrupt is: no ``except Exception`` on the way up may swallow it."""
 
-    def __init__(self, dirpath: Path) -> None:
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class Interruptions:
+    """SIGINT and SIGTERM while ``installed()``. During training the handler only notes the signal, and
+    ``InterruptCheckpoint`` stops the run at the next batch boundary, where saving is safe: an exception
+    raised inside the signal handler itself could land in a ``__del__`` or a weakref callback, where Python
+    prints and swallows it, and training would go on. Outside training, or at a second signal, the handler
+    raises RunInterrupted at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.deferred = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.deferred and self.pending is None:
+            self.pending = signum
+            return
+        raise RunInterrupted(signum)
+
+    def raise_pending(self) -> None:
+        if self.pending is not None:
+            raise RunInterrupted(self.pending)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interruptions]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+class InterruptCheckpoint(pl.Callback):
+    """A signal during training (``Interruptions``) stops it at the next batch boundary and saves
+    ``checkpoints/interrupted.ckpt``, the whole state, before Lightning shuts the run down. Lightning's
+    own SIGTERM handling (it adds its handler beside ours and raises SIGTERMException at a batch end) takes
+    the same path."""
+
+    def __init__(self, dirpath: Path, interruptions: Interruptions) -> None:
         self.path = Path(dirpath) / "interrupted.ckpt"
+        self.interruptions = interruptions
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.interruptions.deferred = True
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.interruptions.deferred = False
+        self.interruptions.raise_pending()  # a signal after the last batch: stop before the next stage
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.interruptions.raise_pending()
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.interruptions.raise_pending()
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+        self.interruptions.deferred = False
+        if isinstance(exception, RunInterrupted | SIGTERMException) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume from
             if trainer.is_global_zero:
                 print(f"\nInterrupted: saved {self.path}", flush=True)

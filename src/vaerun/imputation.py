@@ -6,12 +6,11 @@ A mask is a bool tensor shaped like the images, True where a pixel is observed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from vaerun.baselines import PCA
 
@@ -19,18 +18,6 @@ from vaerun.baselines import PCA
 def missing_completely_at_random(shape: torch.Size, rate: float, generator: torch.Generator) -> Tensor:
     """Each pixel is missing with probability ``rate``, independently of everything (MCAR)."""
     return torch.rand(shape, generator=generator) >= rate
-
-
-def missing_block(shape: torch.Size, size: int, generator: torch.Generator) -> Tensor:
-    """A size x size square at a uniformly random place in each image is missing."""
-    n, _, height, width = shape
-    top = torch.randint(0, height - size + 1, (n,), generator=generator)
-    left = torch.randint(0, width - size + 1, (n,), generator=generator)
-    rows, cols = torch.arange(height), torch.arange(width)
-    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # (n, H)
-    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # (n, W)
-    hidden = inside_rows[:, :, None] & inside_cols[:, None, :]
-    return ~hidden[:, None].expand(shape)
 
 
 def observed_only(images: Tensor, mask: Tensor, fill: Tensor | float = 0.0) -> Tensor:
@@ -75,7 +62,8 @@ def missing_pixel_metrics(
         imputed, truth, data_range=1.0, return_full_image=True, kernel_size=_ssim_kernel(truth)
     )
     ssim = (ssim_map * missing).sum() / count
-    return {"mse": mse.item(), "psnr": -10 * math.log10(max(mse.item(), 1e-12)), "ssim": ssim.item()}
+    psnr = peak_signal_noise_ratio(imputed[missing], truth[missing], data_range=1.0)  # pooled, as the MSE
+    return {"mse": mse.item(), "psnr": psnr.item(), "ssim": ssim.item()}
 
 
 def _ssim_kernel(images: Tensor) -> int:

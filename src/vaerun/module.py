@@ -7,7 +7,6 @@ loads with ``weights_only=True``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,10 +16,10 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder
-from vaerun.data import BatchGroup
 from vaerun.guards import TrainingTerms
 from vaerun.metrics import image_metrics
 from vaerun.objectives import bits_per_dim
+from vaerun.step_groups import StepGroups, batches_of
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -33,13 +32,13 @@ class AutoencoderModule(pl.LightningModule):
         optimizer: dict[str, Any],
         latent: int,
         image_shape: Sequence[int],
+        prior: dict[str, Any],
         choices: dict[str, str] | None = None,
-        prior: dict[str, Any] | None = None,
         unit_range: bool = True,
     ) -> None:
         """The config groups' dicts build the parts; ``choices`` (the group options picked, such as
-        model=vae) is kept for the record only. ``prior`` None: N(0, I) (checkpoints from before the prior
-        group have none). ``unit_range``: the data are images in [0, 1]; False for standardised tables."""
+        model=vae) is kept for the record only. ``unit_range``: the data are images in [0, 1]; False for
+        standardised tables."""
         super().__init__()
         # Logged to TensorBoard once, with the final metrics, by the stages; not by Lightning at fit start.
         self.save_hyperparameters(logger=False)
@@ -47,7 +46,7 @@ class AutoencoderModule(pl.LightningModule):
             model,
             architecture=instantiate(encoder),
             likelihood=instantiate(likelihood),
-            prior=instantiate(prior) if prior is not None else None,
+            prior=instantiate(prior),
             latent_dim=latent,
             image_shape=list(image_shape),
         )
@@ -60,8 +59,7 @@ class AutoencoderModule(pl.LightningModule):
         self.training_terms = TrainingTerms()
         # Optimisation is manual (training_step), so gradient clipping is the module's: configure_training.
         self.automatic_optimization = False
-        self.gradient_clip_val: float | None = None
-        self.gradient_clip_algorithm = "norm"
+        self.step_groups = StepGroups()
         self._steps_per_epoch = 1
         # What training_step calls; compile_training_loss swaps in a torch.compile'd version of it.
         self.training_loss_terms = self.model.loss_terms
@@ -77,13 +75,10 @@ class AutoencoderModule(pl.LightningModule):
         generator = None if seed is None else torch.Generator(device=clean.device).manual_seed(seed)
         return self.corruption(clean, generator=generator)
 
-    def configure_training(
-        self, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
-    ) -> None:
-        """Clip the gradients before every step to ``gradient_clip_val``: their norm (``"norm"``, the
-        default) or each ``"value"``, as Lightning's Trainer arguments of the same names."""
-        self.gradient_clip_val = gradient_clip_val
-        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+    def configure_training(self, step_groups: StepGroups) -> None:
+        """The groups' gradient clipping is applied before every step: the gradients' norm (``"norm"``) or
+        each ``"value"``, as Lightning's Trainer arguments of the same names."""
+        self.step_groups = step_groups
 
     def configure_evaluation(self, iwae_samples: int, iwae_chunk: int) -> None:
         """k importance samples for the IWAE estimate of -log p(x) at test time (0: none)."""
@@ -103,22 +98,22 @@ class AutoencoderModule(pl.LightningModule):
             )
         return terms["loss"]
 
-    def training_step(self, batch: tuple[Tensor, Tensor] | BatchGroup, batch_idx: int) -> None:
+    def training_step(self, batch: Any, batch_idx: int) -> None:
         """The hot path. Optimisation is manual so that one call can take a step on each batch of a
-        BatchGroup (data: steps_per_execution), paying Lightning's per-batch work once per group. The
-        terms' running sums stay on the device (no host sync); step metrics go to the loggers every
+        group (vaerun.step_groups), paying Lightning's per-batch work once per group. The terms' running
+        sums stay on the device (no host sync); step metrics go to the loggers every
         trainer.log_every_n_steps optimizer steps."""
         optimizer = self.optimizers()
         trainer = self.trainer
-        batches = batch if isinstance(batch, BatchGroup) else (batch,)
-        for clean, _ in batches:
+        groups = self.step_groups
+        for clean, _ in batches_of(batch):
             step = trainer.global_step
             self.model.set_training_progress(step / self._steps_per_epoch)  # epochs done
             terms = self.training_loss_terms(self.corrupt(clean), clean)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(terms["loss"])
-            if self.gradient_clip_val:
-                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            if groups.gradient_clip_val:
+                self.clip_gradients(optimizer, groups.gradient_clip_val, groups.gradient_clip_algorithm)
             optimizer.step()
             values = torch.stack([value.detach() for value in terms.values()])
             self.training_terms.add(values, tuple(terms), len(clean), step)
@@ -126,9 +121,12 @@ class AutoencoderModule(pl.LightningModule):
                 self._log_training_step(terms, values, step)
             if 0 <= trainer.max_steps <= trainer.global_step:
                 break
-        # Lightning counts one logging step per item it hands over; it logs epoch and validation metrics
-        # at that count, so it is kept equal to the optimizer steps, as with one batch per item.
-        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
+
+    def _log_x_value(self, step: int) -> None:
+        """Lightning logs epoch, validation and test values at its count of the items it handed over,
+        groups of steps here; a logged ``step`` is taken as their x value instead: the optimizer step's
+        index, as with one batch per item."""
+        self.log("step", float(step), on_step=False, on_epoch=True, sync_dist=False)
 
     def _log_training_step(self, terms: dict[str, Tensor], values: Tensor, step: int) -> None:
         """To the loggers directly, at the optimizer step's index (Lightning's own step logging happens
@@ -166,6 +164,10 @@ class AutoencoderModule(pl.LightningModule):
         if terms.images:  # weighted by batch size, as Lightning's epoch means
             names = (f"train/{name}_epoch" for name in terms.names)
             self.log_dict(dict(zip(names, terms.means(), strict=True)), on_step=False, on_epoch=True)
+        self._log_x_value(self.global_step - 1)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_x_value(self.global_step - 1)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -186,6 +188,7 @@ class AutoencoderModule(pl.LightningModule):
                 self.log("test/nll_iwae_bpd", bpd, batch_size=len(clean), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
+        self._log_x_value(self.global_step)
         for metrics in (self.reconstruction_metrics, self.corrupted_input_metrics):
             if all(metric.update_called for metric in metrics.values()):  # no corruption: no input metrics
                 self.log_dict(metrics.compute())
@@ -199,7 +202,6 @@ class AutoencoderModule(pl.LightningModule):
             checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _count_automatic_steps_as_manual(checkpoint)
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
@@ -207,15 +209,3 @@ class AutoencoderModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return instantiate(self.hparams.optimizer)(self.parameters())
-
-
-def _count_automatic_steps_as_manual(checkpoint: dict[str, Any]) -> None:
-    """A checkpoint from before optimisation became manual counts its steps in the automatic loop's
-    progress; Lightning reads global_step from the manual one now, so a resumed run would start again
-    from step 0. Its count moves over."""
-    loops = checkpoint.get("loops", {}).get("fit_loop", {})
-    automatic = loops.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
-    manual = loops.get("epoch_loop.manual_optimization.optim_step_progress")
-    steps = automatic.get("step")
-    if manual is not None and steps is not None and manual["total"]["completed"] == 0:
-        loops["epoch_loop.manual_optimization.optim_step_progress"] = copy.deepcopy(steps)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from vaerun.validation import ConfigError, check_encoder
+from vaerun.config_checks import ConfigError, check_encoder
 
 Activation = Callable[[], nn.Module]
 

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vaerun.atomic import write_text_atomically
-from vaerun.validation import ConfigError
+from vaerun.config_checks import ConfigError
 
 STATE_FILE = "job.json"
 #: what a run writes; force=true removes these before running again

@@ -86,25 +86,23 @@ def latent_scatter(codes: Tensor, labels: Tensor, title: str = "test-set latent 
 class ImageSink:
     """Writes each picture to TensorBoard (tag) and to ``image_dir/<tag>.png`` (the latest one per tag).
 
-    ``logger``: Lightning's TensorBoardLogger, whose writer (``experiment``) is asked for at the first
-    picture, not before: a run refused at start-up leaves no event file."""
+    ``logger``: Lightning's TensorBoardLogger (None: PNG files only), whose writer (``experiment``) is
+    asked for at the first picture, not before: a run refused at start-up leaves no event file."""
 
     def __init__(self, logger, image_dir: Path) -> None:
         self.logger = logger
         self.image_dir = Path(image_dir)
-
-    @property
-    def writer(self):
-        return self.logger.experiment
 
     def _path(self, tag: str) -> Path:
         self.image_dir.mkdir(parents=True, exist_ok=True)
         return self.image_dir / (re.sub(r"[^\w.-]+", "_", tag) + ".png")
 
     def grid(self, tag: str, grid: Tensor, step: int) -> None:
-        self.writer.add_image(tag, grid, global_step=step)
+        if self.logger is not None:
+            self.logger.experiment.add_image(tag, grid, global_step=step)
         save_image(grid, self._path(tag))
 
     def figure(self, tag: str, figure: Figure, step: int) -> None:
         figure.savefig(self._path(tag))
-        self.writer.add_figure(tag, figure, global_step=step, close=False)
+        if self.logger is not None:
+            self.logger.experiment.add_figure(tag, figure, global_step=step, close=False)

@@ -4,14 +4,20 @@ Pure Python on purpose: a mistake on the command line is answered before torch o
 and before any directory looks like a run. Each check names the key and what is allowed.
 The checks go by parameter name (a corruption's ``p``, a conv encoder's ``channels``), not by option name,
 so a new corruption or network with the usual parameters is checked without touching this file.
+The keys handed on to other libraries as they are (the Trainer's, the optimizer's, the loggers') have
+one rule each in ``leaves``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from vaerun.config_checks.leaves import check_leaves
+from vaerun.config_checks.values import ConfigError, is_int, is_number
+
+__all__ = ["ConfigError", "check_config", "check_shape_dependent", "is_int", "is_number"]
 
 STAGES = ("all", "train", "eval", "sample", "impute", "anomaly")
 BINARIZATIONS = ("none", "dynamic", "static")
@@ -20,18 +26,6 @@ ESTIMATORS = ("reparam", "reinforce")
 #: models with no prior p(z): a prior other than the default is a mistake with them
 DETERMINISTIC_MODELS = ("vaerun.autoencoders.Autoencoder",)
 DEFAULT_PRIOR = "vaerun.priors.GaussianPrior"
-
-
-class ConfigError(ValueError):
-    """A config value outside what is allowed; the message names the key."""
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 def check_latent(latent: Any) -> None:
@@ -154,12 +148,15 @@ def check_image_shape(image_shape: Any) -> tuple[int, ...] | None:
 
 def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...] | None) -> None:
     """A strided conv net halves height and width once per entry of ``channels``."""
-    for key in ("hidden", "channels"):
+    for key, least in (("hidden", 0), ("channels", 1)):  # an MLP may be linear; a conv net needs a layer
         sizes = encoder.get(key)
         if sizes is not None and (
-            not isinstance(sizes, list | tuple) or not all(is_int(n) and n >= 1 for n in sizes)
+            not isinstance(sizes, list | tuple)
+            or len(sizes) < least
+            or not all(is_int(n) and n >= 1 for n in sizes)
         ):
-            raise ConfigError(f"encoder.{key} must be a list of integers >= 1, got {sizes!r}")
+            entries = "a list" if least == 0 else "a non-empty list"
+            raise ConfigError(f"encoder.{key} must be {entries} of integers >= 1, got {sizes!r}")
     channels = encoder.get("channels")
     if channels is None or image_shape is None:
         return
@@ -214,30 +211,15 @@ def check_shape_dependent(cfg: Mapping[str, Any], image_shape: tuple[int, ...] |
 
 
 def check_training_loop(steps_per_execution: Any, trainer: Mapping[str, Any]) -> None:
-    """The Trainer arguments that the module's grouped, manual optimisation handles itself or cannot take."""
+    """The Trainer arguments that groups of steps (vaerun.step_groups) cannot take or count in steps; their
+    types are the leaves' rules."""
     check_positive_int("steps_per_execution", steps_per_execution)
-    limit = trainer.get("limit_train_batches")
-    if limit is not None and not (
-        (is_int(limit) and limit >= 0) or (isinstance(limit, float) and 0.0 <= limit <= 1.0)
-    ):
-        raise ConfigError(
-            "trainer.limit_train_batches must be null, a number of batches >= 0 or a fraction in [0.0, 1.0], "
-            f"got {limit!r}"
-        )
-    clip = trainer.get("gradient_clip_val")
-    if clip is not None and (not is_number(clip) or clip < 0):
-        raise ConfigError(f"trainer.gradient_clip_val must be null or a number >= 0, got {clip!r}")
-    algorithm = trainer.get("gradient_clip_algorithm")
-    if algorithm is not None:
-        check_choice("trainer.gradient_clip_algorithm", algorithm, ("norm", "value"))
     if trainer.get("accumulate_grad_batches", 1) != 1:
         raise ConfigError(
             "trainer.accumulate_grad_batches is not supported: vaerun takes one optimizer step per batch "
             "(its optimisation is manual); raise data.batch_size instead"
         )
     interval = trainer.get("val_check_interval")
-    if is_int(interval) and interval < 1:
-        raise ConfigError(f"trainer.val_check_interval must be a number of steps >= 1, got {interval}")
     if is_int(interval) and interval % steps_per_execution:
         raise ConfigError(
             f"trainer.val_check_interval={interval} must be a multiple of steps_per_execution="
@@ -252,46 +234,12 @@ def _multiples_around(value: int, factor: int) -> str:
     return f"{below} or {below + factor}" if below else str(factor)
 
 
-def validation_interval_in_items(
-    interval: int, steps_per_item: int, steps_per_epoch: int, across_epochs: bool
-) -> int:
-    """An integer ``trainer.val_check_interval`` counts optimizer steps, but Lightning counts training
-    items, which hold ``steps_per_item`` steps each (groups of steps_per_execution). The interval in items,
-    with which validation runs after the very steps it would with one step per item; a ConfigError where
-    no such interval exists (check_training_loop has made sure it is a multiple of the group).
-
-    ``across_epochs``: ``trainer.check_val_every_n_epoch=null``, counting steps across epochs."""
-    key = f"trainer.val_check_interval={interval}"
-    if not across_epochs and interval > steps_per_epoch:  # Lightning would stop inside fit, in items
-        raise ConfigError(
-            f"{key} is more than an epoch's {steps_per_epoch} training steps: give at most "
-            f"{steps_per_epoch}, a fraction of the epoch, or trainer.check_val_every_n_epoch=null to count "
-            "steps across epochs"
-        )
-    if steps_per_item == 1:
-        return interval
-    short_last_group = steps_per_epoch % steps_per_item != 0
-    items = interval // steps_per_item
-    if across_epochs and short_last_group:
-        raise ConfigError(
-            f"{key} with trainer.check_val_every_n_epoch=null counts steps across epochs, but an epoch's "
-            f"{steps_per_epoch} steps end in a group shorter than steps_per_execution={steps_per_item}: "
-            f"set steps_per_execution to a divisor of {steps_per_epoch} (1 always is)"
-        )
-    if not across_epochs and short_last_group and -(-steps_per_epoch // steps_per_item) % items == 0:
-        raise ConfigError(
-            f"{key}: an epoch's {steps_per_epoch} steps end in a group shorter than steps_per_execution="
-            f"{steps_per_item}, and validation would run after it as well; give another multiple of "
-            f"{steps_per_item}, a fraction of the epoch, or set steps_per_execution=1"
-        )
-    return items
-
-
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=VALUE to the command")
+    check_leaves(cfg)
     check_latent(cfg["latent"])
     check_stage(cfg["stage"], cfg["ckpt"])
     _flag("force", cfg["force"], ())

@@ -1,0 +1,47 @@
+"""stage=anomaly: the one-class protocol, scored by the model and by PCA."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+
+from vaerun.anomaly import detection_metrics
+from vaerun.baselines import fit_pca
+from vaerun.objectives import squared_error
+from vaerun.stages.context import Run, in_chunks
+
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+@torch.no_grad()
+def detect_anomalies(run: Run) -> None:
+    """The model learnt data.normal_class; every test image of another class is an anomaly. AUROC and
+    average precision of each of the model's scores and of PCA's reconstruction error, and histograms of
+    the scores by class."""
+    normal_class = run.cfg["data"]["normal_class"]
+    module = run.inference_model()
+    model = module.model
+    images = run.images("test")
+    labels = run.datamodule.splits.test.labels.to(module.device)
+    torch.manual_seed(run.cfg["seed"])
+    scores = in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
+    pca = fit_pca(run.images("train"), model.latent_dim)
+    scores["pca_reconstruction_error"] = squared_error(run.datamodule.clip(pca.reconstruct(images)), images)
+    results: dict[str, float] = {}
+    for name, values in scores.items():
+        for metric, value in detection_metrics(values, labels != normal_class).items():
+            results[f"anomaly/{name}/{metric}"] = value
+        if run.tensorboard is not None:
+            for label in labels.unique().tolist():
+                run.tensorboard.experiment.add_histogram(
+                    f"anomaly/{name}/class_{label}", values[labels == label], run.step
+                )
+    run.publish(results, **{"anomaly/normal_class": normal_class})
+    log.info(
+        "Anomaly detection, normal class %s: %s",
+        normal_class,
+        ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
+    )

@@ -1,0 +1,195 @@
+"""A run put together from its config: data, model, loggers, callbacks and the Trainer.
+
+``setup`` does everything that can fail on bad input before anything is written to the run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from pytorch_lightning.accelerators import CPUAccelerator
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
+from vaerun.config_checks import ConfigError, check_shape_dependent
+from vaerun.data import ImageDataModule
+from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
+from vaerun.module import AutoencoderModule
+from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
+from vaerun.stages.context import Run
+from vaerun.step_groups import StepGroups, StepProgressBar
+from vaerun.visualisation import ImageSink
+
+log = logging.getLogger(__name__)
+
+
+def module_hparams(
+    cfg: dict[str, Any], choices: dict[str, str], datamodule: ImageDataModule | None = None
+) -> dict[str, Any]:
+    """The LightningModule's hyperparameters from a run's config; the image shape and value range come
+    from the data where given (a CSV file's columns are known only once it is read)."""
+    hparams = {
+        key: cfg[key]
+        for key in ("model", "encoder", "likelihood", "prior", "corruption", "optimizer", "latent")
+    }
+    hparams.update(image_shape=list(cfg["data"]["image_shape"] or ()), choices=choices)
+    if datamodule is not None:
+        hparams.update(image_shape=list(datamodule.image_shape), unit_range=datamodule.unit_range)
+    return hparams
+
+
+def _check_device(trainer_cfg: dict[str, Any]) -> None:
+    if str(trainer_cfg.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "device=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
+            "use device=cpu or device=auto"
+        )
+
+
+@rank_zero_only
+def _record_source(run_dir: Path, source: str) -> None:
+    """The data set actually used (mnist may fall back to mnist5k) goes into the run's saved config."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.is_file():
+        config = OmegaConf.load(saved)
+        config.data.source_used = source
+        OmegaConf.save(config, saved)
+
+
+def _warn_if_no_step_is_logged(steps_per_epoch: int, trainer: dict[str, Any]) -> None:
+    """Lightning's own warning of this counts items, which are groups of steps here: it is replaced."""
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than")
+    every = trainer.get("log_every_n_steps") or 1
+    epochs = trainer.get("max_epochs") or 0
+    if 0 < steps_per_epoch * epochs < every:
+        log.warning(
+            "%d training steps in all, fewer than trainer.log_every_n_steps=%d: no step's loss is logged",
+            steps_per_epoch * epochs,
+            every,
+        )
+
+
+def _skip_nvml_probe_on_cpu(trainer: pl.Trainer) -> None:
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that asking whether CUDA is there does
+    not initialise it in a process that forks later). torch's Adam asks at every step, and with the
+    variable set a CUDA build of torch that never initialises CUDA opens the NVML library each time: about
+    70 us a step on the CPU. A run on the CPU uses no CUDA in this process or its children, so the plain
+    check serves it."""
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
+def build_loggers(cfg: dict[str, Any], run_dir: Path, resume_from: Path | None) -> list[Logger]:
+    """One logger per entry of the ``logger`` group, each writing under the run directory."""
+    loggers = []
+    for name, spec in cfg["logger"].items():
+        make: partial = instantiate(spec, save_dir=str(run_dir), _partial_=True)
+        if isinstance(make.func, type) and issubclass(make.func, TensorBoardLogger) and resume_from:
+            # TensorBoard hides what the killed run logged after its checkpoint: no step appears twice
+            make = partial(make, purge_step=checkpoint_step(resume_from))
+        try:
+            loggers.append(make())
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"logger.{name}: {err}") from None
+    return loggers
+
+
+def build_callbacks(
+    cfg: dict[str, Any], run_dir: Path, sink: ImageSink, interruptions: Interruptions
+) -> tuple[ModelCheckpoint, list[pl.Callback]]:
+    """The ``callbacks`` group's callbacks (its model_checkpoint writes best and last checkpoints to the
+    run's checkpoints/, what eval and resuming read), and vaerun's own: the checkpoint on interruption,
+    the reconstructions of every validation, the diagnostics asked for, the progress bar."""
+    checkpoint_dir = run_dir / "checkpoints"
+    specs = dict(cfg["callbacks"])
+    checkpoint = instantiate(specs.pop("model_checkpoint"), dirpath=checkpoint_dir, save_last=True)
+    callbacks = [checkpoint, *(instantiate(spec) for spec in specs.values())]
+    callbacks += [
+        InterruptCheckpoint(checkpoint_dir, interruptions),
+        ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
+    ]
+    log_every = cfg["trainer"].get("log_every_n_steps") or 1
+    if cfg["diagnostics"]["gradient_variance_samples"]:
+        callbacks.append(EncoderGradientVariance(cfg["diagnostics"]["gradient_variance_samples"], log_every))
+    return checkpoint, callbacks
+
+
+def setup(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    choices: dict[str, str],
+    overridden: set[str],
+    extra_callbacks: Sequence[pl.Callback] = (),
+    resume_from: Path | None = None,
+    interruptions: Interruptions | None = None,
+) -> Run:
+    """Everything that can fail on bad input comes first, before anything is written to the run dir.
+
+    ``choices``: the group options picked (model=vae, ...); ``overridden``: the top-level keys typed on the
+    command line."""
+    cfg = copy.deepcopy(cfg)  # the run records what it found (data.source_used) in its own copy
+    _check_device(cfg["trainer"])
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    step_groups, trainer_kwargs = StepGroups.from_trainer_config(cfg["steps_per_execution"], cfg["trainer"])
+    # partial: instantiate would turn the StepGroups dataclass into a config node
+    datamodule: ImageDataModule = instantiate(cfg["data"], _convert_="all", _partial_=True)(
+        step_groups=step_groups
+    )
+    datamodule.setup()
+    steps_per_epoch = datamodule.train_dataloader().num_batches
+    _warn_if_no_step_is_logged(steps_per_epoch, cfg["trainer"])
+    if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
+        check_shape_dependent(cfg, datamodule.image_shape)
+    cfg["data"]["source_used"] = datamodule.source_used
+    if cfg["ckpt"] is not None:
+        module = load_module(cfg["ckpt"], datamodule.image_shape)
+        reconcile_with_checkpoint(cfg, module, overridden)
+    else:
+        module = AutoencoderModule(**module_hparams(cfg, choices, datamodule))
+    module.configure_training(step_groups)
+    if cfg["compile"]:
+        module.compile_training_loss()
+
+    loggers = build_loggers(cfg, run_dir, resume_from)
+    tensorboard = next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)), None)
+    sink = ImageSink(tensorboard, run_dir / "images")
+    checkpoint, callbacks = build_callbacks(cfg, run_dir, sink, interruptions or Interruptions())
+    callbacks += extra_callbacks
+    if trainer_kwargs.get("enable_progress_bar") is None:  # a bar for a person at a terminal, not a log file
+        trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
+    if trainer_kwargs["enable_progress_bar"]:
+        # The bar counts steps and redraws at about the logging rate (the values it shows change no more
+        # often), not every step; it can only move once per group of steps.
+        log_every = cfg["trainer"].get("log_every_n_steps") or 1
+        callbacks.append(StepProgressBar(refresh_rate=max(1, log_every // step_groups.size)))
+    try:
+        trainer = pl.Trainer(
+            **trainer_kwargs,
+            logger=loggers,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run_dir),
+        )
+    except Exception as err:  # Lightning's own checks of its arguments (MisconfigurationException, ...)
+        raise ConfigError(f"trainer: {str(err).strip().splitlines()[0]}") from None
+    step_groups.count_validation_interval(trainer, cfg["trainer"], steps_per_epoch)
+    _skip_nvml_probe_on_cpu(trainer)
+    # The checks are done: from here on the run writes to its directory.
+    _record_source(run_dir, datamodule.source_used)
+    if tensorboard is not None:
+        tensorboard.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
+    return Run(cfg, run_dir, datamodule, module, trainer, sink, checkpoint, resume_from=resume_from)

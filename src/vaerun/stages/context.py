@@ -1,0 +1,96 @@
+"""What the stages share: the ``Run`` (config, run directory, and the objects built from them) and the
+prologue and epilogue every stage after training has in common."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+
+from vaerun.atomic import write_text_atomically
+from vaerun.data import ImageDataModule
+from vaerun.module import AutoencoderModule
+from vaerun.stages.checkpoints import load_module
+from vaerun.visualisation import ImageSink
+
+
+@dataclass
+class Run:
+    """The config, the run directory and the objects built from them (``vaerun.stages.setup``)."""
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    datamodule: ImageDataModule
+    module: AutoencoderModule
+    trainer: pl.Trainer
+    sink: ImageSink
+    checkpoint: ModelCheckpoint
+    metrics: dict[str, float] = field(default_factory=dict)
+    resume_from: Path | None = None
+    #: what metrics.json holds: the final metrics of every stage that ran, and how they were measured
+    record: dict[str, Any] = field(default_factory=dict)
+    #: the checkpoint ``module`` was loaded from by ``inference_model`` (loaded once, however many stages)
+    loaded_checkpoint: str = ""
+
+    @property
+    def loggers(self) -> list[Logger]:
+        return self.trainer.loggers
+
+    @property
+    def tensorboard(self) -> TensorBoardLogger | None:
+        """The TensorBoard logger, for what only TensorBoard shows (projector, histograms, text)."""
+        return next((logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)), None)
+
+    @property
+    def step(self) -> int:
+        return self.trainer.global_step
+
+    def images(self, split: str, count: int | None = None) -> torch.Tensor:
+        """The first ``count`` images of a split (all by default) as the model's input, on its device."""
+        images = getattr(self.datamodule.splits, split).images[:count]
+        return self.datamodule.transform(images.to(self.module.device))
+
+    def inference_model(self) -> AutoencoderModule:
+        """The best weights by validation loss after training (else the model as loaded), on the
+        training device, in eval mode."""
+        best = self.checkpoint.best_model_path
+        if best and best != self.loaded_checkpoint:
+            self.module, self.loaded_checkpoint = load_module(best, self.datamodule.image_shape), best
+        return self.module.to(self.trainer.strategy.root_device).eval()
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.step)
+
+    def publish(self, results: dict[str, float], **how_measured: Any) -> None:
+        """A stage's final metrics: to the loggers, to the returned metrics and into metrics.json, with
+        how they were measured."""
+        self.log_metrics(results)
+        self.metrics.update(results)
+        self.record.update({**results, **how_measured})
+        text = json.dumps(self.record, indent=2, sort_keys=True) + "\n"
+        write_text_atomically(self.run_dir / "metrics.json", text)
+
+
+@torch.no_grad()
+def encode_all(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    return torch.cat([model.encode(batch) for batch in x.split(batch_size)])
+
+
+def in_chunks(
+    function: Callable[[torch.Tensor], dict[str, torch.Tensor]], x: torch.Tensor, size: int = 500
+) -> dict[str, torch.Tensor]:
+    """A dict of per-image tensors computed ``size`` images at a time (bounded memory), concatenated."""
+    parts = [function(chunk) for chunk in x.split(size)]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k.startswith(prefix) and not k.endswith("_step")}

@@ -1,0 +1,92 @@
+"""stage=eval: test metrics of the best checkpoint (after training) or of ckpt=...."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
+
+from vaerun.baselines import active_units, fit_pca
+from vaerun.objectives import bits_per_dim
+from vaerun.stages.context import Run, encode_all, scalars
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(run: Run) -> None:
+    """The loss terms, image metrics of the reconstructions (and of the corrupted inputs), the IWAE
+    estimate of -log p(x), the PCA baseline and the active units; into metrics.json and the loggers
+    (test/...)."""
+    module = run.inference_model()
+    options = run.cfg["eval"]
+    module.configure_evaluation(options["iwae_samples"], options["iwae_chunk"])
+    run.trainer.test(module, datamodule=run.datamodule, verbose=False)
+    if not run.trainer.is_global_zero:  # the metrics are reduced across processes; rank 0 writes them
+        return
+    logged = scalars(run.trainer.callback_metrics, prefix="test/")  # by Lightning, during the test
+    extra = _baselines_and_diagnostics(run)
+    test_metrics = {**logged, **extra}
+    run.metrics.update(logged)
+    run.record.update(logged)
+    how_measured = {
+        "test/binarize": run.datamodule.binarize,
+        "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
+        "test/ais_temperatures": options["ais_temperatures"] if "test/nll_ais" in test_metrics else 0,
+    }
+    run.publish(extra, **how_measured)
+    if "test/nll_iwae" in test_metrics:
+        log.info(
+            "Test -log p(x) ~ %.3f nats per image (%.4f bits/dim): IWAE, k=%d samples, binarize=%s",
+            test_metrics["test/nll_iwae"],
+            test_metrics["test/nll_iwae_bpd"],
+            options["iwae_samples"],
+            run.datamodule.binarize,
+        )
+    if "test/nll_ais" in test_metrics:
+        log.info(
+            "Test -log p(x) ~ %.3f nats per image: AIS, %d temperatures x %d chains, first %d test images "
+            "(HMC acceptance %.2f)",
+            test_metrics["test/nll_ais"],
+            options["ais_temperatures"],
+            options["ais_chains"],
+            min(options["ais_images"], len(run.datamodule.splits.test)),
+            test_metrics["test/ais_accept"],
+        )
+    log.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
+
+
+@torch.no_grad()
+def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
+    """PCA at the model's latent size (fitted on the training split, applied to the same inputs the model
+    sees), the number of active latent units on the test split, and the AIS estimate."""
+    module = run.inference_model()
+    model = module.model
+    clean = run.images("test")
+    corrupted = module.corrupt(clean, seed=run.cfg["seed"])
+    pca = fit_pca(run.images("train"), model.latent_dim)
+    restored = run.datamodule.clip(pca.reconstruct(corrupted))
+    results = {
+        "test/pca_mse": torch.mean((restored - clean) ** 2).item(),
+        "test/active_units": float(active_units(encode_all(model, corrupted))),
+    }
+    if run.datamodule.unit_range:
+        per_image = peak_signal_noise_ratio(restored, clean, data_range=1.0, dim=(1, 2, 3))
+        results["test/pca_psnr"] = per_image.item()  # the mean over images of each one's PSNR
+    options = run.cfg["eval"]
+    if options["ais_temperatures"] > 0:
+        torch.manual_seed(run.cfg["seed"])
+        images = options["ais_images"]
+        estimate = model.annealed_log_likelihood(
+            corrupted[:images],
+            clean[:images],
+            options["ais_chains"],
+            options["ais_temperatures"],
+            options["ais_leapfrog_steps"],
+        )
+        if estimate is not None:
+            log_px, acceptance = estimate
+            results["test/nll_ais"] = -log_px.mean().item()
+            results["test/nll_ais_bpd"] = bits_per_dim(results["test/nll_ais"], clean[0].numel())
+            results["test/ais_accept"] = float(acceptance)
+    return results

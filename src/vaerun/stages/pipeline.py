@@ -1,0 +1,122 @@
+"""The configured stage(s) run one after the other on one ``Run``, with the run's state recorded and its
+hyperparameters logged once at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from vaerun import run_state
+from vaerun.config_checks import ConfigError
+from vaerun.guards import Interruptions
+from vaerun.stages.anomaly import detect_anomalies
+from vaerun.stages.assembly import setup
+from vaerun.stages.context import Run
+from vaerun.stages.evaluate import evaluate
+from vaerun.stages.impute import impute
+from vaerun.stages.sample import sample
+from vaerun.stages.train import train, train_unless_checkpoint
+
+STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
+    "all": (train, evaluate, sample),
+    "train": (train,),
+    "eval": (evaluate,),
+    "sample": (sample,),
+    "impute": (train_unless_checkpoint, impute),
+    "anomaly": (train_unless_checkpoint, detect_anomalies),
+}
+
+#: what Lightning's DDP launcher sets in the launching process; restored after each run of a multirun
+DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")
+
+
+@rank_zero_only
+def _log_hparams(run: Run) -> None:
+    hp = run.module.hparams
+    params = {
+        **{f"choice/{k}": v for k, v in hp.get("choices", {}).items()},
+        "latent": hp["latent"],
+        "lr": hp["optimizer"].get("lr"),
+        "batch_size": run.cfg["data"]["batch_size"],
+        "seed": run.cfg["seed"],
+        "data.source_used": run.cfg["data"]["source_used"],
+        "stage": run.cfg["stage"],
+        "binarize": run.datamodule.binarize,
+        "iwae_samples": run.cfg["eval"]["iwae_samples"],
+    }
+    for logger in run.loggers:
+        if isinstance(logger, TensorBoardLogger):  # the HParams tab pairs them with the final metrics
+            logger.log_hyperparams(params, metrics={f"hparams/{k}": v for k, v in run.metrics.items()})
+            # Lightning writes hparams.yaml only when it is missing, and fit already wrote an empty one.
+            Path(logger.log_dir, "hparams.yaml").unlink(missing_ok=True)
+        else:
+            logger.log_hyperparams(params)
+        logger.save()
+
+
+@rank_zero_only
+def _record_state(run_dir: Path, config_fingerprint: str, status: str) -> None:
+    run_state.record(run_dir, config_fingerprint, status)
+
+
+def _end_distributed(saved_environment: dict[str, str | None]) -> None:
+    """Close the process group and restore the environment, so that the next run of a multirun starts its
+    own processes on a fresh port instead of joining the finished run's group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key, value in saved_environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    choices: dict[str, str] | None = None,
+    overridden: set[str] | None = None,
+    config_fingerprint: str = "",
+    resume_from: Path | None = None,
+) -> dict[str, float]:
+    """Run the configured stage(s); returns the final metrics. ``resume_from``: the last checkpoint of a
+    killed run of the same config in the same directory, to continue training from. Ctrl-C and SIGTERM
+    raise ``vaerun.guards.RunInterrupted`` (during training, after saving a checkpoint)."""
+    saved_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
+    interruptions = Interruptions()
+    try:
+        with interruptions.installed():
+            if resume_from is None and cfg["ckpt"] is not None and train in STAGES[cfg["stage"]]:
+                resume_from = Path(cfg["ckpt"])  # training from a checkpoint continues it: epoch, optimizer
+            try:
+                state = setup(
+                    cfg,
+                    run_dir,
+                    choices or {},
+                    overridden or set(),
+                    resume_from=resume_from,
+                    interruptions=interruptions,
+                )
+            except ConfigError:
+                raise
+            except Exception as err:  # a value no check knows, refused by a library: still one line
+                first_line = (str(err).strip().splitlines() or [""])[0]
+                raise ConfigError(
+                    f"the run could not be set up ({type(err).__name__}: {first_line})"
+                ) from err
+            _record_state(run_dir, config_fingerprint, "running")
+            for stage in STAGES[cfg["stage"]]:
+                stage(state)
+            _log_hparams(state)
+            for logger in state.loggers:
+                logger.finalize("success")
+            _record_state(run_dir, config_fingerprint, "finished")
+    finally:
+        _end_distributed(saved_environment)
+    return state.metrics

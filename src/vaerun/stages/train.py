@@ -1,0 +1,27 @@
+"""stage=train: fit with validation, writing best and last checkpoints."""
+
+from __future__ import annotations
+
+import logging
+
+from vaerun.stages.context import Run, scalars
+
+log = logging.getLogger(__name__)
+
+
+def train(run: Run) -> None:
+    if run.resume_from is not None and run.trainer.is_global_zero:
+        log.info("Resuming from %s: epoch, optimizer, batch order and random state", run.resume_from)
+    # weights_only: a checkpoint to resume from is data; it cannot run code when loaded
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from, weights_only=True)
+    run.metrics.update(scalars(run.trainer.callback_metrics, prefix="val/"))
+    if run.trainer.is_global_zero:
+        log.info(
+            "Checkpoints: %s (best: %s)", run.checkpoint.dirpath, run.checkpoint.best_model_path or "none"
+        )
+
+
+def train_unless_checkpoint(run: Run) -> None:
+    """impute and anomaly: the model of ckpt=... as it is, else one trained first."""
+    if run.cfg["ckpt"] is None:
+        train(run)
