@@ -181,6 +181,23 @@ def test_multirun_over_two_latent_sizes(tmp_path):
         assert "test/elbo" in read_metrics(run_dir)
 
 
+def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
+    # a callback of the user's own config folder: stop after the first validation
+    (tmp_path / "mine" / "callbacks").mkdir(parents=True)
+    (tmp_path / "mine" / "callbacks" / "stop_early.yaml").write_text(
+        "stop_early:\n  _target_: pytorch_lightning.callbacks.EarlyStopping\n"
+        "  monitor: val/loss\n  stopping_threshold: 1.0e9\n"
+    )
+    args = ["--config-dir", "mine", "data=digits", *TINY, "trainer.max_epochs=3", "stage=train"]
+    vae_run(
+        *args, "logger=[tensorboard,csv]", "callbacks=[default,stop_early]", "hydra.run.dir=run", cwd=tmp_path
+    )
+    rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    assert "val/loss" in rows[0] and "train/loss_step" in rows[0]
+    assert len(read_events(tmp_path / "run").Scalars("val/loss")) == 1  # stopped after epoch 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

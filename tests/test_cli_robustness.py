@@ -1,13 +1,13 @@
-"""Robustness end to end: a loss that blows up, reproducible re-runs, Ctrl-C."""
+"""Robustness end to end: a loss that blows up, reproducible re-runs, Ctrl-C and SIGTERM, SIGKILL."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 
-from conftest import TINY, VAE_RUN, read_events, read_metrics, vae_run
+import pytest
+from conftest import TINY, read_events, read_metrics, vae_run
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_term(tmp_path):
@@ -34,33 +34,27 @@ def test_the_same_config_and_seed_give_the_same_metrics(tmp_path):
     assert read_metrics(tmp_path / "first") == read_metrics(tmp_path / "second")
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_save_a_checkpoint_and_exit(tmp_path, start_vae_run, signum, exit_code):
     args = [
         "data=mnist5k",
         "trainer.max_epochs=200",
         "trainer.enable_progress_bar=false",
         "hydra.run.dir=run",
     ]
-    process = subprocess.Popen(
-        [str(VAE_RUN), *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ},
-    )
+    process = start_vae_run(*args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoints = tmp_path / "run" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not (checkpoints / "last.ckpt").exists() and time.monotonic() < deadline:
+    while not (checkpoints / "last.ckpt").exists() and process.poll() is None:
         time.sleep(0.2)  # polling for a file the run writes, not a timed assertion
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
-    assert "Interrupted: saved" in output
+    assert process.returncode == exit_code, output
+    assert "Interrupted: saved" in output and f"vae-run: interrupted by {signum.name}" in output
     assert (checkpoints / "interrupted.ckpt").is_file()
     assert "Traceback" not in output
 
 
-def test_a_run_killed_with_sigkill_resumes_where_it_left_off_as_if_never_killed(tmp_path):
+def test_a_run_killed_with_sigkill_resumes_where_it_left_off_as_if_never_killed(tmp_path, start_vae_run):
     args = [
         "data=digits",
         *TINY,
@@ -70,11 +64,8 @@ def test_a_run_killed_with_sigkill_resumes_where_it_left_off_as_if_never_killed(
     ]
     vae_run(*args, "hydra.run.dir=uninterrupted", cwd=tmp_path)
 
-    process = subprocess.Popen(
-        [str(VAE_RUN), *args, "hydra.run.dir=killed"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = start_vae_run(
+        *args, "hydra.run.dir=killed", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     while not last.exists() and process.poll() is None:
