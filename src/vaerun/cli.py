@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun import run_state
 from vaerun.config_checks import ConfigError, check_config
+from vaerun.errors import exit_with_error
 
 log = logging.getLogger("vaerun")
 
@@ -96,8 +97,7 @@ def _continue_earlier_run(new_dir: Path, config_fingerprint: str) -> tuple[Path,
 
 def _fail(message: str, run_dir: Path) -> None:
     _discard_run_dir(run_dir)
-    print(f"vae-run: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    exit_with_error(message)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vaerun.configs", config_name="config")
@@ -139,8 +139,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         _fail(str(err), run_dir)
     except NonFiniteLossError as err:
-        print(f"vae-run: error: {err} ({run_dir / 'checkpoints'})", file=sys.stderr)
-        raise SystemExit(3) from None
+        exit_with_error(f"{err} ({run_dir / 'checkpoints'})", status=3)
     except (RunInterrupted, SIGTERMException) as err:
         interrupted = err if isinstance(err, RunInterrupted) else RunInterrupted(signal.SIGTERM)
         print(f"vae-run: interrupted by {interrupted}: {run_dir}", file=sys.stderr)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 
 from vaerun.atomic import write_text_atomically
 from vaerun.config_checks import ConfigError
+from vaerun.errors import exit_with_error
 
 STATE_FILE = "job.json"
 #: what a run writes; force=true removes these before running again
@@ -115,5 +115,4 @@ def _ensure_writable(key: str, directory: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as err:
-        print(f"vae-run: error: {key}: cannot write to {directory}: {err.strerror}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(f"{key}: cannot write to {directory}: {err.strerror}")

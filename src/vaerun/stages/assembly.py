@@ -161,6 +161,7 @@ def setup(
     else:
         module = AutoencoderModule(**module_hparams(cfg, choices, datamodule))
     module.configure_training(step_groups)
+    module.configure_optimizers()  # built once here so that a keyword torch refuses fails before the run
     if cfg["compile"]:
         module.compile_training_loss()
 
