@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from vaerun.data import (
-    BatchGroup,
     CSVSource,
     DigitsSource,
     FashionMNISTSource,
@@ -13,11 +12,11 @@ from vaerun.data import (
     MNIST5kSource,
     MNISTSource,
     TensorBatches,
-    limited_batch_count,
     observed_cells,
     split_off,
     to_unit_float,
 )
+from vaerun.step_groups import BatchGroup, limited_batch_count
 
 
 def assert_disjoint_and_complete(splits, total):

@@ -23,9 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 from torch.func import functional_call
 
-from vaerun.config_checks import (
-    ESTIMATORS,  # reparam: through z = mu + sigma * eps; reinforce: score function
-)
+from vaerun.config_checks import check_value
 from vaerun.mcmc import ais_log_likelihood, hmc
 from vaerun.objectives import (
     free_bits_kl,
@@ -197,8 +195,7 @@ class VariationalAutoencoder(Autoencoder):
         estimator: str = "reparam",
     ) -> None:
         super().__init__(architecture, likelihood, latent_dim, image_shape)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"model.estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        check_value("model.estimator", estimator)
         self.prior = prior if prior is not None else GaussianPrior()
         self.beta, self.kl_warmup_epochs = float(beta), float(kl_warmup_epochs)
         self.free_bits = float(free_bits)

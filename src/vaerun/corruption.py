@@ -11,15 +11,13 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from vaerun.config_checks import ConfigError, check_corruption
+from vaerun.config_checks import check_corruption
 
 
-def _check(image_shape: tuple[int, ...] = (1, 1 << 30, 1 << 30), **params: object) -> None:
-    """The start-up checks of the config, also for objects built in Python; raised as ValueError."""
-    try:
-        check_corruption(params, image_shape)
-    except ConfigError as err:
-        raise ValueError(str(err)) from None
+def _check(**params: object) -> None:
+    """The start-up checks of the config, also for objects built in Python (a ConfigError is a
+    ValueError); the size against the images is checked per batch."""
+    check_corruption(params, None)
 
 
 def _uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from vaerun.config_checks import ConfigError, check_encoder
+from vaerun.config_checks import check_encoder
 
 Activation = Callable[[], nn.Module]
 
@@ -50,10 +50,7 @@ class Conv:
         self.activation = activation
 
     def _feature_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
-        try:
-            check_encoder({"channels": self.channels}, tuple(image_shape))
-        except ConfigError as err:
-            raise ValueError(str(err)) from None
+        check_encoder({"channels": self.channels}, tuple(image_shape))  # a ConfigError is a ValueError
         factor = 2 ** len(self.channels)
         return self.channels[-1], image_shape[1] // factor, image_shape[2] // factor
 

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution
 
+from vaerun.config_checks import check_value
+
 
 def _sum_pixels(values: Tensor) -> Tensor:
     """Sum over the last three dimensions (C, H, W): (..., C, H, W) -> (...)."""
@@ -112,8 +114,7 @@ class GaussianLikelihood:
     [0, 1]; with ``bounded=False``, mean = out (a linear decoder is then probabilistic PCA)."""
 
     def __init__(self, std: float = 0.1, bounded: bool = True) -> None:
-        if not std > 0:
-            raise ValueError(f"likelihood.std must be > 0, got {std!r}")
+        check_value("likelihood.std", std)
         self.std = float(std)
         self.bounded = bounded
 

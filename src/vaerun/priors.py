@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaerun.config_checks import check_value
 from vaerun.objectives import (
     kl_normal_standard_normal_per_dim,
     normal_log_prob_per_dim,
@@ -50,8 +51,7 @@ class StudentTPrior:
     closed_form_kl = False
 
     def __init__(self, df: float = 3.0) -> None:
-        if not (isinstance(df, int | float) and df > 0):
-            raise ValueError(f"prior.df must be a number > 0, got {df!r}")
+        check_value("prior.df", df)
         self.df = float(df)
 
     def log_prob(self, z: Tensor) -> Tensor:

@@ -14,14 +14,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from vaerun.config_checks.leaves import check_leaves
+from vaerun.config_checks.leaves import BINARIZATIONS, check_leaves, rule_for
 from vaerun.config_checks.values import ConfigError, is_int, is_number
 
-__all__ = ["ConfigError", "check_config", "check_shape_dependent", "is_int", "is_number"]
+__all__ = ["BINARIZATIONS", "ConfigError", "check_config", "check_shape_dependent", "check_value", "is_int"]
 
 STAGES = ("all", "train", "eval", "sample", "impute", "anomaly")
-BINARIZATIONS = ("none", "dynamic", "static")
-#: the VAE's gradient estimators of E_q[log p(x|z)] (vaerun.autoencoders uses this tuple too)
+#: the VAE's gradient estimators: reparam (z = mu + sigma * eps) or reinforce (the score function)
 ESTIMATORS = ("reparam", "reinforce")
 #: models with no prior p(z): a prior other than the default is a mistake with them
 DETERMINISTIC_MODELS = ("vaerun.autoencoders.Autoencoder",)
@@ -54,7 +53,8 @@ def _odd_kernel(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
 
 
 def _block_size(key: str, value: Any, image_shape: tuple[int, ...] | None) -> None:
-    if image_shape is None:  # known once the data is loaded
+    if image_shape is None:  # the range is known once the data is loaded
+        check_positive_int(key, value)
         return
     height, width = image_shape[-2:]
     if not is_int(value) or not 1 <= value <= min(height, width):
@@ -254,7 +254,6 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         check_positive_int(f"sample.{key}", cfg["sample"][key])
     check_positive_int("sample.interpolation_steps", cfg["sample"]["interpolation_steps"])
     check_non_negative_int("sample.mcmc_steps", cfg["sample"]["mcmc_steps"])
-    check_choice("data.binarize", cfg["data"].get("binarize", "none"), BINARIZATIONS)
     check_non_negative_int("eval.iwae_samples", cfg["eval"]["iwae_samples"])
     check_positive_int("eval.iwae_chunk", cfg["eval"]["iwae_chunk"])
     check_non_negative_int("eval.projector_points", cfg["eval"]["projector_points"])
@@ -291,3 +290,14 @@ def check_anomaly(stage: Any, normal_class: Any, options: Mapping[str, Any]) -> 
             "split's other classes are the anomalies)"
         )
     check_non_negative_int("anomaly.iwae_samples", options["iwae_samples"])
+
+
+def check_value(key: str, value: Any, image_shape: tuple[int, ...] | None = None) -> None:
+    """The start-up rule of one key, for objects built in Python (a corruption, a likelihood, a prior):
+    the same ConfigError (a ValueError) and message as on the command line."""
+    group, _, name = key.partition(".")
+    by_name = {"corruption": CORRUPTION_RULES, "model": MODEL_RULES, "prior": PRIOR_RULES}.get(group, {})
+    if name in by_name:
+        by_name[name](key, value, image_shape)
+    elif (rule := rule_for(key)) is not None:
+        rule(key, value)

@@ -31,6 +31,7 @@ PRECISIONS = (
     "transformer-engine",
 )
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+BINARIZATIONS = ("none", "dynamic", "static")
 
 
 def _fail(key: str, allowed: str, value: Any) -> None:
@@ -154,7 +155,8 @@ LEAF_RULES: dict[str, Rule] = {
     "*.seed": seed,
     "*.split_seed": seed,
     "*.binarize_seed": seed,
-    # the data sources
+    # the data
+    "data.binarize": choice(*BINARIZATIONS),
     "data.source.data_dir": text,
     "data.source.system_dir": optional_text,
     "data.source.path": text,

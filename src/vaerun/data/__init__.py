@@ -1,0 +1,33 @@
+"""Data sets as tensors in memory, and the LightningDataModule that serves them: one module per source
+family (bundled, torchvision_sets, tables), the splits, the batches and the data module.
+
+A source loads a whole data set once as uint8 images (N, C, H, W) with int64 labels and splits it
+deterministically (``split_seed``) into train / val / test. Tabular data (a CSV file) is float32 rows
+(N, 1, 1, D), standardised, with NaN where a cell is missing. Batches are index slices of those tensors, in a
+fresh permutation each epoch from the data module's seeded generator; the conversion to float in [0, 1]
+happens on the batch, on the training device (see the LightningModule). No per-image Python work anywhere.
+"""
+
+from vaerun.data.batches import TensorBatches
+from vaerun.data.bundled import DigitsSource, MNIST5kSource
+from vaerun.data.datamodule import ImageDataModule
+from vaerun.data.splits import Split, Splits, binarize_static, observed_cells, split_off, to_unit_float
+from vaerun.data.tables import CSVSource
+from vaerun.data.torchvision_sets import FashionMNISTSource, MNISTSource, TorchvisionSource
+
+__all__ = [
+    "CSVSource",
+    "DigitsSource",
+    "FashionMNISTSource",
+    "ImageDataModule",
+    "MNIST5kSource",
+    "MNISTSource",
+    "Split",
+    "Splits",
+    "TensorBatches",
+    "TorchvisionSource",
+    "binarize_static",
+    "observed_cells",
+    "split_off",
+    "to_unit_float",
+]

@@ -1,0 +1,63 @@
+"""Batches as index slices of in-memory tensors: no per-image Python work, no DataLoader workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from vaerun.data.splits import Split
+from vaerun.step_groups import BatchGroup, limited_batch_count
+
+
+class TensorBatches:
+    """An iterable of (images, labels) batches sliced from in-memory tensors; with a generator, a fresh
+    permutation every pass. In a distributed run each of ``world_size`` processes takes every
+    ``world_size``-th example from ``rank`` on, the order padded by wrapping around so that all processes
+    see the same number of batches (as torch's DistributedSampler does).
+
+    ``group``: yield BatchGroups of up to this many batches instead of single batches; ``max_batches``:
+    stop after that many batches (Lightning's limit_train_batches, counted in batches, not groups)."""
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        group: int | None = None,
+        max_batches: int | float | None = None,
+    ) -> None:
+        self.split, self.batch_size, self.generator = split, batch_size, generator
+        self.rank, self.world_size = rank, world_size
+        self.group, self.max_batches = group, max_batches
+
+    def _shard_size(self) -> int:
+        return -(-len(self.split) // self.world_size)
+
+    @property
+    def num_batches(self) -> int:
+        """Batches (optimizer steps, in training) per pass."""
+        return limited_batch_count(-(-self._shard_size() // self.batch_size), self.max_batches)
+
+    def __len__(self) -> int:
+        return self.num_batches if self.group is None else -(-self.num_batches // self.group)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | BatchGroup]:
+        n = len(self.split)
+        # Every process draws the same permutation (same seed, same calls) and takes its own slice of it.
+        order = torch.randperm(n, generator=self.generator) if self.generator is not None else torch.arange(n)
+        order = order.to(self.split.images.device)
+        if self.world_size > 1:
+            padded = torch.cat([order, order[: self._shard_size() * self.world_size - n]])
+            order = padded[self.rank :: self.world_size]
+        indices = order.split(self.batch_size)[: self.num_batches]
+        if self.group is None:
+            for idx in indices:
+                yield self.split.images[idx], self.split.labels[idx]
+            return
+        for start in range(0, len(indices), self.group):
+            group = indices[start : start + self.group]
+            yield BatchGroup((self.split.images[idx], self.split.labels[idx]) for idx in group)

@@ -1,0 +1,155 @@
+"""The LightningDataModule: a source's splits on the training device, served as uint8 batches that become
+floats in [0, 1] on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from vaerun.config_checks import ConfigError, check_value
+from vaerun.data.batches import TensorBatches
+from vaerun.data.splits import Split, Splits, binarize_static, to_unit_float
+from vaerun.step_groups import BatchGroup, StepGroups
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Serves a source's splits as uint8 batches; training batches are reshuffled each epoch (``seed``).
+
+    ``binarize``: ``none`` keeps grey levels in [0, 1]; ``dynamic`` re-samples every image as
+    Bernoulli(pixel) each time it is drawn (Salakhutdinov & Murray 2008); ``static`` uses one fixed sample
+    (drawn with ``binarize_seed``). The likelihoods of the literature are measured on binary data.
+
+    ``normal_class``: train and validate on the images of that class only (the one-class protocol of
+    anomaly detection); the test split keeps every class.
+
+    ``step_groups``: training batches come in groups of that many (vaerun.step_groups), and its
+    ``limit_train_batches`` is applied here, in batches.
+    """
+
+    def __init__(
+        self,
+        source,
+        image_shape: Sequence[int] | None,
+        batch_size: int = 128,
+        seed: int = 0,
+        binarize: str = "none",
+        binarize_seed: int = 0,
+        normal_class: int | None = None,
+        step_groups: StepGroups | None = None,
+    ) -> None:
+        super().__init__()
+        check_value("data.binarize", binarize)
+        self.source = source
+        # None: the data's own shape (a CSV file's columns), known once it is loaded
+        self.image_shape = tuple(int(n) for n in image_shape) if image_shape is not None else None
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.binarize = binarize
+        self.binarize_seed = int(binarize_seed)
+        self.normal_class = normal_class
+        self.step_groups = step_groups or StepGroups()
+        self.splits: Splits | None = None
+        self._shuffle = torch.Generator().manual_seed(self.seed)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Saved in checkpoints: a resumed run shuffles its next epochs as the uninterrupted run would."""
+        return {"shuffle_state": self._shuffle.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        self._shuffle.set_state(state_dict["shuffle_state"])
+
+    def transform(self, images: Tensor) -> Tensor:
+        """uint8 images (on any device) -> the model's float input in [0, 1]; standardised rows with their
+        missing cells at the column mean, 0."""
+        if images.is_floating_point():
+            return torch.nan_to_num(images, nan=0.0)
+        x = to_unit_float(images)
+        return torch.bernoulli(x) if self.binarize == "dynamic" else x
+
+    def clip(self, x: Tensor) -> Tensor:
+        """A baseline's output brought into the data's range: [0, 1] for images; as it is for tables."""
+        return x.clamp(0, 1) if self.unit_range else x
+
+    @property
+    def unit_range(self) -> bool:
+        """Whether values lie in [0, 1] (images), where clamping, PSNR, SSIM and BCE make sense."""
+        self.setup()
+        return not self.splits.train.images.is_floating_point()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:  # loaded once, however many stages run
+            self.splits = self._load()
+        if self.trainer is not None:  # the whole data set moves to the training device once
+            device = self.trainer.strategy.root_device
+            self.splits = Splits(*(split.to(device) for split in self.splits[:3]), source=self.splits.source)
+
+    def _load(self) -> Splits:
+        splits = self.source.load()
+        shape = tuple(splits.train.images.shape[1:])
+        if self.image_shape is None:
+            self.image_shape = shape
+        if shape != self.image_shape:
+            raise ConfigError(
+                f"data.image_shape is {list(self.image_shape)} but source {splits.source} gives {list(shape)}"
+            )
+        if self.binarize != "none" and splits.train.images.is_floating_point():
+            raise ConfigError(f"data.binarize={self.binarize} is for images; {splits.source} is tabular")
+        if self.normal_class is not None:
+            splits = self._one_class(splits)
+        if self.binarize == "static":
+            splits = Splits(
+                *(binarize_static(split, self.binarize_seed + i) for i, split in enumerate(splits[:3])),
+                source=splits.source,
+            )
+        return splits
+
+    def _one_class(self, splits: Splits) -> Splits:
+        labels = splits.train.labels.unique().tolist()
+        if self.normal_class not in labels:
+            raise ConfigError(
+                f"data.normal_class={self.normal_class}: no training image of {splits.source} has that "
+                f"label; the labels are {', '.join(map(str, labels))}"
+            )
+
+        def keep(split: Split) -> Split:
+            chosen = split.labels == self.normal_class
+            return Split(split.images[chosen], split.labels[chosen])
+
+        return Splits(keep(splits.train), keep(splits.val), splits.test, source=splits.source)
+
+    @property
+    def source_used(self) -> str:
+        self.setup()
+        return self.splits.source
+
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
+        """Batches travel to the device as uint8 (4x less to copy) and become floats there."""
+        if isinstance(batch, BatchGroup):
+            return BatchGroup(self.on_after_batch_transfer(one, dataloader_idx) for one in batch)
+        images, labels = batch
+        return self.transform(images), labels
+
+    def _batches(self, split: Split, generator: torch.Generator | None = None, **grouping) -> TensorBatches:
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatches(split, self.batch_size, generator, rank=rank, world_size=world_size, **grouping)
+
+    def train_dataloader(self) -> TensorBatches:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        return self._batches(
+            self.splits.train,
+            self._shuffle,
+            group=self.step_groups.size_for(world_size),
+            max_batches=self.step_groups.limit_train_batches,
+        )
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches(self.splits.val)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches(self.splits.test)

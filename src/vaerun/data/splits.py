@@ -1,0 +1,67 @@
+"""A data set in memory: uint8 images (N, C, H, W) with int64 labels, split deterministically into train /
+val / test; tabular data (a CSV file) is float32 rows (N, 1, 1, D) with NaN where a cell is missing."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Split:
+    images: Tensor  # uint8 (N, C, H, W); or float32 standardised rows (N, 1, 1, D), NaN where missing
+    labels: Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    source: str  # the source actually used, as recorded in the run's config and hparams
+
+    def __getitem__(self, index: slice) -> tuple[Split, ...]:
+        return (self.train, self.val, self.test)[index]
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 grey levels -> float32 in [0, 1]; one vectorised op, wherever the batch lives."""
+    return images.float() / 255.0
+
+
+def observed_cells(images: Tensor) -> Tensor:
+    """True where a value is present: everywhere in images, where the cell is not NaN in tabular data."""
+    return ~torch.isnan(images) if images.is_floating_point() else torch.ones_like(images, dtype=torch.bool)
+
+
+def as_images(array: np.ndarray | Tensor, height: int, width: int) -> Tensor:
+    images = torch.as_tensor(array)
+    return images.reshape(len(images), -1, height, width).to(torch.uint8).contiguous()
+
+
+def split_off(images: Tensor, labels: Tensor, sizes: Sequence[int], seed: int) -> list[Split]:
+    """Shuffle with a fixed seed, then cut consecutive pieces of the given sizes (the rest is the last)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    bounds = np.cumsum([0, *sizes, len(labels) - sum(sizes)])
+    if bounds[-1] != len(labels) or bounds[-1] < bounds[-2]:
+        raise ValueError(f"cannot split {len(labels)} examples into pieces of {list(sizes)}")
+    pieces = [order[start:stop] for start, stop in itertools.pairwise(bounds)]
+    return [Split(images[idx], labels[idx]) for idx in pieces]
+
+
+def binarize_static(split: Split, seed: int) -> Split:
+    """One fixed Bernoulli(pixel) sample of every image, stored as 0 / 255."""
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.bernoulli(to_unit_float(split.images), generator=generator)
+    return Split((draws * 255).to(torch.uint8), split.labels)
