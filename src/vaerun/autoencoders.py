@@ -205,8 +205,7 @@ class VariationalAutoencoder(Autoencoder):
         self.register_buffer(
             "kl_weight", torch.tensor(warmup_weight(self.beta, 0.0, self.kl_warmup_epochs)), persistent=False
         )
-        # In the checkpoint only where it is used, so the checkpoints of other VAEs keep their keys.
-        self.register_buffer("reinforce_baseline", torch.zeros(()), persistent=estimator == "reinforce")
+        self.register_buffer("reinforce_baseline", torch.zeros(()))
 
     def set_training_progress(self, epochs_done: float) -> None:
         if self.kl_warmup_epochs > 0:  # else the weight is beta throughout: nothing to do per step
