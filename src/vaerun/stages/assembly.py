@@ -128,6 +128,57 @@ def build_callbacks(
     return checkpoint, callbacks
 
 
+def build_module(
+    cfg: dict[str, Any],
+    choices: dict[str, str],
+    overridden: set[str],
+    datamodule: ImageDataModule,
+    step_groups: StepGroups,
+) -> AutoencoderModule:
+    """The model of ``ckpt`` (its architecture, with a corruption typed on the command line), else a new
+    one from the config; its optimizer is built once here, so that a keyword torch refuses is refused
+    before the run writes anything."""
+    if cfg["ckpt"] is not None:
+        module = load_module(cfg["ckpt"], datamodule.image_shape)
+        reconcile_with_checkpoint(cfg, module, overridden)
+    else:
+        module = AutoencoderModule(**module_hparams(cfg, choices, datamodule))
+    module.configure_training(step_groups)
+    module.configure_optimizers()
+    if cfg["compile"]:
+        module.compile_training_loss()
+    return module
+
+
+def build_trainer(
+    cfg: dict[str, Any],
+    trainer_kwargs: dict[str, Any],
+    step_groups: StepGroups,
+    loggers: list[Logger],
+    callbacks: list[pl.Callback],
+    run_dir: Path,
+) -> pl.Trainer:
+    """Lightning's Trainer with the config's arguments (those the step groups take over removed), and a
+    progress bar for a person at a terminal, not for a log file (``enable_progress_bar: null``)."""
+    if trainer_kwargs.get("enable_progress_bar") is None:
+        trainer_kwargs = {**trainer_kwargs, "enable_progress_bar": sys.stderr.isatty()}
+    if trainer_kwargs["enable_progress_bar"]:
+        # The bar counts steps and redraws at about the logging rate (the values it shows change no more
+        # often), not every step; it can only move once per group of steps.
+        log_every = cfg["trainer"].get("log_every_n_steps") or 1
+        callbacks = [*callbacks, StepProgressBar(refresh_rate=max(1, log_every // step_groups.size))]
+    try:
+        return pl.Trainer(
+            **trainer_kwargs,
+            logger=loggers,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run_dir),
+        )
+    except Exception as err:  # Lightning's own checks of its arguments (MisconfigurationException, ...)
+        raise ConfigError(f"trainer: {str(err).strip().splitlines()[0]}") from None
+
+
 def setup(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -155,38 +206,15 @@ def setup(
     if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
         check_shape_dependent(cfg, datamodule.image_shape)
     cfg["data"]["source_used"] = datamodule.source_used
-    if cfg["ckpt"] is not None:
-        module = load_module(cfg["ckpt"], datamodule.image_shape)
-        reconcile_with_checkpoint(cfg, module, overridden)
-    else:
-        module = AutoencoderModule(**module_hparams(cfg, choices, datamodule))
-    module.configure_training(step_groups)
-    module.configure_optimizers()  # built once here so that a keyword torch refuses fails before the run
-    if cfg["compile"]:
-        module.compile_training_loss()
+    module = build_module(cfg, choices, overridden, datamodule, step_groups)
 
     loggers = build_loggers(cfg, run_dir, resume_from)
     tensorboard = next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)), None)
     sink = ImageSink(tensorboard, run_dir / "images")
     checkpoint, callbacks = build_callbacks(cfg, run_dir, sink, interruptions or Interruptions())
-    callbacks += extra_callbacks
-    if trainer_kwargs.get("enable_progress_bar") is None:  # a bar for a person at a terminal, not a log file
-        trainer_kwargs["enable_progress_bar"] = sys.stderr.isatty()
-    if trainer_kwargs["enable_progress_bar"]:
-        # The bar counts steps and redraws at about the logging rate (the values it shows change no more
-        # often), not every step; it can only move once per group of steps.
-        log_every = cfg["trainer"].get("log_every_n_steps") or 1
-        callbacks.append(StepProgressBar(refresh_rate=max(1, log_every // step_groups.size)))
-    try:
-        trainer = pl.Trainer(
-            **trainer_kwargs,
-            logger=loggers,
-            callbacks=callbacks,
-            plugins=[AtomicCheckpointIO()],
-            default_root_dir=str(run_dir),
-        )
-    except Exception as err:  # Lightning's own checks of its arguments (MisconfigurationException, ...)
-        raise ConfigError(f"trainer: {str(err).strip().splitlines()[0]}") from None
+    trainer = build_trainer(
+        cfg, trainer_kwargs, step_groups, loggers, [*callbacks, *extra_callbacks], run_dir
+    )
     step_groups.count_validation_interval(trainer, cfg["trainer"], steps_per_epoch)
     _skip_nvml_probe_on_cpu(trainer)
     # The checks are done: from here on the run writes to its directory.

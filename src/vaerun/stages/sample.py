@@ -6,6 +6,8 @@ import logging
 
 import torch
 from pytorch_lightning.utilities import rank_zero_only
+from torch import Tensor
+from torch.distributions import MultivariateNormal
 
 from vaerun.stages.context import Run, encode_all
 from vaerun.visualisation import (
@@ -25,58 +27,74 @@ log = logging.getLogger(__name__)
 def sample(run: Run) -> None:
     """Generated images, reconstructions and interpolations of test images, the latent manifold and a
     scatter (latent=2) or traversals of every latent dimension, and the projector of test-set codes."""
-    options, splits, step, sink, seed = (
-        run.cfg["sample"],
-        run.datamodule.splits,
-        run.step,
-        run.sink,
-        run.cfg["seed"],
-    )
-    module = run.inference_model()
-    model, device = module.model, module.device
-
+    model = run.inference_model().model
     prior = model.generative_prior(encode_all(model, run.images("train")))
-    z = model.standard_codes(options["num_images"], torch.Generator().manual_seed(seed))
-    z = prior.loc + options["temperature"] * z.to(device) @ prior.scale_tril.T
-    sink.grid("sample/generated", image_grid(model.mean(z), nrow=8), step)
-
     test = run.images("test")
-    clean = test[: options["num_reconstructions"]]
-    corrupted = module.corrupt(clean, seed=seed)
-    sink.grid(
-        "sample/reconstructions", reconstruction_grid(clean, corrupted, model.reconstruct(corrupted)), step
-    )
+    test_codes = encode_all(model, test)
+    _generated(run, prior)
+    _reconstructions(run, test)
+    _interpolations(run, test)
+    _latent_space(run, prior, test_codes)
+    _projector(run, test, test_codes)
+    log.info("Images: %s", run.sink.image_dir)
 
-    posterior = model.mcmc_posterior_samples(corrupted, clean, options["mcmc_steps"])
+
+def _generated(run: Run, prior: MultivariateNormal) -> None:
+    """Codes of the standardised prior, shifted and scaled by the generative prior, at the temperature."""
+    options, model = run.cfg["sample"], run.module.model
+    z = model.standard_codes(options["num_images"], torch.Generator().manual_seed(run.cfg["seed"]))
+    z = prior.loc + options["temperature"] * z.to(prior.loc.device) @ prior.scale_tril.T
+    run.sink.grid("sample/generated", image_grid(model.mean(z), nrow=8), run.step)
+
+
+def _reconstructions(run: Run, test: Tensor) -> None:
+    """Test images | corrupted | reconstructed; for a VAE also | q's sample | after HMC steps."""
+    options, module = run.cfg["sample"], run.module
+    clean = test[: options["num_reconstructions"]]
+    corrupted = module.corrupt(clean, seed=run.cfg["seed"])
+    grid = reconstruction_grid(clean, corrupted, module.model.reconstruct(corrupted))
+    run.sink.grid("sample/reconstructions", grid, run.step)
+    posterior = module.model.mcmc_posterior_samples(corrupted, clean, options["mcmc_steps"])
     if posterior is not None and options["mcmc_steps"] > 0:
         z_q, z_mcmc = posterior
-        grid = reconstruction_grid(clean, model.mean(z_q), model.mean(z_mcmc))
-        sink.grid("sample/posterior_mcmc", grid, step)
+        grid = reconstruction_grid(clean, module.model.mean(z_q), module.model.mean(z_mcmc))
+        run.sink.grid("sample/posterior_mcmc", grid, run.step)
 
+
+def _interpolations(run: Run, test: Tensor) -> None:
+    options, model = run.cfg["sample"], run.module.model
     pairs, steps = options["num_interpolations"], options["interpolation_steps"]
     start, end = test[:pairs], test[pairs : 2 * pairs]
     path = model.interpolate(model.encode(start), model.encode(end), torch.linspace(0, 1, steps))
-    sink.grid("sample/interpolations", interpolation_grid(start, model.mean(path.flatten(0, 1)), end), step)
+    grid = interpolation_grid(start, model.mean(path.flatten(0, 1)), end)
+    run.sink.grid("sample/interpolations", grid, run.step)
 
-    test_codes = encode_all(model, test)
+
+def _latent_space(run: Run, prior: MultivariateNormal, test_codes: Tensor) -> None:
+    """latent=2: the manifold over the prior's quantiles and the scatter of test codes; else traversals."""
+    options, model = run.cfg["sample"], run.module.model
     if model.latent_dim == 2:
         size = options["manifold_size"]
         codes = manifold_codes(prior, size, model.standard_quantiles)
-        sink.grid("sample/manifold", image_grid(model.mean(codes), nrow=size), step)
-        sink.figure("sample/latent_scatter", latent_scatter(test_codes, splits.test.labels), step)
+        run.sink.grid("sample/manifold", image_grid(model.mean(codes), nrow=size), run.step)
+        scatter = latent_scatter(test_codes, run.datamodule.splits.test.labels)
+        run.sink.figure("sample/latent_scatter", scatter, run.step)
     else:
+        steps = options["interpolation_steps"]
         codes = traversal_codes(
             test_codes[0], prior, options["traversal_dims"], steps, model.standard_quantiles
         )
-        sink.grid("sample/traversals", image_grid(model.mean(codes), nrow=steps), step)
+        run.sink.grid("sample/traversals", image_grid(model.mean(codes), nrow=steps), run.step)
 
-    projector_points = run.cfg["eval"]["projector_points"]
-    if projector_points > 0 and run.tensorboard is not None:
+
+def _projector(run: Run, test: Tensor, test_codes: Tensor) -> None:
+    """TensorBoard's projector of the test codes, with labels and thumbnails."""
+    points = run.cfg["eval"]["projector_points"]
+    if points > 0 and run.tensorboard is not None:
         run.tensorboard.experiment.add_embedding(
-            test_codes[:projector_points].cpu(),
-            metadata=splits.test.labels[:projector_points].tolist(),
-            label_img=test[:projector_points].cpu(),
-            global_step=step,
+            test_codes[:points].cpu(),
+            metadata=run.datamodule.splits.test.labels[:points].tolist(),
+            label_img=test[:points].cpu(),
+            global_step=run.step,
             tag="latent_means",
         )
-    log.info("Images: %s", sink.image_dir)
