@@ -213,6 +213,8 @@ def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
         (["data=digits", "device=gpu"], "device=gpu"),
         # found once the data is loaded, still before anything is written
         (["data=digits", "+trainer.val_check_interval=8"], "trainer.val_check_interval=8: an epoch's"),
+        # a keyword no rule knows, refused by the library while the run is built
+        (["data=digits", "+encoder.bogus=1"], "encoder: MLP.__init__() got an unexpected keyword argument"),
     ],
 )
 def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, args, message):

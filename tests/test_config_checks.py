@@ -103,6 +103,7 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
             "val_check_interval must be null, a number of steps >= 1 or a fraction",
         ),
         (["stage=anomaly"], "stage=anomaly needs data.normal_class=K"),
+        (["~callbacks.model_checkpoint"], "callbacks: model_checkpoint is required"),
         (["data.normal_class=-1"], "data.normal_class must be null or a class label"),
         (["impute.rates=[0.5,1.0]"], "impute.rates must be a list of numbers strictly between 0 and 1"),
         (["data=digits", "impute.block_size=9"], r"impute.block_size must be an integer in \[1, 8\]"),

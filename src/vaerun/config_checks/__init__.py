@@ -240,6 +240,11 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=VALUE to the command")
     check_leaves(cfg)
+    if "model_checkpoint" not in cfg["callbacks"]:
+        raise ConfigError(
+            "callbacks: model_checkpoint is required (the best checkpoint is what eval uses after training, "
+            "last.ckpt what a re-run resumes from): callbacks=[default,NAME] adds NAME to it"
+        )
     check_latent(cfg["latent"])
     check_stage(cfg["stage"], cfg["ckpt"])
     _flag("force", cfg["force"], ())

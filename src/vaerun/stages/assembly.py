@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
 from vaerun.config_checks import ConfigError, check_shape_dependent
+from vaerun.config_checks.leaves import leaves
 from vaerun.data import ImageDataModule
 from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
 from vaerun.module import AutoencoderModule
@@ -93,18 +95,40 @@ def _skip_nvml_probe_on_cpu(trainer: pl.Trainer) -> None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
+def refusal(err: Exception, cfg: dict[str, Any], within: str = "") -> ConfigError:
+    """A library's refusal of the config while the run is built, as one line that names the config key:
+    the node under ``within`` whose ``_target_`` the message names (Hydra names the class it failed to
+    locate or call; torch names the class whose __init__ refused a keyword), else ``within`` itself."""
+    message = str(err)
+    node = cfg
+    for part in filter(None, within.split(".")):
+        node = node[part]
+    named = [
+        key.removesuffix("._target_").removesuffix("_target_")
+        for key, value in leaves(node, within)
+        if key.endswith("_target_")
+        and isinstance(value, str)
+        and re.search(rf"\b{re.escape(value.rsplit('.', 1)[-1])}\b", message)
+    ]
+    key = max(named, key=len, default=within or "config").rstrip(".") or "config"
+    cause = err.__cause__ or err  # Hydra chains the library's own exception
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    reason = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return ConfigError(f"{key}: {reason}")
+
+
 def build_loggers(cfg: dict[str, Any], run_dir: Path, resume_from: Path | None) -> list[Logger]:
     """One logger per entry of the ``logger`` group, each writing under the run directory."""
     loggers = []
     for name, spec in cfg["logger"].items():
-        make: partial = instantiate(spec, save_dir=str(run_dir), _partial_=True)
-        if isinstance(make.func, type) and issubclass(make.func, TensorBoardLogger) and resume_from:
-            # TensorBoard hides what the killed run logged after its checkpoint: no step appears twice
-            make = partial(make, purge_step=checkpoint_step(resume_from))
         try:
+            make: partial = instantiate(spec, save_dir=str(run_dir), _partial_=True)
+            if isinstance(make.func, type) and issubclass(make.func, TensorBoardLogger) and resume_from:
+                # TensorBoard hides what the killed run logged after its checkpoint: no step appears twice
+                make = partial(make, purge_step=checkpoint_step(resume_from))
             loggers.append(make())
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"logger.{name}: {err}") from None
+        except Exception as err:
+            raise refusal(err, cfg, f"logger.{name}") from None
     return loggers
 
 
@@ -115,9 +139,14 @@ def build_callbacks(
     run's checkpoints/, what eval and resuming read), and vaerun's own: the checkpoint on interruption,
     the reconstructions of every validation, the diagnostics asked for, the progress bar."""
     checkpoint_dir = run_dir / "checkpoints"
-    specs = dict(cfg["callbacks"])
-    checkpoint = instantiate(specs.pop("model_checkpoint"), dirpath=checkpoint_dir, save_last=True)
-    callbacks = [checkpoint, *(instantiate(spec) for spec in specs.values())]
+    callbacks = []
+    for name, spec in cfg["callbacks"].items():
+        fixed = {"dirpath": checkpoint_dir, "save_last": True} if name == "model_checkpoint" else {}
+        try:
+            callbacks.append(instantiate(spec, **fixed))
+        except Exception as err:
+            raise refusal(err, cfg, f"callbacks.{name}") from None
+    checkpoint = callbacks[list(cfg["callbacks"]).index("model_checkpoint")]
     callbacks += [
         InterruptCheckpoint(checkpoint_dir, interruptions),
         ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
@@ -138,13 +167,19 @@ def build_module(
     """The model of ``ckpt`` (its architecture, with a corruption typed on the command line), else a new
     one from the config; its optimizer is built once here, so that a keyword torch refuses is refused
     before the run writes anything."""
-    if cfg["ckpt"] is not None:
-        module = load_module(cfg["ckpt"], datamodule.image_shape)
-        reconcile_with_checkpoint(cfg, module, overridden)
-    else:
-        module = AutoencoderModule(**module_hparams(cfg, choices, datamodule))
-    module.configure_training(step_groups)
-    module.configure_optimizers()
+    try:
+        if cfg["ckpt"] is not None:
+            module = load_module(cfg["ckpt"], datamodule.image_shape)
+            reconcile_with_checkpoint(cfg, module, overridden)
+        else:
+            module = AutoencoderModule(**module_hparams(cfg, choices, datamodule))
+        module.configure_training(step_groups)
+        module.configure_optimizers()
+    except ConfigError:
+        raise
+    except Exception as err:
+        model_keys = ("model", "encoder", "likelihood", "prior", "corruption", "optimizer")
+        raise refusal(err, {key: cfg[key] for key in model_keys}) from None
     if cfg["compile"]:
         module.compile_training_loss()
     return module
@@ -196,10 +231,13 @@ def setup(
     _check_device(cfg["trainer"])
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     step_groups, trainer_kwargs = StepGroups.from_trainer_config(cfg["steps_per_execution"], cfg["trainer"])
-    # partial: instantiate would turn the StepGroups dataclass into a config node
-    datamodule: ImageDataModule = instantiate(cfg["data"], _convert_="all", _partial_=True)(
-        step_groups=step_groups
-    )
+    try:  # partial: instantiate would turn the StepGroups dataclass into a config node
+        make_datamodule = instantiate(cfg["data"], _convert_="all", _partial_=True)
+        datamodule: ImageDataModule = make_datamodule(step_groups=step_groups)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise refusal(err, cfg, "data") from None
     datamodule.setup()
     steps_per_epoch = datamodule.train_dataloader().num_batches
     _warn_if_no_step_is_logged(steps_per_epoch, cfg["trainer"])
@@ -217,8 +255,11 @@ def setup(
     )
     step_groups.count_validation_interval(trainer, cfg["trainer"], steps_per_epoch)
     _skip_nvml_probe_on_cpu(trainer)
+    if tensorboard is not None:  # its writer is made here, at its first use: its arguments are checked now
+        try:
+            tensorboard.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
+        except Exception as err:
+            raise refusal(err, cfg, "logger") from None
     # The checks are done: from here on the run writes to its directory.
     _record_source(run_dir, datamodule.source_used)
-    if tensorboard is not None:
-        tensorboard.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
     return Run(cfg, run_dir, datamodule, module, trainer, sink, checkpoint, resume_from=resume_from)
