@@ -157,6 +157,12 @@ LEAF_RULES: dict[str, Rule] = {
     "*.binarize_seed": seed,
     # the data
     "data.binarize": choice(*BINARIZATIONS),
+    "data.image_size": int_at_least(1, optional=True),
+    "data.channels": choice(None, 1, 3),
+    "data.source.image_size": int_at_least(1, optional=True),
+    "data.source.channels": choice(None, 1, 3),
+    "data.source.crop": int_at_least(1, optional=True),
+    "data.source.cache_dir": optional_text,
     "data.source.data_dir": text,
     "data.source.system_dir": optional_text,
     "data.source.path": text,

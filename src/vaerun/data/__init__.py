@@ -1,5 +1,5 @@
 """Data sets as tensors in memory, and the LightningDataModule that serves them: one module per source
-family (bundled, torchvision_sets, tables), the splits, the batches and the data module.
+family (bundled, torchvision_sets, tables, folders), the splits, the batches and the data module.
 
 A source loads a whole data set once as uint8 images (N, C, H, W) with int64 labels and splits it
 deterministically (``split_seed``) into train / val / test. Tabular data (a CSV file) is float32 rows
@@ -11,6 +11,7 @@ happens on the batch, on the training device (see the LightningModule). No per-i
 from vaerun.data.batches import TensorBatches
 from vaerun.data.bundled import DigitsSource, MNIST5kSource
 from vaerun.data.datamodule import ImageDataModule
+from vaerun.data.folders import ImageFolderSource
 from vaerun.data.splits import Split, Splits, binarize_static, observed_cells, split_off, to_unit_float
 from vaerun.data.tables import CSVSource
 from vaerun.data.torchvision_sets import FashionMNISTSource, MNISTSource, TorchvisionSource
@@ -20,6 +21,7 @@ __all__ = [
     "DigitsSource",
     "FashionMNISTSource",
     "ImageDataModule",
+    "ImageFolderSource",
     "MNIST5kSource",
     "MNISTSource",
     "Split",

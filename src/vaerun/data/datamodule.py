@@ -27,6 +27,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     ``step_groups``: training batches come in groups of that many (vaerun.step_groups), and its
     ``limit_train_batches`` is applied here, in batches.
+
+    ``image_size``, ``channels``: what an image folder's source makes of its images (S x S, 1 or 3
+    channels); given both, the model's input shape is known before the images are read.
     """
 
     def __init__(
@@ -39,11 +42,16 @@ class ImageDataModule(pl.LightningDataModule):
         binarize_seed: int = 0,
         normal_class: int | None = None,
         step_groups: StepGroups | None = None,
+        image_size: int | None = None,
+        channels: int | None = None,
     ) -> None:
         super().__init__()
         check_value("data.binarize", binarize)
         self.source = source
-        # None: the data's own shape (a CSV file's columns), known once it is loaded
+        # None: the data's own shape (a CSV file's columns, a folder's images), known once it is loaded;
+        # a folder's images resized to a square with given channels have a known shape
+        if image_shape is None and image_size is not None and channels is not None:
+            image_shape = (channels, image_size, image_size)
         self.image_shape = tuple(int(n) for n in image_shape) if image_shape is not None else None
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -84,7 +92,7 @@ class ImageDataModule(pl.LightningDataModule):
             self.splits = self._load()
         if self.trainer is not None:  # the whole data set moves to the training device once
             device = self.trainer.strategy.root_device
-            self.splits = Splits(*(split.to(device) for split in self.splits[:3]), source=self.splits.source)
+            self.splits = self.splits.with_splits(*(split.to(device) for split in self.splits[:3]))
 
     def _load(self) -> Splits:
         splits = self.source.load()
@@ -100,9 +108,8 @@ class ImageDataModule(pl.LightningDataModule):
         if self.normal_class is not None:
             splits = self._one_class(splits)
         if self.binarize == "static":
-            splits = Splits(
-                *(binarize_static(split, self.binarize_seed + i) for i, split in enumerate(splits[:3])),
-                source=splits.source,
+            splits = splits.with_splits(
+                *(binarize_static(split, self.binarize_seed + i) for i, split in enumerate(splits[:3]))
             )
         return splits
 
@@ -118,7 +125,7 @@ class ImageDataModule(pl.LightningDataModule):
             chosen = split.labels == self.normal_class
             return Split(split.images[chosen], split.labels[chosen])
 
-        return Splits(keep(splits.train), keep(splits.val), splits.test, source=splits.source)
+        return splits.with_splits(keep(splits.train), keep(splits.val), splits.test)
 
     @property
     def source_used(self) -> str:

@@ -3,6 +3,7 @@ val / test; tabular data (a CSV file) is float32 rows (N, 1, 1, D) with NaN wher
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ class Splits:
     val: Split
     test: Split
     source: str  # the source actually used, as recorded in the run's config and hparams
+    classes: tuple[str, ...] = ()  # the class names of the labels 0, 1, ..., where the source has them
+
+    def with_splits(self, train: Split, val: Split, test: Split) -> Splits:
+        return dataclasses.replace(self, train=train, val=val, test=test)
 
     def __getitem__(self, index: slice) -> tuple[Split, ...]:
         return (self.train, self.val, self.test)[index]

@@ -63,12 +63,15 @@ def _check_device(trainer_cfg: dict[str, Any]) -> None:
 
 
 @rank_zero_only
-def _record_source(run_dir: Path, source: str) -> None:
-    """The data set actually used (mnist may fall back to mnist5k) goes into the run's saved config."""
+def _record_source(run_dir: Path, source: str, classes: tuple[str, ...]) -> None:
+    """The data set actually used (mnist may fall back to mnist5k) and its class names (an image
+    folder's) go into the run's saved config."""
     saved = run_dir / ".hydra" / "config.yaml"
     if saved.is_file():
         config = OmegaConf.load(saved)
         config.data.source_used = source
+        if classes:
+            config.data.classes = list(classes)
         OmegaConf.save(config, saved)
 
 
@@ -261,5 +264,5 @@ def setup(
         except Exception as err:
             raise refusal(err, cfg, "logger") from None
     # The checks are done: from here on the run writes to its directory.
-    _record_source(run_dir, datamodule.source_used)
+    _record_source(run_dir, datamodule.source_used, datamodule.splits.classes)
     return Run(cfg, run_dir, datamodule, module, trainer, sink, checkpoint, resume_from=resume_from)

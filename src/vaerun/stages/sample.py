@@ -63,7 +63,9 @@ def _reconstructions(run: Run, test: Tensor) -> None:
 
 def _interpolations(run: Run, test: Tensor) -> None:
     options, model = run.cfg["sample"], run.module.model
-    pairs, steps = options["num_interpolations"], options["interpolation_steps"]
+    pairs, steps = min(options["num_interpolations"], len(test) // 2), options["interpolation_steps"]
+    if pairs == 0:  # a test split of one image has no pair
+        return
     start, end = test[:pairs], test[pairs : 2 * pairs]
     path = model.interpolate(model.encode(start), model.encode(end), torch.linspace(0, 1, steps))
     grid = interpolation_grid(start, model.mean(path.flatten(0, 1)), end)
@@ -89,11 +91,12 @@ def _latent_space(run: Run, prior: MultivariateNormal, test_codes: Tensor) -> No
 
 def _projector(run: Run, test: Tensor, test_codes: Tensor) -> None:
     """TensorBoard's projector of the test codes, with labels and thumbnails."""
-    points = run.cfg["eval"]["projector_points"]
+    points, splits = run.cfg["eval"]["projector_points"], run.datamodule.splits
     if points > 0 and run.tensorboard is not None:
+        labels = splits.test.labels[:points].tolist()
         run.tensorboard.experiment.add_embedding(
             test_codes[:points].cpu(),
-            metadata=run.datamodule.splits.test.labels[:points].tolist(),
+            metadata=[splits.classes[label] for label in labels] if splits.classes else labels,
             label_img=test[:points].cpu(),
             global_step=run.step,
             tag="latent_means",

@@ -1,0 +1,165 @@
+"""Image folders built from real images: Fashion-MNIST written out as PNG files (the same tensor as the idx
+files), colour patches of scikit-learn's bundled photographs, and the files people's folders hold: a
+truncated PNG, a text file named .png, a grey PNG among colour ones, a 16-bit PNG and a palette PNG."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, vae_run
+from PIL import Image
+
+from vaerun.config_checks import ConfigError
+from vaerun.data import FashionMNISTSource, ImageFolderSource
+from vaerun.data import folders as folders_module
+
+PATCH = 32
+
+
+@pytest.fixture(scope="module")
+def fashion_folder(tmp_path_factory):
+    """200 training and 100 test images of Fashion-MNIST as train/CLASS/N.png and test/CLASS/N.png."""
+    root = tmp_path_factory.mktemp("fashion")
+    splits = FashionMNISTSource(str(root / "idx"), system_dir="/usr/share/datasets/fashion-mnist").load()
+    written = {}
+    for name, split, count in (("train", splits.train, 200), ("test", splits.test, 100)):
+        for i in range(count):
+            folder = root / "images" / name / f"class_{int(split.labels[i])}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(split.images[i, 0].numpy(), "L").save(folder / f"{i:04d}.png")
+        written[name] = (split.images[:count], split.labels[:count])
+    return root / "images", written
+
+
+@pytest.fixture(scope="module")
+def colour_folder(tmp_path_factory):
+    """40 patches of 32 x 32 from each of scikit-learn's two photographs, in a folder per photograph,
+    and the awkward files."""
+    from sklearn.datasets import load_sample_images
+
+    root = tmp_path_factory.mktemp("colour")
+    sample = load_sample_images()
+    for photo, path in zip(sample.images, sample.filenames, strict=True):
+        folder = root / os.path.splitext(os.path.basename(path))[0]
+        folder.mkdir()
+        for i in range(40):
+            top, left = (i // 8) * PATCH * 2, (i % 8) * PATCH * 2
+            Image.fromarray(photo[top : top + PATCH, left : left + PATCH]).save(folder / f"patch_{i:02d}.png")
+    odd = root / "flower"
+    buffer = (odd / "patch_00.png").read_bytes()
+    (odd / "truncated.png").write_bytes(buffer[: len(buffer) // 2])
+    (odd / "not_an_image.png").write_text("this is text")
+    Image.fromarray(np.full((PATCH, PATCH), 77, np.uint8), "L").save(odd / "grey.png")
+    sixteen = np.zeros((PATCH, PATCH), np.uint16)
+    sixteen[0, 0], sixteen[0, 1] = 65535, 32896
+    Image.fromarray(sixteen).save(odd / "sixteen_bit.png")  # a uint16 array: a 16-bit grey PNG
+    palette = Image.new("P", (PATCH, PATCH), 1)
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((0, 0), 0)
+    palette.save(odd / "palette.png", transparency=0)  # index 0 (red) is transparent: white on the canvas
+    return root
+
+
+def test_a_folder_of_fashion_mnist_pngs_is_the_same_tensor_as_the_idx_files(fashion_folder):
+    root, written = fashion_folder
+    splits = ImageFolderSource(str(root), val_fraction=0.1).load()
+    assert splits.classes == tuple(f"class_{k}" for k in range(10))
+    expected_images, expected_labels = written["test"]
+    order = sorted(range(len(expected_labels)), key=lambda i: (int(expected_labels[i]), i))  # path order
+    assert torch.equal(splits.test.images, expected_images[order])
+    assert torch.equal(splits.test.labels, expected_labels[order])
+    assert (len(splits.train), len(splits.val)) == (180, 20)  # val/ missing: a tenth of train/ by split_seed
+    train_and_val = torch.cat([splits.train.images, splits.val.images])
+    assert sorted(map(bytes, train_and_val.flatten(1).numpy())) == sorted(
+        map(bytes, written["train"][0].flatten(1).numpy())
+    )
+
+
+def test_colour_images_with_odd_files_load_as_rgb_and_the_unreadable_are_counted(colour_folder, caplog):
+    with caplog.at_level(logging.WARNING):
+        splits = ImageFolderSource(str(colour_folder), val_fraction=0.1, test_fraction=0.1).load()
+    assert "Skipped 2 unreadable image files" in caplog.text
+    assert "truncated.png" in caplog.text or "not_an_image.png" in caplog.text
+    images = torch.cat([splits.train.images, splits.val.images, splits.test.images])
+    assert images.shape == (83, 3, PATCH, PATCH) and images.dtype == torch.uint8
+    assert splits.classes == ("china", "flower")
+    # the odd files one by one
+    grey = folders_module.decode(colour_folder / "flower" / "grey.png", folders_module.Transform(channels=3))
+    assert grey.shape == (3, PATCH, PATCH) and (grey == 77).all()
+    sixteen = folders_module.decode(colour_folder / "flower" / "sixteen_bit.png", folders_module.Transform())
+    assert sixteen.shape == (1, PATCH, PATCH) and sixteen[0, 0, 0] == 255 and sixteen[0, 0, 1] == 128
+    palette = folders_module.decode(colour_folder / "flower" / "palette.png", folders_module.Transform())
+    assert palette[:, 0, 0].tolist() == [255, 255, 255] and palette[:, 1, 1].tolist() == [0, 0, 255]
+
+
+def test_image_size_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
+    wide = np.zeros((48, 96, 3), np.uint8)
+    wide[:, 24:72] = 200  # the central 48 x 48 is bright, the side bands dark
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    image = folders_module.decode(tmp_path / "wide.png", folders_module.Transform(image_size=16))
+    # the dark bands are cropped away; antialiasing blends a little of them into the edge columns only
+    assert image.shape == (3, 16, 16) and image[:, :, 1:-1].min() >= 190 and image.min() > 150
+    cropped = folders_module.decode(tmp_path / "wide.png", folders_module.Transform(image_size=8, crop=40))
+    assert cropped.shape == (3, 8, 8) and cropped.min() >= 190  # cropped to the bright centre first
+    with pytest.raises(ValueError, match=r"smaller than data\.source\.crop=50"):
+        folders_module.decode(tmp_path / "wide.png", folders_module.Transform(crop=50))
+    assert folders_module.decode(tmp_path / "wide.png", folders_module.Transform()).shape == (3, 48, 96)
+
+
+def test_images_of_different_sizes_need_an_image_size(tmp_path):
+    Image.new("RGB", (20, 10)).save(tmp_path / "a.png")
+    Image.new("RGB", (12, 12)).save(tmp_path / "b.jpg")
+    with pytest.raises(ConfigError, match=r"a.png is 20x10, b.jpg is 12x12\); set data.image_size=S"):
+        ImageFolderSource(str(tmp_path)).load()
+    splits = ImageFolderSource(str(tmp_path), image_size=8, val_fraction=0, test_fraction=0).load()
+    assert splits.train.images.shape == (2, 3, 8, 8)
+
+
+def test_a_missing_path_a_file_and_a_folder_without_images_are_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.source\.path: no such folder"):
+        ImageFolderSource(str(tmp_path / "nothing")).load()
+    (tmp_path / "file.png").write_text("x")
+    with pytest.raises(ConfigError, match="is a file; give the folder"):
+        ImageFolderSource(str(tmp_path / "file.png")).load()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"data\.source\.path: no images"):
+        ImageFolderSource(str(tmp_path / "empty")).load()
+
+
+def test_the_decoded_images_are_cached_and_read_again_when_a_file_changes(
+    colour_folder, tmp_path, monkeypatch
+):
+    source = ImageFolderSource(str(colour_folder / "china"), cache_dir=str(tmp_path / "cache"))
+    first = source.load()
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    decoded = []
+    original = folders_module.decode
+    monkeypatch.setattr(folders_module, "decode", lambda *a: decoded.append(a) or original(*a))
+    again = source.load()
+    assert not decoded and torch.equal(again.train.images, first.train.images)  # from the cache
+    changed = colour_folder / "china" / "patch_00.png"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    source.load()
+    assert len(decoded) == 40  # a changed folder is read again, never served stale
+
+
+def test_dae_and_vae_train_on_a_colour_folder_end_to_end(colour_folder, tmp_path):
+    args = ["data=image_folder", f"data.source.path={colour_folder}", "data.source.cache_dir=null", *TINY]
+    vae_run(
+        *args,
+        "model=dae",
+        "encoder=conv",
+        "corruption=block_mask",
+        "corruption.size=8",
+        "hydra.run.dir=dae",
+        cwd=tmp_path,
+    )
+    vae_run(*args, "model=vae", "corruption=pixel_drop", "stage=train", "hydra.run.dir=vae", cwd=tmp_path)
+    grid = np.asarray(Image.open(tmp_path / "dae" / "images" / "val_reconstructions.png").convert("RGB"))
+    assert np.abs(grid[..., 0].astype(int) - grid[..., 2]).max() > 30  # the originals are in colour
+    saved = (tmp_path / "dae" / ".hydra" / "config.yaml").read_text()
+    assert "- china" in saved and "- flower" in saved and "source_used: image_folder:" in saved
