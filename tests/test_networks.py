@@ -28,3 +28,26 @@ def test_conv_on_a_size_it_cannot_halve_is_refused_up_front():
         Conv(channels=[8, 16]).encoder((1, 30, 30), 4)
     with pytest.raises(ValueError, match="divisible by 8"):
         Conv(channels=[8, 16, 32]).decoder(4, (1, 28, 28))
+
+
+@pytest.mark.parametrize(
+    ("image_shape", "channels"),
+    [
+        ((1, 28, 28), [32, 64]),
+        ((3, 32, 32), [32, 64, 128]),
+        ((3, 64, 64), [32, 64, 128, 256]),
+        ((1, 8, 8), [32]),
+    ],
+)
+def test_a_conv_net_without_channels_takes_its_depth_from_the_image_size(image_shape, channels):
+    architecture = Conv()
+    assert architecture.channels(image_shape) == channels
+    encoder, decoder = architecture.encoder(image_shape, 6), architecture.decoder(3, image_shape)
+    assert [m.out_channels for m in encoder if isinstance(m, torch.nn.Conv2d)] == channels
+    x = torch.rand(2, *image_shape)
+    assert encoder(x).shape == (2, 6) and decoder(torch.zeros(2, 3)).shape == (2, *image_shape)
+
+
+def test_a_conv_net_without_channels_refuses_an_odd_size():
+    with pytest.raises(ValueError, match="the 7x7 images cannot be halved"):
+        Conv().encoder((1, 7, 7), 4)

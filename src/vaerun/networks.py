@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from vaerun.config_checks import check_encoder
+from vaerun.config_checks import check_encoder, conv_depth
 
 Activation = Callable[[], nn.Module]
 
@@ -43,21 +43,34 @@ class MLP:
 
 class Conv:
     """Strided convolutions (kernel 4, stride 2, padding 1: each halves height and width), then a linear
-    layer to the code; the decoder mirrors it with transposed convolutions that double the size."""
+    layer to the code; the decoder mirrors it with transposed convolutions that double the size.
 
-    def __init__(self, channels: Sequence[int] = (32, 64), activation: Activation = nn.ReLU) -> None:
-        self.channels = [int(n) for n in channels]
+    ``channels`` None: one layer per halving the image size allows (``config_checks.conv_depth``: 2 at
+    28 px, 3 at 32, 4 at 64), with ``base_channels`` doubling at each (32, 64, 128, 256)."""
+
+    def __init__(
+        self, channels: Sequence[int] | None = None, activation: Activation = nn.ReLU, base_channels: int = 32
+    ) -> None:
+        self.fixed_channels = [int(n) for n in channels] if channels is not None else None
         self.activation = activation
+        self.base_channels = int(base_channels)
+
+    def channels(self, image_shape: Sequence[int]) -> list[int]:
+        check_encoder({"channels": self.fixed_channels}, tuple(image_shape))  # a ConfigError is a ValueError
+        if self.fixed_channels is not None:
+            return self.fixed_channels
+        return [self.base_channels * 2**i for i in range(conv_depth(image_shape))]
 
     def _feature_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
-        check_encoder({"channels": self.channels}, tuple(image_shape))  # a ConfigError is a ValueError
-        factor = 2 ** len(self.channels)
-        return self.channels[-1], image_shape[1] // factor, image_shape[2] // factor
+        channels = self.channels(image_shape)
+        factor = 2 ** len(channels)
+        return channels[-1], image_shape[1] // factor, image_shape[2] // factor
 
     def encoder(self, image_shape: Sequence[int], out_features: int) -> nn.Module:
         feature_shape = self._feature_shape(image_shape)
+        channels = self.channels(image_shape)
         layers: list[nn.Module] = []
-        for c_in, c_out in zip([image_shape[0], *self.channels[:-1]], self.channels, strict=True):
+        for c_in, c_out in zip([image_shape[0], *channels[:-1]], channels, strict=True):
             layers += [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), self.activation()]
         return nn.Sequential(*layers, nn.Flatten(), nn.Linear(math.prod(feature_shape), out_features))
 
@@ -68,8 +81,9 @@ class Conv:
             self.activation(),
             nn.Unflatten(1, feature_shape),
         ]
-        outs = [*reversed(self.channels[:-1]), image_shape[0]]
-        for i, (c_in, c_out) in enumerate(zip(reversed(self.channels), outs, strict=True)):
+        channels = self.channels(image_shape)
+        outs = [*reversed(channels[:-1]), image_shape[0]]
+        for i, (c_in, c_out) in enumerate(zip(reversed(channels), outs, strict=True)):
             layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1))
             if i < len(outs) - 1:
                 layers.append(self.activation())

@@ -10,7 +10,7 @@ one rule each in ``leaves``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,16 @@ def check_image_shape(image_shape: Any) -> tuple[int, ...] | None:
     return shape
 
 
+def conv_depth(image_shape: Sequence[int], smallest: int = 4) -> int:
+    """How many stride-2 layers a conv net with ``channels: null`` has: one per halving of height and
+    width while both stay even and the result at least ``smallest`` pixels (28 px: 2, 32: 3, 64: 4)."""
+    height, width = image_shape[-2:]
+    depth = 0
+    while height % 2 == 0 and width % 2 == 0 and min(height, width) // 2 >= smallest:
+        height, width, depth = height // 2, width // 2, depth + 1
+    return depth
+
+
 def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...] | None) -> None:
     """A strided conv net halves height and width once per entry of ``channels``."""
     for key, least in (("hidden", 0), ("channels", 1)):  # an MLP may be linear; a conv net needs a layer
@@ -157,6 +167,13 @@ def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...] | Non
         ):
             entries = "a list" if least == 0 else "a non-empty list"
             raise ConfigError(f"encoder.{key} must be {entries} of integers >= 1, got {sizes!r}")
+    if "channels" in encoder and encoder["channels"] is None and image_shape is not None:
+        if conv_depth(image_shape) == 0:
+            raise ConfigError(
+                f"encoder.channels=null: the {image_shape[-2]}x{image_shape[-1]} images cannot be halved by "
+                "a stride-2 convolution; give encoder.channels=[...], set data.image_size, or use encoder=mlp"
+            )
+        return
     channels = encoder.get("channels")
     if channels is None or image_shape is None:
         return

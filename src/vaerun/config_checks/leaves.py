@@ -173,6 +173,8 @@ LEAF_RULES: dict[str, Rule] = {
     "data.source.fallback.test_size": int_at_least(0),
     "data.source.val_fraction": number_in(0, 1),
     "data.source.test_fraction": number_in(0, 1),
+    # the networks
+    "encoder.base_channels": int_at_least(1),
     # the likelihoods
     "likelihood.std": number_in(0, low_open=True),
     "likelihood.bounded": flag,
