@@ -6,9 +6,11 @@ from torch.distributions import Bernoulli, Independent, Normal, StudentT, kl_div
 
 from vaerun.objectives import (
     BernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
     GaussianLikelihood,
     bernoulli_log_prob,
     bits_per_dim,
+    discretized_logistic_log_prob,
     free_bits_kl,
     gaussian_log_prob,
     gradient_noise,
@@ -79,6 +81,44 @@ def test_likelihoods_read_the_decoder_output_as_logits(generator):
     )
     with pytest.raises(ValueError, match="std"):
         GaussianLikelihood(std=0.0)
+
+
+@pytest.mark.parametrize("mixtures", [1, 3])
+def test_the_discretized_logistic_sums_to_one_over_the_256_levels(generator, mixtures):
+    levels = (torch.arange(256) / 255.0).reshape(256, 1, 1, 1)  # one 1 x 1 x 1 image per level
+    for _ in range(20):  # random weights, locations across [-1.5, 1.5], log-scales from a level to wide
+        weights = torch.randn(1, 1, 1, mixtures, generator=generator)
+        locations = torch.rand(1, 1, 1, mixtures, generator=generator) * 3 - 1.5
+        log_scales = torch.rand(1, 1, 1, mixtures, generator=generator) * 6 - 6
+        log_p = discretized_logistic_log_prob(weights, locations, log_scales, levels)
+        assert log_p.shape == (256,)
+        torch.testing.assert_close(torch.logsumexp(log_p, dim=0), torch.tensor(0.0), atol=1e-4, rtol=0)
+
+
+def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decoder(generator):
+    likelihood = DiscretizedLogisticLikelihood(mixtures=2)
+    assert likelihood.output_channels(3) == 18
+    output = torch.randn(4, 18, 2, 2, generator=generator)
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    assert likelihood.log_prob(output, x).shape == (4,) and (likelihood.log_prob(output, x) < 0).all()
+    samples = output.expand(5, *output.shape)  # IWAE's leading sample dimension broadcasts against x
+    torch.testing.assert_close(likelihood.log_prob(samples, x), likelihood.log_prob(output, x).expand(5, 4))
+    mean = likelihood.mean(output)
+    assert mean.shape == (4, 3, 2, 2) and mean.min() >= 0 and mean.max() <= 1
+
+
+def test_a_learned_gaussian_std_is_read_from_the_decoder_per_pixel(generator):
+    likelihood = GaussianLikelihood(learn_std=True)
+    location, log_std = (
+        torch.randn(2, 3, 4, 4, generator=generator),
+        -torch.rand(2, 3, 4, 4, generator=generator),
+    )
+    x = torch.rand(2, 3, 4, 4, generator=generator)
+    expected = Independent(Normal(torch.sigmoid(location), log_std.exp()), 3).log_prob(x)
+    output = torch.cat([location, log_std], dim=1)
+    assert likelihood.output_channels(3) == 6
+    torch.testing.assert_close(likelihood.log_prob(output, x), expected)
+    torch.testing.assert_close(likelihood.mean(output), torch.sigmoid(location))
 
 
 def test_reparameterize_has_the_posterior_moments_and_passes_gradients(generator):

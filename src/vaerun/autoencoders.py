@@ -61,6 +61,7 @@ class Architecture(Protocol):
 
 
 class Likelihood(Protocol):
+    def output_channels(self, channels: int) -> int: ...
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor: ...
     def mean(self, decoder_output: Tensor) -> Tensor: ...
 
@@ -96,7 +97,9 @@ class Autoencoder(nn.Module):
         self.image_shape = tuple(int(n) for n in image_shape)
         self.likelihood = likelihood
         self.encoder = architecture.encoder(self.image_shape, self.encoder_outputs_per_latent * latent_dim)
-        self.decoder = architecture.decoder(self.latent_dim, self.image_shape)
+        # the decoder outputs the likelihood's parameters: as many channels per image channel as it needs
+        channels, *size = self.image_shape
+        self.decoder = architecture.decoder(self.latent_dim, (likelihood.output_channels(channels), *size))
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
@@ -302,7 +305,8 @@ class VariationalAutoencoder(Autoencoder):
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x, z) = log p(x|z) + log p(z) for samples z (n, N, K) of the codes of images x (N, ...)."""
         n, batch = z.shape[:2]
-        output = self.decode(z.reshape(n * batch, -1)).reshape(n, batch, *x.shape[1:])
+        output = self.decode(z.reshape(n * batch, -1))
+        output = output.reshape(n, batch, *output.shape[1:])
         return self.likelihood.log_prob(output, x) + self.prior.log_prob(z)  # x broadcasts over n
 
     def log_likelihood(self, x_in: Tensor, target: Tensor, num_samples: int, chunk_size: int = 64) -> Tensor:

@@ -178,6 +178,8 @@ LEAF_RULES: dict[str, Rule] = {
     # the likelihoods
     "likelihood.std": number_in(0, low_open=True),
     "likelihood.bounded": flag,
+    "likelihood.learn_std": flag,
+    "likelihood.mixtures": int_at_least(1),
     # the optimizer's keyword arguments (torch.optim's names)
     "optimizer.lr": number_in(0, low_open=True),
     "optimizer.betas": probability_pair,
