@@ -59,7 +59,7 @@ def test_a_run_killed_with_sigkill_resumes_where_it_left_off_as_if_never_killed(
         "data=digits",
         *TINY,
         "trainer.limit_train_batches=null",
-        "trainer.max_epochs=25",
+        "trainer.max_epochs=12",
         "eval.iwae_samples=0",
     ]
     vae_run(*args, "hydra.run.dir=uninterrupted", cwd=tmp_path)

@@ -4,9 +4,12 @@ naming the key, exit 2, no traceback, nothing written."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import sys
 import types
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -40,6 +43,26 @@ def out_of_range(key: str, value):
     return None  # free text: a path, a name
 
 
+@contextlib.contextmanager
+def reading_configs_once():
+    """Hydra reads and parses each YAML file of vaerun's configs twice per command; the walk runs ~200
+    commands, so each file is parsed once and handed out as a copy (the same content Hydra would read)."""
+    from hydra._internal.core_plugins.importlib_resources_config_source import (
+        ImportlibResourcesConfigSource as Source,
+    )
+
+    read, parsed = Source.load_config, {}
+
+    def load_config(self, config_path: str):
+        key = (self.path, config_path)
+        if key not in parsed:
+            parsed[key] = read(self, config_path)
+        return copy.deepcopy(parsed[key])
+
+    with mock.patch.object(Source, "load_config", load_config):
+        yield
+
+
 def composed_leaves(overrides: list[str]) -> list[tuple[str, object]]:
     with initialize_config_module("vaerun.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -54,8 +77,12 @@ def cases() -> list[tuple[str, str, str]]:
         for option in options:
             base = [f"{group}={option}"]
             # a key that must be set (data=csv's and data=image_folder's path): checked at load, not here
-            base += [f"{key}=placeholder" for key, value in composed_leaves(base) if value == "???"]
-            for key, value in composed_leaves(base):
+            composed = composed_leaves(base)
+            missing = [f"{key}=placeholder" for key, value in composed if value == "???"]
+            if missing:
+                base += missing
+                composed = composed_leaves(base)
+            for key, value in composed:
                 if key.startswith("hydra") or (key.split(".")[0] != group and option != options[0]):
                     continue  # the other groups' leaves are walked with their own options
                 for bad in (WRONG_TYPE[type(value)], out_of_range(key, value)):
@@ -64,7 +91,14 @@ def cases() -> list[tuple[str, str, str]]:
     return [(option, key, bad) for (key, bad), option in sorted(found.items())]
 
 
-CASES = cases()
+with reading_configs_once():
+    CASES = cases()
+
+
+@pytest.fixture
+def configs_read_once():
+    with reading_configs_once():
+        yield
 
 
 @pytest.fixture
@@ -85,7 +119,7 @@ def test_every_group_option_is_walked():
 
 @pytest.mark.parametrize("chunk", range(4))
 def test_a_wrong_type_or_out_of_range_value_is_one_line_naming_the_key(
-    chunk, tmp_path, capsys, refuse_to_run
+    chunk, tmp_path, capsys, refuse_to_run, configs_read_once
 ):
     failures = []
     for option, key, bad in CASES[chunk::4]:
