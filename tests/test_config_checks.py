@@ -23,6 +23,8 @@ def composed(*overrides: str) -> dict:
         ["model=dae", "corruption=blur"],
         ["data=digits", "encoder=conv", "corruption=block_mask", "corruption.size=8"],
         ["corruption=gaussian_noise", "likelihood=gaussian"],
+        ["data=cifar10", "encoder=conv", "likelihood=discretized_logistic"],
+        ["data=celeba64", "data.source.path=faces", "encoder=conv", "corruption=block_mask"],
     ],
 )
 def test_the_shipped_configs_pass(overrides):

@@ -166,3 +166,42 @@ def test_dae_and_vae_train_on_a_colour_folder_end_to_end(colour_folder, tmp_path
     for key in ("test/nll_iwae_bpd", "test/nll_ais_bpd"):
         assert 0 < metrics[key] < 12, (key, metrics[key])
     assert metrics["test/reconstruction/ssim"] <= 1  # SSIM over the three channels
+
+
+def photo_patches(count: int) -> np.ndarray:
+    """(count, 32, 32, 3) uint8 patches of scikit-learn's photographs, as CIFAR-10's arrays are laid out."""
+    from sklearn.datasets import load_sample_images
+
+    photo = load_sample_images().images[0]
+    return np.stack(
+        [
+            photo[(i // 10) * 32 : (i // 10) * 32 + 32, (i % 10) * 32 : (i % 10) * 32 + 32]
+            for i in range(count)
+        ]
+    )
+
+
+def test_cifar10_is_colour_with_its_class_names_and_offline_one_clear_error(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    from urllib.error import URLError
+
+    from vaerun.data import CIFAR10Source
+
+    data = {True: photo_patches(60), False: photo_patches(20)}
+
+    def dataset(self, train, download):  # torchvision's CIFAR10, with real photographs as its arrays
+        labels = [i % 10 for i in range(len(data[train]))]
+        return SimpleNamespace(data=data[train], targets=labels, classes=[f"class {k}" for k in range(10)])
+
+    monkeypatch.setattr(CIFAR10Source, "_dataset", dataset)
+    splits = CIFAR10Source(str(tmp_path), val_size=10).load()
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (50, 10, 20)
+    assert splits.test.images.shape == (20, 3, 32, 32) and splits.classes[3] == "class 3"
+    assert torch.equal(splits.test.images[5].permute(1, 2, 0), torch.from_numpy(data[False][5]))
+
+    def offline(self, train, download):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(CIFAR10Source, "_dataset", offline)
+    with pytest.raises(ConfigError, match=r"data=cifar10: CIFAR-10 is not in .* unpack it there"):
+        CIFAR10Source(str(tmp_path)).load()

@@ -14,9 +14,10 @@ from vaerun.data.datamodule import ImageDataModule
 from vaerun.data.folders import ImageFolderSource
 from vaerun.data.splits import Split, Splits, binarize_static, observed_cells, split_off, to_unit_float
 from vaerun.data.tables import CSVSource
-from vaerun.data.torchvision_sets import FashionMNISTSource, MNISTSource, TorchvisionSource
+from vaerun.data.torchvision_sets import CIFAR10Source, FashionMNISTSource, MNISTSource, TorchvisionSource
 
 __all__ = [
+    "CIFAR10Source",
     "CSVSource",
     "DigitsSource",
     "FashionMNISTSource",

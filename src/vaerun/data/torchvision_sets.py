@@ -1,5 +1,6 @@
-"""torchvision's idx data sets (MNIST, Fashion-MNIST): the official test set, a validation set split off the
-official training set; downloaded when missing, or read from Debian's package where it is installed."""
+"""torchvision's data sets (MNIST, Fashion-MNIST, CIFAR-10): the official test set, a validation set split
+off the official training set; downloaded when missing, or (Fashion-MNIST) read from Debian's package where
+it is installed."""
 
 from __future__ import annotations
 
@@ -8,17 +9,27 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from vaerun.atomic import atomic_path
 from vaerun.config_checks import ConfigError
 from vaerun.data.bundled import MNIST5kSource
-from vaerun.data.splits import Split, Splits, as_images, split_off
+from vaerun.data.splits import Split, Splits, split_off
 
 log = logging.getLogger(__name__)
 
 
+def images_of(dataset) -> Tensor:
+    """A torchvision data set's ``data`` as uint8 (N, C, H, W): MNIST's are (N, H, W) tensors, CIFAR's
+    (N, H, W, C) arrays."""
+    data = torch.as_tensor(dataset.data)
+    return (data.permute(0, 3, 1, 2) if data.dim() == 4 else data[:, None]).to(torch.uint8).contiguous()
+
+
 class TorchvisionSource:
-    """A torchvision idx data set (MNIST, Fashion-MNIST): the official test set, and ``val_size`` images
-    split off the official training set."""
+    """A torchvision data set (MNIST, Fashion-MNIST, CIFAR-10): the official test set, and ``val_size``
+    images split off the official training set."""
 
     name: str
     dataset_class: str
@@ -35,11 +46,10 @@ class TorchvisionSource:
 
     def _load(self, download: bool) -> Splits:
         train_set, test_set = self._dataset(True, download), self._dataset(False, download)
-        val, train = split_off(
-            as_images(train_set.data, 28, 28), train_set.targets, [self.val_size], self.split_seed
-        )
-        test = Split(as_images(test_set.data, 28, 28), test_set.targets)
-        return Splits(train, val, test, source=self.name)
+        train_labels, test_labels = torch.as_tensor(train_set.targets), torch.as_tensor(test_set.targets)
+        val, train = split_off(images_of(train_set), train_labels, [self.val_size], self.split_seed)
+        test = Split(images_of(test_set), test_labels)
+        return Splits(train, val, test, source=self.name, classes=tuple(getattr(train_set, "classes", ())))
 
     def _make_data_dir(self) -> None:
         try:
@@ -121,3 +131,24 @@ class FashionMNISTSource(TorchvisionSource):
             message = f"data.source.data_dir: cannot write to {self.data_dir}: {err.strerror}"
             raise ConfigError(message) from None
         return self._load(download=not found)
+
+
+class CIFAR10Source(TorchvisionSource):
+    """CIFAR-10 via torchvision (50,000 training and 10,000 test colour images of 32 x 32, ten classes),
+    downloaded into ``data_dir`` when missing. Offline without the files: one clear error that says where
+    to put them; never another data set in its place."""
+
+    name = "cifar10"
+    dataset_class = "CIFAR10"
+
+    def load(self) -> Splits:
+        self._make_data_dir()
+        try:
+            return self._load(download=True)
+        except (OSError, RuntimeError) as err:  # no network, a refused or broken download
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ConfigError(
+                f"data=cifar10: CIFAR-10 is not in {self.data_dir} and could not be downloaded ({reason}); "
+                "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack "
+                f"it there (it makes {self.data_dir / 'cifar-10-batches-py'}), or set data.source.data_dir"
+            ) from None
