@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="vaerun's steps_per_execution (default: the config's)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more vae-run override (repeatable), e.g. --set data.source.path=DIR",
+    )
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--iwae-samples", type=int, default=100, help="k of the IWAE throughput measurement")
     parser.add_argument("--eval-images", type=int, default=500, help="test images of that measurement")
@@ -107,6 +114,7 @@ def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> d
         overrides.append(f"trainer.limit_train_batches={args.limit_batches}")
     if args.steps_per_execution is not None:
         overrides.append(f"steps_per_execution={args.steps_per_execution}")
+    overrides += args.set
     with initialize_config_module("vaerun.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)

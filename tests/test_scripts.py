@@ -49,3 +49,18 @@ def test_read_events_lists_scalars_and_images(tmp_path):
         check=True,
     ).stdout
     assert "val/loss" in out and "1.5" in out
+
+
+def test_the_photo_patches_and_the_data_bench_run_on_small_folders(tmp_path):
+    def script(name: str, *args) -> str:
+        command = [sys.executable, ROOT / "scripts" / name, *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    out = script("photo_patches.py", tmp_path / "patches", "--stride", 128)
+    assert out.startswith("40 patches of 32 x 32 in ")  # 4 x 5 places in each 427 x 640 photograph
+    assert sorted(p.name for p in (tmp_path / "patches").iterdir()) == ["china", "flower"]
+    folder = tmp_path / "fashion"
+    small = ["--limit", 100, "--repeats", 1, "--epochs", 2, "--limit-batches", 3]
+    out = script("bench_data.py", "--folder", folder, *small)
+    assert len(list(folder.rglob("*.png"))) == 200  # the first 100 images of each split
+    assert "first load: " in out and "cached load: median" in out and "folder / idx = " in out
