@@ -147,25 +147,43 @@ def test_the_decoded_images_are_cached_and_read_again_when_a_file_changes(
     assert len(decoded) == 40  # a changed folder is read again, never served stale
 
 
-def test_dae_and_vae_train_on_a_colour_folder_end_to_end(colour_folder, tmp_path):
-    """A conv DAE with a learned Gaussian scale and a block mask; an MLP VAE with a discretized logistic
-    mixture, whose -log p(x) is a probability of the 8-bit images: finite, positive bits per dimension
-    (a model three steps old is still near the 8 of a uniform guess)."""
-    args = ["data=image_folder", f"data.source.path={colour_folder}", "data.source.cache_dir=null", *TINY]
-    dae = ["model=dae", "encoder=conv", "corruption=block_mask", "corruption.size=8"]
+def colour_run(folder, *args: str) -> list[str]:
+    return ["data=image_folder", f"data.source.path={folder}", "data.source.cache_dir=null", *TINY, *args]
+
+
+def test_a_conv_dae_on_a_colour_folder_trains_and_imputes(colour_folder, tmp_path):
+    """A conv DAE with a learned Gaussian scale and a block mask, trained, then filling hidden pixels of
+    the colour test images, against the colour PCA."""
+    dae = ["model=dae", "encoder=conv", "corruption=block_mask", "corruption.size=8", "stage=impute"]
     vae_run(
-        *args, *dae, "likelihood=gaussian", "likelihood.learn_std=true", "hydra.run.dir=dae", cwd=tmp_path
+        *colour_run(colour_folder, *dae, "likelihood=gaussian", "likelihood.learn_std=true"), cwd=tmp_path
     )
-    vae = ["model=vae", "corruption=pixel_drop", "likelihood=discretized_logistic", "likelihood.mixtures=2"]
-    vae_run(*args, *vae, "hydra.run.dir=vae", cwd=tmp_path)
-    grid = np.asarray(Image.open(tmp_path / "dae" / "images" / "val_reconstructions.png").convert("RGB"))
+    run = next(tmp_path.glob("outputs/*/*"))
+    grid = np.asarray(Image.open(run / "images" / "val_reconstructions.png").convert("RGB"))
     assert np.abs(grid[..., 0].astype(int) - grid[..., 2]).max() > 30  # the originals are in colour
-    saved = (tmp_path / "dae" / ".hydra" / "config.yaml").read_text()
+    saved = (run / ".hydra" / "config.yaml").read_text()
     assert "- china" in saved and "- flower" in saved and "source_used: image_folder:" in saved
+    imputed = read_metrics(run)
+    assert imputed["impute/block_16/pca/psnr"] > 0 and 0 < imputed["impute/mcar_0.5/model/ssim"] <= 1
+
+
+def test_a_vae_with_a_discretized_logistic_reports_bits_per_dimension(colour_folder, tmp_path):
+    """An MLP VAE whose -log p(x) is a probability of the 8-bit images: finite, positive bits per
+    dimension (a model three steps old is still near the 8 of a uniform guess)."""
+    vae = ["model=vae", "corruption=pixel_drop", "likelihood=discretized_logistic", "likelihood.mixtures=2"]
+    vae_run(*colour_run(colour_folder, *vae, "hydra.run.dir=vae"), cwd=tmp_path)
     metrics = read_metrics(tmp_path / "vae")
     for key in ("test/nll_iwae_bpd", "test/nll_ais_bpd"):
         assert 0 < metrics[key] < 12, (key, metrics[key])
     assert metrics["test/reconstruction/ssim"] <= 1  # SSIM over the three channels
+
+
+def test_anomaly_detection_on_a_colour_folder_scores_its_classes(colour_folder, tmp_path):
+    args = colour_run(colour_folder, "model=ae", "stage=anomaly", "data.normal_class=0", "hydra.run.dir=run")
+    vae_run(*args, cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "run")
+    for score in ("reconstruction_error", "pca_reconstruction_error"):
+        assert 0 <= metrics[f"anomaly/{score}/auroc"] <= 1
 
 
 def photo_patches(count: int) -> np.ndarray:
