@@ -96,3 +96,15 @@ def test_clean_input_is_left_untouched(corruption):
 def test_bad_parameters_are_refused_with_the_key(make, key):
     with pytest.raises(ValueError, match=key):
         make()
+
+
+def test_on_colour_images_blur_works_per_channel_and_the_block_covers_every_channel():
+    x = images(n=8, c=3, h=32, w=32)
+    x[:, 1] = 0.5  # a flat channel stays flat under a per-channel blur, whatever the others do
+    blurred = GaussianBlur(1.5, 7)(x)
+    assert blurred.shape == x.shape and torch.allclose(blurred[:, 1], torch.full_like(blurred[:, 1], 0.5))
+    assert not torch.allclose(blurred[:, 0], x[:, 0])
+    hidden = BlockMask(10)(x, torch.Generator().manual_seed(0)) == 0
+    assert torch.equal(hidden[:, 0], hidden[:, 2]) and (hidden.sum(dim=(2, 3)) == 100).all()
+    noisy = GaussianNoise(0.3)(x)
+    assert noisy.shape == x.shape and noisy.min() >= 0 and noisy.max() <= 1
