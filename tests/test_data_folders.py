@@ -179,7 +179,9 @@ def test_a_vae_with_a_discretized_logistic_reports_bits_per_dimension(colour_fol
 
 
 def test_anomaly_detection_on_a_colour_folder_scores_its_classes(colour_folder, tmp_path):
-    args = colour_run(colour_folder, "model=ae", "stage=anomaly", "data.normal_class=0", "hydra.run.dir=run")
+    """A residual conv AE under the one-class protocol, against the colour PCA."""
+    anomaly = ["model=ae", "encoder=resnet", "stage=anomaly", "data.normal_class=0", "hydra.run.dir=run"]
+    args = colour_run(colour_folder, *anomaly)
     vae_run(*args, cwd=tmp_path)
     metrics = read_metrics(tmp_path / "run")
     for score in ("reconstruction_error", "pca_reconstruction_error"):

@@ -1,12 +1,16 @@
 import pytest
 import torch
 
-from vaerun.networks import MLP, Conv
+from vaerun.networks import MLP, Conv, ResidualBlock, ResNet
 
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64)]
 
 
-@pytest.mark.parametrize("architecture", [MLP(hidden=[64, 32]), Conv(channels=[8, 16])], ids=["mlp", "conv"])
+@pytest.mark.parametrize(
+    "architecture",
+    [MLP(hidden=[64, 32]), Conv(channels=[8, 16]), ResNet(channels=[8, 16], blocks=2)],
+    ids=["mlp", "conv", "resnet"],
+)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_encoder_and_decoder_adapt_to_the_image_shape(architecture, shape):
     x = torch.rand(5, *shape)
@@ -51,3 +55,14 @@ def test_a_conv_net_without_channels_takes_its_depth_from_the_image_size(image_s
 def test_a_conv_net_without_channels_refuses_an_odd_size():
     with pytest.raises(ValueError, match="the 7x7 images cannot be halved"):
         Conv().encoder((1, 7, 7), 4)
+
+
+def test_a_resnet_has_residual_blocks_at_every_resolution_of_both_halves():
+    architecture = ResNet(blocks=2)
+    encoder, decoder = architecture.encoder((3, 32, 32), 8), architecture.decoder(4, (3, 32, 32))
+    for network in (encoder, decoder):
+        assert sum(isinstance(m, ResidualBlock) for m in network) == 2 * 3  # 32 -> 16 -> 8 -> 4
+    block = ResidualBlock(4, torch.nn.ReLU)
+    torch.nn.init.zeros_(block.body[-1].weight), torch.nn.init.zeros_(block.body[-1].bias)
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(block(x), x)  # a block whose correction is zero passes its input through

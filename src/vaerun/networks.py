@@ -12,7 +12,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 from vaerun.config_checks import check_encoder, conv_depth
 
@@ -71,7 +71,7 @@ class Conv:
         channels = self.channels(image_shape)
         layers: list[nn.Module] = []
         for c_in, c_out in zip([image_shape[0], *channels[:-1]], channels, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), self.activation()]
+            layers += self._down(c_in, c_out)
         return nn.Sequential(*layers, nn.Flatten(), nn.Linear(math.prod(feature_shape), out_features))
 
     def decoder(self, latent_dim: int, image_shape: Sequence[int]) -> nn.Module:
@@ -84,7 +84,55 @@ class Conv:
         channels = self.channels(image_shape)
         outs = [*reversed(channels[:-1]), image_shape[0]]
         for i, (c_in, c_out) in enumerate(zip(reversed(channels), outs, strict=True)):
-            layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1))
-            if i < len(outs) - 1:
-                layers.append(self.activation())
+            layers += self._up(c_in, c_out, last=i == len(outs) - 1)
         return nn.Sequential(*layers)
+
+    def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
+        """One stage of the encoder: halves height and width."""
+        return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), self.activation()]
+
+    def _up(self, c_in: int, c_out: int, last: bool) -> list[nn.Module]:
+        """One stage of the decoder: doubles height and width; the last one outputs the likelihood's
+        parameters, unconstrained."""
+        up = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
+        return [up] if last else [up, self.activation()]
+
+
+class ResidualBlock(nn.Module):
+    """x + conv3x3(act(conv3x3(act(x)))): the shape stays, the block learns a correction."""
+
+    def __init__(self, channels: int, activation: Activation) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            activation(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            activation(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ResNet(Conv):
+    """The conv net with ``blocks`` residual blocks at every resolution (after each downsampling in the
+    encoder, before each upsampling in the decoder): the small residual networks of CIFAR and CelebA
+    VAEs. Depth and channels follow the image size as in ``Conv``."""
+
+    def __init__(
+        self,
+        channels: Sequence[int] | None = None,
+        activation: Activation = nn.ReLU,
+        base_channels: int = 32,
+        blocks: int = 1,
+    ) -> None:
+        super().__init__(channels, activation, base_channels)
+        self.blocks = int(blocks)
+
+    def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
+        residual = [ResidualBlock(c_out, self.activation) for _ in range(self.blocks)]
+        return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), *residual, self.activation()]
+
+    def _up(self, c_in: int, c_out: int, last: bool) -> list[nn.Module]:
+        residual = [ResidualBlock(c_in, self.activation) for _ in range(self.blocks)]
+        return [*residual, *super()._up(c_in, c_out, last)]

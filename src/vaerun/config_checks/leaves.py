@@ -175,6 +175,7 @@ LEAF_RULES: dict[str, Rule] = {
     "data.source.test_fraction": number_in(0, 1),
     # the networks
     "encoder.base_channels": int_at_least(1),
+    "encoder.blocks": int_at_least(0),
     # the likelihoods
     "likelihood.std": number_in(0, low_open=True),
     "likelihood.bounded": flag,
