@@ -42,6 +42,12 @@ def test_latent_scatter_is_a_figure_with_every_point():
     assert len(figure.axes[0].collections[0].get_offsets()) == 30
 
 
+def test_latent_scatter_names_the_classes_it_has_names_for():
+    names = ("china", "flower", "sky")
+    figure = latent_scatter(torch.randn(30, 2), torch.tensor([0, 2] * 15), class_names=names)
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == ["china", "sky"]
+
+
 def test_traversal_rows_sweep_one_dimension_each():
     prior = MultivariateNormal(torch.zeros(3), scale_tril=torch.diag(torch.tensor([1.0, 2.0, 3.0])))
     base = torch.tensor([0.1, 0.2, 0.3])

@@ -4,9 +4,10 @@ writes each one both to TensorBoard and as a PNG file. Nothing here takes part i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure  # the object API: no pyplot, no GUI backend, safe on servers
 from torch import Tensor
@@ -71,13 +72,29 @@ def manifold_codes(prior: MultivariateNormal, size: int, icdf: Quantiles = stand
     return prior.loc + u @ prior.scale_tril.T
 
 
-def latent_scatter(codes: Tensor, labels: Tensor, title: str = "test-set latent means") -> Figure:
-    """A scatter of 2-D codes coloured by class."""
+def latent_scatter(
+    codes: Tensor, labels: Tensor, title: str = "test-set latent means", class_names: Sequence[str] = ()
+) -> Figure:
+    """A scatter of 2-D codes coloured by class; with ``class_names``, a legend names the classes."""
     codes, labels = codes.detach().cpu().numpy(), labels.detach().cpu().numpy()
     figure = Figure(figsize=(6, 5), dpi=100)
     axes = figure.add_subplot()
-    points = axes.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, alpha=0.8)
-    figure.colorbar(points, ax=axes, label="class")
+    if class_names:  # one colour and one legend entry per class present
+        colours = matplotlib.colormaps["tab10"]
+        for label in sorted(set(labels.tolist())):
+            chosen = codes[labels == label]
+            axes.scatter(
+                chosen[:, 0],
+                chosen[:, 1],
+                color=colours(label % 10),
+                s=4,
+                alpha=0.8,
+                label=class_names[label],
+            )
+        axes.legend(fontsize="small", markerscale=2, loc="best")
+    else:
+        points = axes.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=4, alpha=0.8)
+        figure.colorbar(points, ax=axes, label="class")
     axes.set(xlabel="z[0]", ylabel="z[1]", title=title)
     figure.tight_layout()
     return figure

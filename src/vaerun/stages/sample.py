@@ -79,7 +79,8 @@ def _latent_space(run: Run, prior: MultivariateNormal, test_codes: Tensor) -> No
         size = options["manifold_size"]
         codes = manifold_codes(prior, size, model.standard_quantiles)
         run.sink.grid("sample/manifold", image_grid(model.mean(codes), nrow=size), run.step)
-        scatter = latent_scatter(test_codes, run.datamodule.splits.test.labels)
+        splits = run.datamodule.splits
+        scatter = latent_scatter(test_codes, splits.test.labels, class_names=splits.classes)
         run.sink.figure("sample/latent_scatter", scatter, run.step)
     else:
         steps = options["interpolation_steps"]
