@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vaerun.config_checks.leaves import BINARIZATIONS, check_leaves, rule_for
+from vaerun.config_checks.leaves import BINARIZATIONS, check_leaves, flag, rule_for
 from vaerun.config_checks.values import ConfigError, is_int, is_number
 
 __all__ = ["BINARIZATIONS", "ConfigError", "check_config", "check_shape_dependent", "check_value", "is_int"]
@@ -65,8 +65,7 @@ def _block_size(key: str, value: Any, image_shape: tuple[int, ...] | None) -> No
 
 
 def _flag(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    flag(key, value)
 
 
 CORRUPTION_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
@@ -264,9 +263,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         )
     check_latent(cfg["latent"])
     check_stage(cfg["stage"], cfg["ckpt"])
-    _flag("force", cfg["force"], ())
-    _flag("resume", cfg["resume"], ())
-    _flag("compile", cfg["compile"], ())
+    for key in ("force", "resume", "compile"):
+        flag(key, cfg[key])
     image_shape = check_image_shape(cfg["data"]["image_shape"])
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
     check_training_loop(cfg["steps_per_execution"], cfg["trainer"])
