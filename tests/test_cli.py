@@ -225,6 +225,15 @@ def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, ar
     assert not list((tmp_path / "outputs").rglob("*")) if (tmp_path / "outputs").exists() else True
 
 
+def test_a_config_file_of_the_users_that_does_not_parse_is_one_line_naming_it(tmp_path):
+    (tmp_path / "mine" / "data").mkdir(parents=True)
+    (tmp_path / "mine" / "data" / "broken.yaml").write_text("batch_size: [64\nseed: 1\n")
+    result = vae_run("--config-dir", "mine", "data=broken", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "vae-run: error: --config-dir: mine/data/broken.yaml, line 2: expected ','" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_bad_input_leaves_the_parent_of_a_chosen_run_dir_alone(tmp_path):
     (tmp_path / "mine").mkdir()
     result = vae_run("latent=0", f"hydra.run.dir={tmp_path / 'mine' / 'run'}", cwd=tmp_path, check=False)

@@ -100,8 +100,35 @@ def _fail(message: str, run_dir: Path) -> None:
     exit_with_error(message)
 
 
+def _check_config_dir_files(argv: list[str]) -> None:
+    """A YAML file of the user's --config-dir that does not parse is one line naming it and the place, not
+    Hydra's traceback from inside its config loader."""
+    import yaml
+
+    tokens = iter(argv)
+    for token in tokens:
+        name, _, value = token.partition("=")
+        if name not in ("--config-dir", "-cd"):
+            continue
+        folder = Path(value or next(tokens, "")).expanduser()
+        for path in sorted(folder.rglob("*.yaml")) if folder.is_dir() else []:
+            try:
+                OmegaConf.load(path)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark is not None else ""
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                exit_with_error(f"--config-dir: {path}{where}: {problem}")
+
+
+def main() -> float | None:
+    """The console entry point: the user's own config files checked, then Hydra's main."""
+    _check_config_dir_files(sys.argv[1:])
+    return _hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://vaerun.configs", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
