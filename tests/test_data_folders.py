@@ -169,9 +169,12 @@ def test_a_conv_dae_on_a_colour_folder_trains_and_imputes(colour_folder, tmp_pat
 
 def test_a_vae_with_a_discretized_logistic_reports_bits_per_dimension(colour_folder, tmp_path):
     """An MLP VAE whose -log p(x) is a probability of the 8-bit images: finite, positive bits per
-    dimension (a model three steps old is still near the 8 of a uniform guess)."""
+    dimension (a model three steps old is still near the 8 of a uniform guess). No host memory allowed:
+    it trains from the folder's memory-mapped cache file."""
     vae = ["model=vae", "corruption=pixel_drop", "likelihood=discretized_logistic", "likelihood.mixtures=2"]
-    vae_run(*colour_run(colour_folder, *vae, "hydra.run.dir=vae"), cwd=tmp_path)
+    mapped = [f"data.source.cache_dir={tmp_path / 'cache'}", "data.max_host_memory_gb=0"]
+    result = vae_run(*colour_run(colour_folder, *vae, "hydra.run.dir=vae", *mapped), cwd=tmp_path)
+    assert "in a memory-mapped file" in result.stdout + result.stderr
     metrics = read_metrics(tmp_path / "vae")
     for key in ("test/nll_iwae_bpd", "test/nll_ais_bpd"):
         assert 0 < metrics[key] < 12, (key, metrics[key])
@@ -225,3 +228,14 @@ def test_cifar10_is_colour_with_its_class_names_and_offline_one_clear_error(tmp_
     monkeypatch.setattr(CIFAR10Source, "_dataset", offline)
     with pytest.raises(ConfigError, match=r"data=cifar10: CIFAR-10 is not in .* unpack it there"):
         CIFAR10Source(str(tmp_path)).load()
+
+
+def test_hidden_files_and_folders_are_skipped_and_a_linked_loop_is_read_once(tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    for path in (tmp_path / "cats" / "a.png", tmp_path / ".ipynb_checkpoints" / "b.png", tmp_path / ".c.png"):
+        Image.new("RGB", (4, 4)).save(path)
+    (tmp_path / "cats" / "again").symlink_to(tmp_path)  # a link back up: must not recurse forever
+    listing = folders_module.list_images(tmp_path)
+    assert [os.path.relpath(f, tmp_path) for f in listing.files] == ["cats/a.png"]
+    assert listing.classes == ["cats"]

@@ -159,6 +159,8 @@ LEAF_RULES: dict[str, Rule] = {
     "data.binarize": choice(*BINARIZATIONS),
     "data.image_size": int_at_least(1, optional=True),
     "data.channels": choice(None, 1, 3),
+    "data.device_memory_fraction": number_in(0, 1),
+    "data.max_host_memory_gb": number_in(0, optional=True),
     "data.source.image_size": int_at_least(1, optional=True),
     "data.source.channels": choice(None, 1, 3),
     "data.source.crop": int_at_least(1, optional=True),

@@ -1,10 +1,12 @@
-"""Data sets as tensors in memory, and the LightningDataModule that serves them: one module per source
-family (bundled, torchvision_sets, tables, folders), the splits, the batches and the data module.
+"""Data sets as tensors, and the LightningDataModule that serves them: one module per source family
+(bundled, torchvision_sets, tables, folders with their image_cache), the splits, where the data lives
+(placement), the batches and the data module.
 
 A source loads a whole data set once as uint8 images (N, C, H, W) with int64 labels and splits it
 deterministically (``split_seed``) into train / val / test. Tabular data (a CSV file) is float32 rows
 (N, 1, 1, D), standardised, with NaN where a cell is missing. Batches are index slices of those tensors, in a
-fresh permutation each epoch from the data module's seeded generator; the conversion to float in [0, 1]
+fresh permutation each epoch from the data module's seeded generator, wherever the tensors live (the
+training device, host memory or an image folder's memory-mapped cache file); the conversion to float in [0, 1]
 happens on the batch, on the training device (see the LightningModule). No per-image Python work anywhere.
 """
 

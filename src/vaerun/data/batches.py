@@ -1,4 +1,5 @@
-"""Batches as index slices of in-memory tensors: no per-image Python work, no DataLoader workers."""
+"""Batches as index slices of tensors (on the device, in host memory or mapped from a file): no per-image
+Python work, no DataLoader workers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from vaerun.data.placement import gather
 from vaerun.data.splits import Split
 from vaerun.step_groups import BatchGroup, limited_batch_count
 
@@ -18,7 +20,9 @@ class TensorBatches:
     see the same number of batches (as torch's DistributedSampler does).
 
     ``group``: yield BatchGroups of up to this many batches instead of single batches; ``max_batches``:
-    stop after that many batches (Lightning's limit_train_batches, counted in batches, not groups)."""
+    stop after that many batches (Lightning's limit_train_batches, counted in batches, not groups);
+    ``pin``: gather each batch of host (or mapped) data into page-locked memory, for an asynchronous copy
+    to a GPU."""
 
     def __init__(
         self,
@@ -29,10 +33,11 @@ class TensorBatches:
         world_size: int = 1,
         group: int | None = None,
         max_batches: int | float | None = None,
+        pin: bool = False,
     ) -> None:
         self.split, self.batch_size, self.generator = split, batch_size, generator
         self.rank, self.world_size = rank, world_size
-        self.group, self.max_batches = group, max_batches
+        self.group, self.max_batches, self.pin = group, max_batches, pin
 
     def _shard_size(self) -> int:
         return -(-len(self.split) // self.world_size)
@@ -56,8 +61,8 @@ class TensorBatches:
         indices = order.split(self.batch_size)[: self.num_batches]
         if self.group is None:
             for idx in indices:
-                yield self.split.images[idx], self.split.labels[idx]
+                yield gather(self.split, idx, self.pin)
             return
         for start in range(0, len(indices), self.group):
             group = indices[start : start + self.group]
-            yield BatchGroup((self.split.images[idx], self.split.labels[idx]) for idx in group)
+            yield BatchGroup(gather(self.split, idx, self.pin) for idx in group)

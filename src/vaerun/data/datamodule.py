@@ -1,5 +1,5 @@
-"""The LightningDataModule: a source's splits on the training device, served as uint8 batches that become
-floats in [0, 1] on the device."""
+"""The LightningDataModule: a source's splits on the training device (or in host memory, or mapped from a
+file, where they do not fit), served as uint8 batches that become floats in [0, 1] on the device."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import Tensor
 
 from vaerun.config_checks import ConfigError, check_value
 from vaerun.data.batches import TensorBatches
+from vaerun.data.placement import Placement, place
 from vaerun.data.splits import Split, Splits, binarize_static, to_unit_float
 from vaerun.step_groups import BatchGroup, StepGroups
 
@@ -30,6 +31,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     ``image_size``, ``channels``: what an image folder's source makes of its images (S x S, 1 or 3
     channels); given both, the model's input shape is known before the images are read.
+
+    ``device_memory_fraction``, ``max_host_memory_gb``: where the data lives while the model trains
+    (vaerun.data.placement): on the training device when it takes at most that fraction of the device's
+    free memory, else in host memory, else (an image folder past ``max_host_memory_gb``; None: half the
+    machine's memory) in its memory-mapped cache file.
     """
 
     def __init__(
@@ -44,9 +50,16 @@ class ImageDataModule(pl.LightningDataModule):
         step_groups: StepGroups | None = None,
         image_size: int | None = None,
         channels: int | None = None,
+        device_memory_fraction: float = 0.5,
+        max_host_memory_gb: float | None = None,
     ) -> None:
         super().__init__()
         check_value("data.binarize", binarize)
+        check_value("data.device_memory_fraction", device_memory_fraction)
+        check_value("data.max_host_memory_gb", max_host_memory_gb)
+        self.device_memory_fraction, self.max_host_memory_gb = device_memory_fraction, max_host_memory_gb
+        self.placement: Placement | None = None
+        self.training_device = torch.device("cpu")
         self.source = source
         # None: the data's own shape (a CSV file's columns, a folder's images), known once it is loaded;
         # a folder's images resized to a square with given channels have a known shape
@@ -90,9 +103,12 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:  # loaded once, however many stages run
             self.splits = self._load()
-        if self.trainer is not None:  # the whole data set moves to the training device once
-            device = self.trainer.strategy.root_device
-            self.splits = self.splits.with_splits(*(split.to(device) for split in self.splits[:3]))
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is not None and (self.placement is None or device != self.training_device):
+            self.training_device = device  # placed once, however many stages use that device
+            self.splits, self.placement = place(
+                self.splits, device, self.device_memory_fraction, self.max_host_memory_gb
+            )
 
     def _load(self) -> Splits:
         splits = self.source.load()
@@ -144,7 +160,10 @@ class ImageDataModule(pl.LightningDataModule):
     def _batches(self, split: Split, generator: torch.Generator | None = None, **grouping) -> TensorBatches:
         trainer = self.trainer
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TensorBatches(split, self.batch_size, generator, rank=rank, world_size=world_size, **grouping)
+        pin = self.placement is not Placement.DEVICE and self.training_device.type == "cuda"
+        return TensorBatches(
+            split, self.batch_size, generator, rank=rank, world_size=world_size, pin=pin, **grouping
+        )
 
     def train_dataloader(self) -> TensorBatches:
         world_size = self.trainer.world_size if self.trainer is not None else 1

@@ -1,7 +1,8 @@
 """Your own images: every image file under a folder, decoded once (in parallel threads: PIL releases the
 GIL while it decodes and resizes) into one uint8 tensor and cached, keyed by the file list, their sizes and
 modification times and the transform, so that a second run loads in about a second and a changed folder
-is read again.
+is read again. The decoded images go straight into the cache file (vaerun.data.image_cache), split by split,
+so that train, val and test are slices of it.
 
 Layout: ``DIR/train``, ``DIR/val``, ``DIR/test`` (or ``train`` and ``test``) are the splits; otherwise the
 split is 80 / 10 / 10 by ``split_seed``. Inside (a split or DIR), each first-level folder is a class,
@@ -10,12 +11,14 @@ labels 0..C-1 in sorted name order; images with no class folder get label 0.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 
-from vaerun.atomic import atomic_path
 from vaerun.config_checks import ConfigError
-from vaerun.data.splits import Split, Splits, split_off
+from vaerun.data.image_cache import ImageWriter, load_cached, save_index
+from vaerun.data.splits import Split, Splits
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLIT_FOLDERS = ("train", "val", "test")
 #: raised to change the cache's key whenever decoding changes what it produces
-DECODER_VERSION = 1
+DECODER_VERSION = 2
+#: files handed to the decoding threads at a time: bounds the decoded images held in memory
+_FILES_AT_ONCE = 4096
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def _centre_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def decode(path: Path, transform: Transform) -> np.ndarray:
+def decode(path: str | Path, transform: Transform) -> np.ndarray:
     """One file as uint8 (C, H, W), C = 1 or 3; raises OSError / ValueError for an unreadable file."""
     with Image.open(path) as image:
         image.seek(0)  # a GIF's (or TIFF's) first frame
@@ -100,21 +106,40 @@ def decode(path: Path, transform: Transform) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Listing:
-    """The image files found, their class labels and class names, and the split folder of each (None
-    where the folder has no split folders)."""
+    """The image files found (full paths, as strings: a million Path objects cost seconds), their class
+    labels and class names, the split folder of each (None where the folder has no split folders), and a
+    line per file of its relative path, size and modification time (what the cache is keyed by)."""
 
-    files: list[Path]
+    root: Path
+    files: list[str]
     labels: list[int]
     classes: list[str]
     splits: list[str] | None
+    stamps: list[str]
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
+def _image_files(folder: str) -> list[tuple[tuple[str, ...], os.DirEntry]]:
+    """(relative path parts, entry) of every image file under ``folder``, in path order; hidden files and
+    folders are skipped, and a folder linked in twice is read once. One directory read per folder, no
+    stat per file (os.scandir knows which entries are files)."""
+    found, seen, pending = [], set(), [(folder, ())]
+    while pending:
+        directory, parts = pending.pop()
+        stat = os.stat(directory)
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    pending.append((entry.path, (*parts, entry.name)))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                    found.append(((*parts, entry.name), entry))
+    found.sort(key=lambda item: item[0])
+    return found
 
 
 def list_images(root: Path) -> Listing:
@@ -124,36 +149,68 @@ def list_images(root: Path) -> Listing:
         raise ConfigError(f"data.source.path: {root} is a file; give the folder that holds the images")
     split_dirs = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
     has_splits = {"train", "test"} <= set(split_dirs)
-    parents = [root / name for name in split_dirs] if has_splits else [root]
-    classes = sorted({d.name for parent in parents for d in parent.iterdir() if d.is_dir()})
-    files, labels, splits = [], [], []
+    parents = split_dirs if has_splits else [""]
+    classes = sorted(
+        {d.name for parent in parents for d in os.scandir(root / parent) if d.is_dir() and d.name[0] != "."}
+    )
+    label_of = {name: label for label, name in enumerate(classes)}
+    files, labels, splits, stamps = [], [], [], []
     for parent in parents:
-        for path in _image_files(parent):
-            top = path.relative_to(parent).parts[0]
-            files.append(path)
-            labels.append(classes.index(top) if top in classes else 0)
-            splits.append(parent.name)
+        for parts, entry in _image_files(str(root / parent)):
+            stat = entry.stat()
+            files.append(entry.path)
+            labels.append(label_of.get(parts[0], 0) if len(parts) > 1 else 0)
+            splits.append(parent)
+            stamps.append(f"{parent}/{'/'.join(parts)}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
     if not files:
         raise ConfigError(
             f"data.source.path: no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) under {root}"
         )
-    return Listing(files, labels, classes, splits if has_splits else None)
+    return Listing(root, files, labels, classes, splits if has_splits else None, stamps)
 
 
-def cache_key(listing: Listing, root: Path, transform: Transform) -> str:
-    """Changes when a file is added, removed, rewritten (size or mtime) or the transform changes."""
-    digest = hashlib.sha256(json.dumps([DECODER_VERSION, str(root.resolve()), vars(transform)]).encode())
-    for path in listing.files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+def assign_splits(
+    listing: Listing, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """The files (indices into the listing) of train, val and test, decided before any is decoded, so
+    that a file that turns out unreadable drops out of its own split without moving any other. Split
+    folders in path order; otherwise (and val out of train/ where there is no val/) a ``seed``ed shuffle
+    cut into test, val and the rest."""
+
+    def shuffled(count: int) -> list[int]:
+        return torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    if listing.splits is None:
+        n = len(listing.files)
+        order, n_test, n_val = shuffled(n), round(test_fraction * n), round(val_fraction * n)
+        test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    else:
+        train, val, test = ([i for i, s in enumerate(listing.splits) if s == name] for name in SPLIT_FOLDERS)
+        if not val:
+            order, n_val = shuffled(len(train)), round(val_fraction * len(train))
+            val, train = [train[i] for i in order[:n_val]], [train[i] for i in order[n_val:]]
+    if not train:
+        raise ConfigError(
+            f"data.source.val_fraction={val_fraction} and test_fraction={test_fraction} leave none of the "
+            f"{len(listing.files)} images under {listing.root} for training"
+        )
+    return train, val, test
+
+
+def cache_key(listing: Listing, transform: Transform, split: tuple) -> str:
+    """Changes when a file is added, removed, rewritten (size or mtime), or the transform or the split
+    changes."""
+    key = [DECODER_VERSION, str(listing.root.resolve()), vars(transform), list(split)]
+    digest = hashlib.sha256(json.dumps(key).encode())
+    digest.update("".join(listing.stamps).encode())
     return digest.hexdigest()[:24]
 
 
-def _decode_all(files: Sequence[Path], transform: Transform) -> tuple[list[np.ndarray | None], list[str]]:
-    """Every file decoded (None where unreadable), with the reasons of the failures; threads over the
-    cores, a progress bar at a terminal."""
+def decode_all(files: Sequence[str], transform: Transform) -> Iterator[np.ndarray | str]:
+    """Every file decoded, in order (the reason, where one is unreadable); threads over the cores, a few
+    thousand files at a time, a progress bar at a terminal."""
 
-    def one(path: Path) -> np.ndarray | str:
+    def one(path: str) -> np.ndarray | str:
         try:
             return decode(path, transform)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
@@ -161,24 +218,18 @@ def _decode_all(files: Sequence[Path], transform: Transform) -> tuple[list[np.nd
 
     from tqdm import tqdm
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(
-            tqdm(
-                pool.map(one, files, chunksize=64),
-                total=len(files),
-                desc="Decoding images",
-                disable=not sys.stderr.isatty(),
-                leave=False,
-            )
-        )
-    failures = [r for r in results if isinstance(r, str)]
-    return [r if isinstance(r, np.ndarray) else None for r in results], failures
+    bar = tqdm(total=len(files), desc="Decoding images", disable=not sys.stderr.isatty(), leave=False)
+    with bar, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start in range(0, len(files), _FILES_AT_ONCE):
+            for result in pool.map(one, files[start : start + _FILES_AT_ONCE], chunksize=64):
+                bar.update()
+                yield result
 
 
 class ImageFolderSource:
     """Every image under ``path``, recursively (png, jpg / jpeg, bmp, gif's first frame, webp, tiff), in
     sorted path order, transformed as ``Transform`` says. Unreadable files are skipped with one warning.
-    ``cache_dir``: where the decoded tensor is kept (None: not cached)."""
+    ``cache_dir``: where the decoded images are kept, as a file that later runs map (None: not cached)."""
 
     name = "image_folder"
 
@@ -200,72 +251,68 @@ class ImageFolderSource:
 
     def load(self) -> Splits:
         listing = list_images(self.path)
-        cache = (
-            self.cache_dir / f"{cache_key(listing, self.path, self.transform)}.pt" if self.cache_dir else None
-        )
-        if cache is not None and cache.is_file():
-            stored = torch.load(cache, map_location="cpu", weights_only=True)
-        else:
-            stored = self._decode(listing)
-            if cache is not None:
-                self._save(stored, cache)
-        return self._split(stored)
+        parts = assign_splits(listing, self.val_fraction, self.test_fraction, self.split_seed)
+        raw = None
+        if self.cache_dir is not None:
+            split = (self.val_fraction, self.test_fraction, self.split_seed)
+            raw = self.cache_dir / f"{cache_key(listing, self.transform, split)}.u8"
+            cached = load_cached(raw, raw.with_suffix(".pt"))
+            if cached is not None:
+                return self._splits(*cached, mapped=True)
+        writer = self._writer(raw)
+        try:
+            index = self._decode(listing, parts, writer)
+            images = writer.finish()
+        except BaseException:
+            writer.discard()
+            raise
+        if writer.path is not None:
+            save_index(raw.with_suffix(".pt"), index)
+        return self._splits(images, index, mapped=writer.path is not None)
 
-    def _decode(self, listing: Listing) -> dict:
-        arrays, failures = _decode_all(listing.files, self.transform)
+    def _writer(self, raw: Path | None) -> ImageWriter:
+        if raw is not None:
+            try:
+                raw.parent.mkdir(parents=True, exist_ok=True)
+                return ImageWriter(raw, self.transform.channels)
+            except OSError as err:
+                log.warning(
+                    "Could not cache the decoded images in %s (%s): the next run decodes them again", raw, err
+                )
+        return ImageWriter(None, self.transform.channels)
+
+    def _decode(self, listing: Listing, parts: Sequence[list[int]], writer: ImageWriter) -> dict:
+        """Decodes the files split by split into ``writer``; the index of what it wrote."""
+        order = [(k, i) for k, part in enumerate(parts) for i in part]
+        lengths, labels, failures = [0, 0, 0], [], []
+        # closed on an error too: the decoding threads stop with the files handed to them
+        with contextlib.closing(decode_all([listing.files[i] for _, i in order], self.transform)) as decoded:
+            for (k, i), result in zip(order, decoded, strict=True):
+                if isinstance(result, str):
+                    failures.append(result)
+                    continue
+                writer.append(result, listing.files[i])
+                lengths[k] += 1
+                labels.append(listing.labels[i])
         if failures:
             shown = "; ".join(failures[:3])
             log.warning("Skipped %d unreadable image files under %s: %s", len(failures), self.path, shown)
-        kept = [i for i, array in enumerate(arrays) if array is not None]
-        if not kept:
+        if not writer.count:
             raise ConfigError(
-                f"data.source.path: none of the {len(arrays)} image files under {self.path} is readable"
+                f"data.source.path: none of the {len(order)} image files under {self.path} is readable"
             )
-        sizes = {arrays[i].shape[1:]: listing.files[i] for i in kept}
-        if len(sizes) > 1:
-            (first, a), (second, b) = list(sizes.items())[:2]
-            raise ConfigError(
-                f"data.image_size: the images differ in size ({a.name} is {first[1]}x{first[0]}, {b.name} is "
-                f"{second[1]}x{second[0]}); set data.image_size=S to resize and centre-crop them to S x S"
-            )
-        channels = self.transform.channels or max(arrays[i].shape[0] for i in kept)
-        images = torch.from_numpy(
-            np.stack([np.broadcast_to(arrays[i], (channels, *arrays[i].shape[1:])) for i in kept])
-        )
         return {
-            "images": images.contiguous(),
-            "labels": torch.tensor([listing.labels[i] for i in kept], dtype=torch.int64),
-            "splits": [listing.splits[i] for i in kept] if listing.splits else [],
+            "shape": [writer.count, *writer.shape],
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "lengths": lengths,
             "classes": list(listing.classes),
         }
 
-    def _save(self, stored: dict, cache: Path) -> None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cache) as partial:
-                torch.save(stored, partial)
-        except OSError as err:
-            log.warning(
-                "Could not cache the decoded images in %s (%s): the next run decodes them again", cache, err
-            )
-
-    def _split(self, stored: dict) -> Splits:
-        images, labels, names = stored["images"], stored["labels"], stored["splits"]
-        source, classes = f"image_folder:{self.path.name}", tuple(stored["classes"])
-        if not names:
-            n = len(labels)
-            sizes = [round(self.test_fraction * n), round(self.val_fraction * n)]
-            test, val, train = split_off(images, labels, sizes, self.split_seed)
-            return Splits(train, val, test, source=source, classes=classes)
-        index = {
-            name: torch.tensor([i for i, s in enumerate(names) if s == name], dtype=torch.long)
-            for name in SPLIT_FOLDERS
-        }
-        parts = {name: Split(images[idx], labels[idx]) for name, idx in index.items()}
-        if len(parts["val"]) == 0:  # train/ and test/ only: the validation images come out of train/
-            train = parts["train"]
-            val, rest = split_off(
-                train.images, train.labels, [round(self.val_fraction * len(train))], self.split_seed
-            )
-            parts.update(val=val, train=rest)
-        return Splits(parts["train"], parts["val"], parts["test"], source=source, classes=classes)
+    def _splits(self, images: Tensor, index: dict, mapped: bool) -> Splits:
+        """Train, val and test are consecutive slices of the images: views, never copies, of a mapped
+        file."""
+        bounds = np.cumsum([0, *index["lengths"]]).tolist()
+        parts = [
+            Split(images[a:b], index["labels"][a:b], mapped=mapped) for a, b in itertools.pairwise(bounds)
+        ]
+        return Splits(*parts, source=f"image_folder:{self.path.name}", classes=tuple(index["classes"]))

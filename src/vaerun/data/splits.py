@@ -17,12 +17,14 @@ from torch import Tensor
 class Split:
     images: Tensor  # uint8 (N, C, H, W); or float32 standardised rows (N, 1, 1, D), NaN where missing
     labels: Tensor  # int64, (N,)
+    mapped: bool = False  # images is a view of a memory-mapped file (an image folder's cache)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+    def to(self, device: torch.device, copy: bool = False) -> Split:
+        """On ``device``; ``copy``: read a mapped file into memory even where the device is the CPU."""
+        return Split(self.images.to(device, copy=copy), self.labels.to(device, copy=copy))
 
 
 @dataclass(frozen=True)
