@@ -11,7 +11,10 @@ In one process, for the same MLP VAE (784-512-256-z, ReLU, Adam, Bernoulli decod
      a typical implementation does);
   d  the peak of a large matmul in the same dtype on the same device;
   l  (with --methods abcl) a bare LightningModule around the same model: no logging, callbacks or
-     checkpoints, i.e. the cost of Lightning's own loop.
+     checkpoints, i.e. the cost of Lightning's own loop;
+  g  (with --device cuda --methods abcg) the graph-captured floor: (a)'s whole step captured once as a
+     CUDA graph and replayed for every batch, what one GPU can do with this model when no Python or kernel
+     launch stands between steps.
 
 Images/s are the median over the epochs after the first of every repeat; the repeats are interleaved
 (a, b, c, a, b, c, ...) because whole-run throughput on shared machines drifts by up to 25%. Repeat r
@@ -192,6 +195,63 @@ def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) 
     result.final_elbo.append((elbo_sum / seen).item())
 
 
+def run_graph_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) -> None:
+    """(g) the graph-captured floor, CUDA only: (a)'s step (forward, backward, Adam with capturable=True,
+    the ELBO sum) captured once as a CUDA graph and replayed for every full batch, the batch copied into
+    the graph's static input; the last short batch of an epoch is dropped."""
+    from hydra.utils import instantiate
+
+    from vaerun.data import to_unit_float
+    from vaerun.module import AutoencoderModule
+    from vaerun.stages import module_hparams
+
+    torch.manual_seed(cfg["seed"])
+    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
+    optimizer = instantiate(cfg["optimizer"])(model.parameters(), capturable=True)
+    images = splits.train.images.to(args.device)
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    bf16 = cfg["trainer"]["precision"] == "bf16-mixed"
+    static_batch = images[: args.batch_size].clone()
+    elbo_sum = torch.zeros((), device=args.device)
+
+    def step() -> None:
+        x = to_unit_float(static_batch)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            loss = model.loss_terms(x, x)["loss"]
+        loss.backward()
+        optimizer.step()
+        elbo_sum.sub_(loss.detach() * len(x))
+
+    side = torch.cuda.Stream()  # warm-up off the default stream, as torch.cuda.graphs asks
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=False)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        optimizer.zero_grad(set_to_none=False)
+        step()
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(images), generator=generator).to(args.device)
+        batches = [idx for idx in order.split(args.batch_size) if len(idx) == args.batch_size]
+        if args.limit_batches:
+            batches = batches[: args.limit_batches]
+        elbo_sum.zero_()
+        _sync(args.device)
+        start = time.perf_counter()
+        for idx in batches:
+            torch.index_select(images, 0, idx, out=static_batch)
+            graph.replay()
+        _sync(args.device)
+        elapsed = time.perf_counter() - start
+        if epoch > 0:
+            result.throughputs.append(len(batches) * args.batch_size / elapsed)
+    result.final_elbo.append((elbo_sum / (len(batches) * args.batch_size)).item())
+
+
 class EpochTimer:
     """Times each training epoch from its start to the end of its last batch (no validation)."""
 
@@ -329,6 +389,7 @@ NAMES = {
     "b": "vaerun (as vae-run)",
     "c": "vaerun module + DataLoader",
     "l": "bare LightningModule",
+    "g": "CUDA-graph floor",
 }
 
 
@@ -342,6 +403,8 @@ def _elbo_summary(elbos: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if "g" in args.methods and args.device != "cuda":
+        raise SystemExit("bench.py: error: method g (the CUDA-graph floor) needs --device cuda")
     if args.device == "cpu":
         # as vae-run does on a CPU (vaerun.stages.assembly._skip_nvml_probe_on_cpu), for every method alike
         import pytorch_lightning  # noqa: F401  (sets the variable on import)
@@ -368,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
             "b": lambda r: run_vaerun(cfg, args, r, standard_dataloader=False),
             "c": lambda r: run_vaerun(cfg, args, r, standard_dataloader=True),
             "l": lambda r: run_bare_lightning(cfg, datamodule, args, r),
+            "g": lambda r: run_graph_loop(cfg, splits, args, r),
         }[method]
 
     results = {(p, m): Result() for p in args.precision for m in args.methods}
@@ -399,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{_elbo_summary(result.final_elbo)}"
             )
         print(f"d {'matmul ' + str(args.matmul_size) + '^2 peak':30s} {'':10s} {peak / 1e9:9.1f} {1:8.0%}")
-        ratios = {"b/a": ("b", "a"), "b/c": ("b", "c"), "l/a": ("l", "a")}
+        ratios = {"b/a": ("b", "a"), "b/c": ("b", "c"), "l/a": ("l", "a"), "b/g": ("b", "g")}
         shown = [
             f"{name} = {median[precision, x] / median[precision, y]:.3f}"
             for name, (x, y) in ratios.items()
@@ -412,6 +476,9 @@ def main(argv: list[str] | None = None) -> None:
                 if (precision, m) in median
             ]
         print("   ".join(shown))
+        rates = [f"{m}={median[precision, m]:.0f}" for m in args.methods if (precision, m) in median]
+        ratio = [f"{name}={v}" for name, v in (x.split(" = ") for x in shown if x[:3] in ("b/a", "b/g"))]
+        print(f"images/s {precision}: {' '.join(rates + ratio)}")  # one line for scripts/gpu_check.sh
         a, b = (results.get((precision, m), Result()).final_elbo for m in "ab")
         if a and len(a) == len(b):
             largest = max(abs(x - y) for x, y in zip(a, b, strict=True))

@@ -34,10 +34,27 @@ VAE_RUN = Path(sys.executable).with_name("vae-run")
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist every worker (and each vae-run it starts) gets its share of the cores, not all of
     them: two workers with two threads each on two cores spend their time swapping. Set before torch is
-    imported, which reads it once."""
+    imported, which reads it once.
+
+    The suite tests CPU behaviour, the same on a machine with a GPU: CUDA is hidden from it (and from every
+    vae-run it starts) unless the run selects the GPU tests, ``pytest -m gpu``."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    if "gpu" not in (config.option.markexpr or ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU: run `pytest -m gpu -p no:benchmark` on one")
+        for item in gpu_tests:
+            item.add_marker(skip)
 
 
 @pytest.fixture

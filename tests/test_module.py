@@ -43,6 +43,20 @@ def test_compiled_training_loss_computes_the_same_terms_and_gradients_as_the_eag
     assert not any("_orig_mod" in key for key in module.state_dict())
 
 
+def test_a_compiled_loss_takes_an_epochs_short_last_batch_and_then_any_size_without_recompiling():
+    module = tiny_module()
+    module.compile_training_loss()
+    for size in (8, 5):  # the second size recompiles once, with a symbolic batch dimension
+        x = torch.rand(size, 1, 4, 4)
+        module.training_loss_terms(x, x)["loss"].backward()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for size in (3, 8, 7):
+            x = torch.rand(size, 1, 4, 4)
+            terms = module.training_loss_terms(x, x)
+            terms["loss"].backward()
+            assert terms["loss"].isfinite()
+
+
 class Recorder(Logger):
     """Keeps what Lightning and the module write to a logger: (step, metrics) rows."""
 

@@ -72,7 +72,14 @@ def score_function_surrogate(
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """z = mu + sigma * eps with eps ~ N(0, I): a sample of q(z|x) through which gradients flow."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    # randn_like without a generator: under torch.compile a batch size that varies (an epoch's short last
+    # batch) is symbolic, which randn_like takes and randn(shape, generator=...) refuses on CUDA. The same
+    # draws either way.
+    eps = (
+        torch.randn_like(mu)
+        if generator is None
+        else torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    )
     return mu + torch.exp(0.5 * logvar) * eps
 
 

@@ -1,0 +1,53 @@
+"""The GPU path end to end: every stage, bf16-mixed, compile, a conv model, the data placed on the device,
+and a sweep. Marked ``gpu``: skipped without a CUDA GPU, run with ``pytest -m gpu -p no:benchmark``
+(scripts/gpu_check.sh does). The rest of the suite hides CUDA and tests the CPU."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from conftest import TINY, read_metrics, vae_run
+
+pytestmark = pytest.mark.gpu
+
+GPU = ["device=gpu", "data=digits", *TINY]
+
+
+def test_every_stage_runs_on_the_gpu_with_the_data_on_the_device(tmp_path):
+    result = vae_run(*GPU, "model=vae", "hydra.run.dir=run", cwd=tmp_path)
+    assert "on the training device" in result.stdout + result.stderr
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["test/loss"] > 0 and metrics["test/nll_iwae"] > 0
+    for stage, extra in (("impute", ["model=dae"]), ("anomaly", ["data.normal_class=0"])):
+        vae_run(*GPU, *extra, f"stage={stage}", f"hydra.run.dir={stage}", cwd=tmp_path)
+        assert read_metrics(tmp_path / stage)
+
+
+def test_a_gpu_run_keeps_its_data_in_host_memory_when_asked_with_pinned_batches(tmp_path):
+    result = vae_run(*GPU, "data.device_memory_fraction=0", "stage=train", "hydra.run.dir=run", cwd=tmp_path)
+    pinned = "in host memory (batches copied to the device from pinned buffers)"
+    assert pinned in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["trainer.precision=bf16-mixed"],
+        ["compile=true"],
+        ["encoder=conv", "trainer.precision=bf16-mixed"],
+        ["compile=true", "data.batch_size=48"],  # 1,437 training images: a short last batch each epoch
+    ],
+    ids=["bf16", "compile", "conv-bf16", "compile-short-batch"],
+)
+def test_a_gpu_training_variant_trains_to_a_finite_loss(tmp_path, options):
+    full_epochs = ["trainer.limit_train_batches=null", "hydra.run.dir=run"]
+    vae_run(*GPU, "model=vae", *options, *full_epochs, cwd=tmp_path)
+    assert 0 < read_metrics(tmp_path / "run")["test/loss"] < 1e4
+
+
+def test_a_sweep_on_one_gpu_writes_its_summary(tmp_path):
+    vae_run("-m", "latent=2,4", *GPU, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    with open(tmp_path / "sweep" / "summary.csv") as table:
+        rows = list(csv.DictReader(table))
+    assert sorted(row["latent"] for row in rows) == ["2", "4"]
