@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import TINY, read_metrics, vae_run
 
+import vaerun
 from vaerun.cli import _single_run_argv
 
 
@@ -33,6 +35,18 @@ def test_a_multirun_writes_its_summary_and_a_rerun_skips_the_finished_runs(tmp_p
     ]
     assert all(float(r["test/reconstruction/mse"]) > 0 and float(r["test/pca_mse"]) > 0 for r in rows)
     assert {"summary.md", "summary.png"} <= {p.name for p in sweep.iterdir()}
+    # from Python: the same table as summary.csv, as a DataFrame
+    table = vaerun.runs(sweep)
+    pd.testing.assert_frame_equal(table, pd.read_csv(sweep / "summary.csv"))
+    assert sorted(zip(table["model"], table["latent"], strict=True)) == [
+        ("ae", 2),
+        ("ae", 3),
+        ("vae", 2),
+        ("vae", 3),
+    ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no runs"):
+        vaerun.runs(tmp_path / "empty")
     stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in run_dirs(sweep)}
 
     again = vae_run(*args, cwd=tmp_path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from vaerun.config_checks import check_corruption
 
@@ -68,6 +67,9 @@ class GaussianBlur:
         self.kernel_size = int(kernel_size)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        # imported here: torchvision costs seconds, and a model loaded for inference needs it only to blur
+        from torchvision.transforms.v2 import functional as TF
+
         return TF.gaussian_blur(x, [self.kernel_size, self.kernel_size], [self.sigma, self.sigma])
 
 

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder
+from vaerun.build import build_autoencoder
 from vaerun.guards import TrainingTerms
 from vaerun.metrics import image_metrics
 from vaerun.objectives import bits_per_dim
@@ -42,14 +43,7 @@ class AutoencoderModule(pl.LightningModule):
         super().__init__()
         # Logged to TensorBoard once, with the final metrics, by the stages; not by Lightning at fit start.
         self.save_hyperparameters(logger=False)
-        self.model: Autoencoder = instantiate(
-            model,
-            architecture=instantiate(encoder),
-            likelihood=instantiate(likelihood),
-            prior=instantiate(prior),
-            latent_dim=latent,
-            image_shape=list(image_shape),
-        )
+        self.model: Autoencoder = build_autoencoder(model, encoder, likelihood, prior, latent, image_shape)
         self.corruption = instantiate(corruption)
         # Evaluation only: model output vs clean image, and (with a corruption) the corrupted input itself
         # vs the clean image, the "do nothing" baseline of a denoiser.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -109,21 +110,47 @@ def _format(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
 
 
-def write_csv(records: Sequence[RunRecord], path: Path, base: Path) -> None:
+def _write_table(records: Sequence[RunRecord], handle: Any, base: Path) -> None:
+    """run, model, every override key, every metric: one row per run."""
     override_keys = sorted({key for record in records for key in record.overrides})
     metric_keys = sorted({key for record in records for key in record.metrics})
+    writer = csv.writer(handle)
+    writer.writerow(["run", "model", *override_keys, *metric_keys])
+    for record in records:
+        writer.writerow(
+            [
+                _relative(record.path, base),
+                record.model,
+                *(record.overrides.get(key, "") for key in override_keys),
+                *(record.metrics.get(key, "") for key in metric_keys),
+            ]
+        )
+
+
+def write_csv(records: Sequence[RunRecord], path: Path, base: Path) -> None:
     with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["run", "model", *override_keys, *metric_keys])
-        for record in records:
-            writer.writerow(
-                [
-                    _relative(record.path, base),
-                    record.model,
-                    *(record.overrides.get(key, "") for key in override_keys),
-                    *(record.metrics.get(key, "") for key in metric_keys),
-                ]
-            )
+        _write_table(records, handle, base)
+
+
+def runs(*paths: str | Path) -> Any:
+    """The runs under ``paths`` (a sweep folder, run directories; searched recursively), one row each, as
+    a pandas DataFrame: the table of a sweep's summary.csv (run, relative to the first path; model; the
+    overrides; the metrics), as pandas reads that file."""
+    import pandas as pd
+
+    if not paths:
+        raise TypeError("runs: give a sweep folder or run directories")
+    folders = [Path(path).expanduser() for path in paths]
+    missing = [str(folder) for folder in folders if not folder.exists()]
+    if missing:
+        raise FileNotFoundError(f"runs: no such directory: {', '.join(missing)}")
+    records = [load_run(run_dir) for run_dir in find_runs(folders)]
+    if not records:
+        raise FileNotFoundError(f"runs: no runs (no metrics.json) under {', '.join(map(str, folders))}")
+    table = io.StringIO()
+    _write_table(records, table, folders[0].resolve())
+    table.seek(0)
+    return pd.read_csv(table)
 
 
 def _relative(path: Path, base: Path) -> str:

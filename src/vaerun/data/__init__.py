@@ -10,13 +10,34 @@ training device, host memory or an image folder's memory-mapped cache file); the
 happens on the batch, on the training device (see the LightningModule). No per-image Python work anywhere.
 """
 
-from vaerun.data.batches import TensorBatches
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vaerun.data.batches import TensorBatches
+    from vaerun.data.datamodule import ImageDataModule
+
 from vaerun.data.bundled import DigitsSource, MNIST5kSource
-from vaerun.data.datamodule import ImageDataModule
 from vaerun.data.folders import ImageFolderSource
 from vaerun.data.splits import Split, Splits, binarize_static, observed_cells, split_off, to_unit_float
 from vaerun.data.tables import CSVSource
 from vaerun.data.torchvision_sets import CIFAR10Source, FashionMNISTSource, MNISTSource, TorchvisionSource
+
+
+def __getattr__(name: str):
+    """The DataModule and its batches need Lightning: imported when asked for, so that reading a data set
+    (as vaerun.load's ``split`` does) does not import it."""
+    if name == "ImageDataModule":
+        from vaerun.data.datamodule import ImageDataModule
+
+        return ImageDataModule
+    if name == "TensorBatches":
+        from vaerun.data.batches import TensorBatches
+
+        return TensorBatches
+    raise AttributeError(f"module 'vaerun.data' has no attribute {name!r}")
+
 
 __all__ = [
     "CIFAR10Source",

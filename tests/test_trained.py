@@ -1,0 +1,133 @@
+"""vaerun.load: a trained run's model from Python, checked against the run's own metrics; docs/python.md
+run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, read_metrics, vae_run
+
+import vaerun
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def vae_run_dir(tmp_path_factory) -> Path:
+    """A tiny VAE (latent 2) on the 8x8 digits, tested on its whole test split (180 images)."""
+    cwd = tmp_path_factory.mktemp("trained")
+    vae_run("model=vae", "latent=2", "data=digits", *TINY, "trainer.max_epochs=3",
+            "trainer.limit_test_batches=1.0", "hydra.run.dir=run", cwd=cwd)  # fmt: skip
+    return cwd / "run"
+
+
+@pytest.fixture(scope="module")
+def dae_run_dir(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("trained_dae")
+    vae_run("model=dae", "corruption=pixel_drop", "latent=3", "data=digits", "stage=train", *TINY,
+            "hydra.run.dir=run", cwd=cwd)  # fmt: skip
+    return cwd / "run"
+
+
+def test_a_loaded_vae_scores_the_test_split_as_the_run_did(vae_run_dir):
+    model = vaerun.load(vae_run_dir)
+    assert model.checkpoint.name.startswith("best-") and not model.network.training
+    assert model.config["latent"] == 2 and model.config["data"]["source_used"] == "digits"
+    images, labels = model.split("test")
+    assert images.dtype == torch.uint8 and images.shape == (180, 1, 8, 8) and len(labels) == 180
+    metrics = read_metrics(vae_run_dir)
+    # test/loss is one-sample -ELBO averaged over the split; 20 seeds average the sampling noise away
+    elbo = torch.stack([model.elbo(images, seed=seed) for seed in range(20)]).mean()
+    assert float(-elbo) == pytest.approx(metrics["test/loss"], rel=0.02)
+    nll = -model.log_likelihood(images, k=10, seed=0).mean()
+    assert float(nll) == pytest.approx(metrics["test/nll_iwae"], rel=0.02)
+    assert float(nll) <= float(-elbo) + 0.5  # the IWAE bound is tighter than the ELBO
+    assert torch.equal(model.elbo(images[:5], seed=3), model.elbo(images[:5], seed=3))
+
+
+def test_each_method_takes_uint8_or_floats_one_image_or_a_batch(vae_run_dir):
+    model = vaerun.load(vae_run_dir / "checkpoints" / "last.ckpt")
+    images, _ = model.split("test")
+    floats = images[:6].float() / 255
+    encoding = model.encode(images[:6])
+    assert encoding.mean.shape == encoding.logvar.shape == (6, 2)
+    torch.testing.assert_close(model.encode(floats).mean, encoding.mean)
+    torch.testing.assert_close(model.encode(images[0].numpy()).mean, encoding.mean[:1])  # one image, NumPy
+    torch.testing.assert_close(model.encode(floats.reshape(6, 64)).mean, encoding.mean)  # flat rows
+    torch.testing.assert_close(model.encode(floats[:, 0]).mean, encoding.mean)  # grey without a channel
+    decoded = model.decode(encoding.mean)
+    assert decoded.shape == (6, 1, 8, 8) and decoded.min() >= 0 and decoded.max() <= 1
+    torch.testing.assert_close(model.reconstruct(images[:6]), decoded)
+    samples = model.sample(5, temperature=0.5, seed=1)
+    assert samples.shape == (5, 1, 8, 8) and torch.equal(samples, model.sample(5, temperature=0.5, seed=1))
+    assert torch.equal(model.corrupt(images[:6]), floats)  # trained without a corruption
+    with pytest.raises(ValueError, match=r"images of shape \[1, 8, 8\] .* got \[6, 1, 9, 9\]"):
+        model.encode(torch.zeros(6, 1, 9, 9))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        model.encode(floats * 255)
+
+
+def test_a_dae_corrupts_as_trained_samples_from_fitted_codes_and_has_no_density(dae_run_dir):
+    model = vaerun.load(dae_run_dir)
+    assert not model.is_variational and model.latent_dim == 3
+    images, _ = model.split("train")
+    corrupted = model.corrupt(images[:50], seed=0)
+    hidden = corrupted == 0
+    assert hidden.float().mean() > 0.1 and torch.equal(corrupted, model.corrupt(images[:50], seed=0))
+    assert model.encode(images[:4]).logvar is None
+    with pytest.raises(ValueError, match="pass codes="):
+        model.sample(4)
+    assert model.sample(4, codes=model.encode(images).mean, seed=0).shape == (4, 1, 8, 8)
+    with pytest.raises(TypeError, match="defines no density"):
+        model.elbo(images[:2])
+
+
+def test_a_missing_path_or_a_file_that_is_not_a_checkpoint_is_one_clear_exception(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"vaerun\.load: no such file or run directory"):
+        vaerun.load(tmp_path / "nothing.ckpt")
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"notes\.ckpt is not a vaerun checkpoint"):
+        vaerun.load(tmp_path / "notes.ckpt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match=r"other\.ckpt is not a vaerun checkpoint \(no model hyperp"):
+        vaerun.load(tmp_path / "other.ckpt")
+    with pytest.raises(FileNotFoundError, match="holds no checkpoints"):
+        vaerun.load(tmp_path)
+
+
+def test_docs_python_md_runs_as_written_without_lightning(vae_run_dir, tmp_path):
+    """The page's first example, with its run directory pointed at a real run: it loads, plots and
+    scores, and neither Lightning nor torchvision is imported on the way."""
+    page = (ROOT / "docs" / "python.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", page, re.S)[0]
+    assert '"outputs/2026-11-30/12-00-00"' in example
+    script = example.replace('"outputs/2026-11-30/12-00-00"', repr(str(vae_run_dir)))
+    script += "\nimport sys\nassert not {'pytorch_lightning', 'torchvision'} & set(sys.modules)\n"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "TrainedModel(VariationalAutoencoder, latent 2, images [1, 8, 8]" in result.stdout
+    assert (tmp_path / "codes.png").stat().st_size > 0 and (tmp_path / "interpolation.png").is_file()
+
+
+def test_import_vaerun_loads_no_torch():
+    code = "import sys, vaerun; assert 'torch' not in sys.modules; print(vaerun.load.__module__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "vaerun.trained"
+
+
+def test_numpy_arrays_come_back_as_tensors(vae_run_dir):
+    model = vaerun.load(vae_run_dir)
+    images, _ = model.split("val")
+    reconstructed = model.reconstruct(np.asarray(images[:3]))
+    assert isinstance(reconstructed, torch.Tensor) and reconstructed.shape == (3, 1, 8, 8)
