@@ -15,10 +15,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a vae-run run directory (or its tensorboard/ folder)")
+    parser.add_argument(
+        "run_dir", type=Path, help="a vae-run run directory (it holds its TensorBoard events)"
+    )
     args = parser.parse_args()
-    events_dir = args.run_dir / "tensorboard" if (args.run_dir / "tensorboard").is_dir() else args.run_dir
-    events = EventAccumulator(str(events_dir), size_guidance={"images": 0, "scalars": 0})
+    # runs made before the events moved into the run directory kept them in tensorboard/
+    legacy = args.run_dir / "tensorboard"
+    events = EventAccumulator(
+        str(legacy if legacy.is_dir() else args.run_dir), size_guidance={"images": 0, "scalars": 0}
+    )
     events.Reload()
     tags = events.Tags()
     print(f"{'scalar':40s} {'step':>8s} {'last value':>14s}")

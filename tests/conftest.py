@@ -90,7 +90,7 @@ def vae_run(
 def read_events(run_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
     return accumulator
 
@@ -99,10 +99,12 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def hparams_of(events) -> dict:
-    """The hparams a run registered for TensorBoard's HParams tab."""
+def hparams_of(events) -> tuple[dict, set[str]]:
+    """The hparams a run registered for TensorBoard's HParams tab, and the metric tags it pairs them with."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    return {key: getattr(value, value.WhichOneof("kind")) for key, value in info.hparams.items()}
+    content = events.PluginTagToContent("hparams")
+    info = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in info.session_start_info.hparams.items()}
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    return hparams, {metric.name.tag for metric in experiment.metric_infos}

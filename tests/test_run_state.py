@@ -61,3 +61,15 @@ def test_the_state_file_is_plain_json(run_dir):
     record(run_dir, "abc", "running")
     state = json.loads((run_dir / "job.json").read_text())
     assert state["status"] == "running" and state["hydra_files"]["config.yaml"] == "latent: 2\n"
+
+
+def test_force_removes_what_a_run_wrote_and_keeps_the_rest(tmp_path):
+    written = ["checkpoints/last.ckpt", "images/a.png", "metrics.json", "job.json", "csv/metrics.csv",
+               "events.out.tfevents.1.host.0", "hparams.yaml", "projector_config.pbtxt",
+               "00042/latent_means/tensors.tsv"]  # fmt: skip
+    kept = [".hydra/config.yaml", "vae_run.log", "notes.txt"]
+    for name in written + kept:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert plan(tmp_path, "abc", force=True) == plan(tmp_path / "new", "abc", force=False)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)

@@ -23,8 +23,19 @@ from vaerun.config_checks import ConfigError
 from vaerun.errors import exit_with_error
 
 STATE_FILE = "job.json"
-#: what a run writes; force=true removes these before running again
-ARTIFACTS = ("checkpoints", "tensorboard", "images", "metrics.json", STATE_FILE)
+#: what a run writes (file name patterns in its directory); force=true removes these before running again.
+#: TensorBoard writes into the run directory itself: its events, hparams.yaml and the projector's files.
+ARTIFACTS = (
+    "checkpoints",
+    "images",
+    "metrics.json",
+    STATE_FILE,
+    "csv",
+    "events.out.tfevents.*",
+    "hparams.yaml",
+    "projector_config.pbtxt",
+    "[0-9][0-9][0-9][0-9][0-9]",  # the projector's data, one folder per global step
+)
 #: keys that do not change what a run computes
 NOT_FINGERPRINTED = ("force", "resume")
 
@@ -44,8 +55,7 @@ def plan(run_dir: Path, config_fingerprint: str, force: bool) -> Plan:
     """skip (finished with this config), resume (killed, with a last checkpoint) or start fresh."""
     state_file = run_dir / STATE_FILE
     if force:
-        for name in ARTIFACTS:
-            path = run_dir / name
+        for path in (path for pattern in ARTIFACTS for path in run_dir.glob(pattern)):
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         return Plan()
     if not state_file.is_file():

@@ -117,7 +117,7 @@ class StepGroups:
 
 class StepProgressBar(TQDMProgressBar):
     """Lightning's bar, counting batches (optimizer steps) instead of the items Lightning hands over, which
-    are groups of them; without the logger's version, which is always "tensorboard"."""
+    are groups of them; without the logger's version, which vaerun's loggers do not vary."""
 
     @property
     def total_train_batches(self) -> int | float:

@@ -1,20 +1,24 @@
 """Pictures of a model: image grids, the 2-D latent manifold and latent scatter plots, and the sink that
-writes each one both to TensorBoard and as a PNG file. Nothing here takes part in training."""
+writes each one as a PNG file and to the loggers that store pictures. Nothing here takes part in training."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
 import torch
 from matplotlib.figure import Figure  # the object API: no pyplot, no GUI backend, safe on servers
+from PIL import Image
 from torch import Tensor
 from torch.distributions import MultivariateNormal
 from torchvision.utils import make_grid, save_image
 
 from vaerun.priors import GaussianPrior
+from vaerun.trackers import log_picture
 
 
 def image_grid(images: Tensor, nrow: int) -> Tensor:
@@ -101,25 +105,30 @@ def latent_scatter(
 
 
 class ImageSink:
-    """Writes each picture to TensorBoard (tag) and to ``image_dir/<tag>.png`` (the latest one per tag).
+    """Writes each picture as ``image_dir/<tag>.png`` (the latest one per tag) and to every logger that
+    stores pictures (TensorBoard, MLflow, W&B: vaerun.trackers), at its step.
 
-    ``logger``: Lightning's TensorBoardLogger (None: PNG files only), whose writer (``experiment``) is
-    asked for at the first picture, not before: a run refused at start-up leaves no event file."""
+    The loggers' writers are asked for at the first picture, not before: a run refused at start-up leaves
+    no event file."""
 
-    def __init__(self, logger, image_dir: Path) -> None:
-        self.logger = logger
+    def __init__(self, loggers: Sequence[Any], image_dir: Path) -> None:
+        self.loggers = list(loggers)
         self.image_dir = Path(image_dir)
 
     def _path(self, tag: str) -> Path:
         self.image_dir.mkdir(parents=True, exist_ok=True)
         return self.image_dir / (re.sub(r"[^\w.-]+", "_", tag) + ".png")
 
+    def _to_loggers(self, tag: str, path: Path, step: int) -> None:
+        if self.loggers:  # the PNG as written, so every tracker shows the same picture
+            picture = np.asarray(Image.open(path).convert("RGB"))
+            for logger in self.loggers:
+                log_picture(logger, tag, picture, step)
+
     def grid(self, tag: str, grid: Tensor, step: int) -> None:
-        if self.logger is not None:
-            self.logger.experiment.add_image(tag, grid, global_step=step)
         save_image(grid, self._path(tag))
+        self._to_loggers(tag, self._path(tag), step)
 
     def figure(self, tag: str, figure: Figure, step: int) -> None:
         figure.savefig(self._path(tag))
-        if self.logger is not None:
-            self.logger.experiment.add_figure(tag, figure, global_step=step, close=False)
+        self._to_loggers(tag, self._path(tag), step)

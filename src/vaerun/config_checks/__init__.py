@@ -16,6 +16,7 @@ from typing import Any
 
 from vaerun.config_checks.leaves import BINARIZATIONS, check_leaves, flag, rule_for
 from vaerun.config_checks.values import ConfigError, is_int, is_number
+from vaerun.trackers import missing_package
 
 __all__ = ["BINARIZATIONS", "ConfigError", "check_config", "check_shape_dependent", "check_value", "is_int"]
 
@@ -256,6 +257,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=VALUE to the command")
     check_leaves(cfg)
+    for name, spec in cfg["logger"].items():
+        missing = missing_package(spec["_target_"])
+        if missing:
+            raise ConfigError(f"logger={name} {missing}")
     if "model_checkpoint" not in cfg["callbacks"]:
         raise ConfigError(
             "callbacks: model_checkpoint is required (the best checkpoint is what eval uses after training, "

@@ -34,6 +34,7 @@ from vaerun.module import AutoencoderModule
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
 from vaerun.stages.context import Run
 from vaerun.step_groups import StepGroups, StepProgressBar
+from vaerun.trackers import run_arguments
 from vaerun.visualisation import ImageSink
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ def build_loggers(cfg: dict[str, Any], run_dir: Path, resume_from: Path | None) 
     loggers = []
     for name, spec in cfg["logger"].items():
         try:
-            make: partial = instantiate(spec, save_dir=str(run_dir), _partial_=True)
+            arguments = run_arguments(spec["_target_"], spec, run_dir)
+            make: partial = instantiate(spec, **arguments, _partial_=True)
             if isinstance(make.func, type) and issubclass(make.func, TensorBoardLogger) and resume_from:
                 # TensorBoard hides what the killed run logged after its checkpoint: no step appears twice
                 make = partial(make, purge_step=checkpoint_step(resume_from))
@@ -251,7 +253,7 @@ def setup(
 
     loggers = build_loggers(cfg, run_dir, resume_from)
     tensorboard = next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)), None)
-    sink = ImageSink(tensorboard, run_dir / "images")
+    sink = ImageSink(loggers, run_dir / "images")
     checkpoint, callbacks = build_callbacks(cfg, run_dir, sink, interruptions or Interruptions())
     trainer = build_trainer(
         cfg, trainer_kwargs, step_groups, loggers, [*callbacks, *extra_callbacks], run_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
@@ -30,6 +31,8 @@ def evaluate(run: Run) -> None:
     run.metrics.update(logged)
     run.record.update(logged)
     how_measured = {
+        # which weights: the best checkpoint after training (also when early stopping ended it), or ckpt=
+        "test/checkpoint": Path(run.loaded_checkpoint).name if run.loaded_checkpoint else "in memory",
         "test/binarize": run.datamodule.binarize,
         "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
         "test/ais_temperatures": options["ais_temperatures"] if "test/nll_ais" in test_metrics else 0,

@@ -51,13 +51,27 @@ def _log_hparams(run: Run) -> None:
         "iwae_samples": run.cfg["eval"]["iwae_samples"],
     }
     for logger in run.loggers:
-        if isinstance(logger, TensorBoardLogger):  # the HParams tab pairs them with the final metrics
-            logger.log_hyperparams(params, metrics={f"hparams/{k}": v for k, v in run.metrics.items()})
+        logger.log_hyperparams(params)
+        if isinstance(logger, TensorBoardLogger):
+            _pair_hparams_with_metrics(logger, params, list(run.metrics))
             # Lightning writes hparams.yaml only when it is missing, and fit already wrote an empty one.
             Path(logger.log_dir, "hparams.yaml").unlink(missing_ok=True)
-        else:
-            logger.log_hyperparams(params)
         logger.save()
+
+
+def _pair_hparams_with_metrics(logger: TensorBoardLogger, params: dict[str, Any], tags: list[str]) -> None:
+    """TensorBoard's HParams tab, reading the run's own metric tags (test/loss, ...): the experiment's
+    summaries name them, so no copy of each metric is logged as a one-point hparams/* chart (which
+    log_hyperparams with metrics would do)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    shown = {
+        key: value if isinstance(value, int | float | str | bool) else str(value)
+        for key, value in params.items()
+    }
+    writer = logger.experiment._get_file_writer()  # made on first use, as SummaryWriter.add_* do
+    for summary in hparams(shown, dict.fromkeys(tags, 0.0)):
+        writer.add_summary(summary)
 
 
 @rank_zero_only

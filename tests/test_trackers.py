@@ -1,0 +1,56 @@
+"""The trackers of the logger group beyond TensorBoard: MLflow's local store holds a run's metrics, hparams
+and pictures; a tracker whose package is missing is one line naming the extra; early stopping ends
+training and eval uses the best checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from conftest import TINY, read_events, vae_run
+
+from vaerun.trackers import missing_package
+
+
+def test_mlflow_file_store_holds_the_runs_metrics_params_and_pictures(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    vae_run(
+        "data=digits", "model=vae", *TINY, "logger=[tensorboard,mlflow]", "hydra.run.dir=run", cwd=tmp_path
+    )
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(f"file:{tmp_path / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("vaerun").experiment_id])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert run.data.metrics["test/loss"] == pytest.approx(metrics["test/loss"])
+    assert {"val/loss", "train/loss_epoch", "test/nll_iwae"} <= set(run.data.metrics)
+    assert run.data.params["choice/model"] == "vae" and run.data.tags["run_dir"] == str(tmp_path / "run")
+    assert client.list_artifacts(run.info.run_id, "images")  # the pictures, beside TensorBoard's
+    assert "sample/generated" in read_events(tmp_path / "run").Tags()["images"]
+
+
+def test_a_tracker_that_is_not_installed_names_its_extra(tmp_path):
+    assert missing_package("pytorch_lightning.loggers.TensorBoardLogger") is None
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    result = vae_run("data=digits", "logger=[tensorboard,wandb]", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    expected = "vae-run: error: logger=wandb needs the wandb package, which is not installed: pip install"
+    assert expected in result.stderr and "'vaerun[wandb]'" in result.stderr
+    assert not list((tmp_path / "outputs").rglob("*"))  # nothing written
+
+
+def test_early_stopping_ends_training_and_eval_uses_the_best_checkpoint(tmp_path):
+    # min_delta larger than any change: the second validation is no improvement, and patience 0 stops
+    stop = [
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=0",
+        "callbacks.early_stopping.min_delta=1e9",
+    ]
+    vae_run("data=digits", *TINY, "trainer.max_epochs=10", *stop, "hydra.run.dir=run", cwd=tmp_path)
+    assert len(read_events(tmp_path / "run").Scalars("val/loss")) == 2  # 2 of 10 epochs
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    best = [p.name for p in (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")]
+    assert metrics["test/checkpoint"] in best
