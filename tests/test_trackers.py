@@ -54,3 +54,10 @@ def test_early_stopping_ends_training_and_eval_uses_the_best_checkpoint(tmp_path
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     best = [p.name for p in (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")]
     assert metrics["test/checkpoint"] in best
+
+
+def test_wandb_offline_keeps_the_run_and_its_pictures_in_the_run_directory(tmp_path):
+    pytest.importorskip("wandb")  # not among the test extras: run where wandb is installed
+    vae_run("data=digits", *TINY, "logger=[tensorboard,wandb]", "hydra.run.dir=run", cwd=tmp_path)
+    (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    assert list(offline.glob("*.wandb")) and list((offline / "files" / "media" / "images").rglob("*.png"))
