@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import read_events, read_metrics, vae_run
+from conftest import TINY, read_events, read_metrics, vae_run
 
 #: long enough for a model that has learnt something (a few seconds on 2 cores), short for CI
 TRAINED = [
@@ -31,6 +31,19 @@ def test_a_trained_denoiser_imputes_better_than_the_column_means(tmp_path):
     assert metrics["impute/images"] == 180  # the whole digits test split
     assert {f"impute_{pattern}.png" for pattern in patterns} <= {p.name for p in (run / "images").iterdir()}
     assert "impute/mcar_0.5/model/mse" in read_events(run).Tags()["scalars"]
+
+
+def test_a_dae_on_hidden_pixels_is_reported_beside_the_linear_fill_and_its_observed_pixels_kept(tmp_path):
+    """The denoising study's columns for a corruption that hides pixels: the corrupted input, PCA filling
+    the hidden pixels, and the DAE's output with the observed pixels put back, which can only be closer to
+    the clean image than the DAE's output itself (per image, so in mean PSNR too)."""
+    args = ["model=dae", "corruption=pixel_drop_90", "data=digits", "hydra.run.dir=run"]
+    vae_run(*args, *TINY, "trainer.limit_test_batches=1.0", cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "run")
+    for prefix in ("reconstruction", "corrupted_input", "pca_fill", "observed_kept"):
+        assert 0 < metrics[f"test/{prefix}/psnr"] < 60 and -1 <= metrics[f"test/{prefix}/ssim"] <= 1
+    assert metrics["test/observed_kept/psnr"] >= metrics["test/reconstruction/psnr"]
+    assert metrics["test/pca_fill/psnr"] > metrics["test/corrupted_input/psnr"]  # means beat zeros
 
 
 def test_a_vae_trained_on_one_class_flags_the_others(tmp_path):

@@ -38,6 +38,22 @@ def test_the_latent_sweep_preset_sweeps_models_and_latent_sizes():
     assert cfg.hydra.callbacks.summary._target_ == "vaerun.sweeps.SweepSummary"
 
 
+def test_the_denoising_preset_sweeps_every_lecture_corruption_with_both_encoders():
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=denoising"], return_hydra_config=True)
+        params = dict(cfg.hydra.sweeper.params)
+        assert params["encoder"] == "mlp,conv" and cfg.model._target_.endswith(".Autoencoder")
+        runs = {}
+        for option in params["corruption"].split(","):  # every option composes and passes the checks
+            composed_run = compose("config", overrides=["+experiment=denoising", f"corruption={option}"])
+            run = OmegaConf.to_container(composed_run, resolve=True)
+            check_config(run)
+            runs[option] = run["corruption"]
+    assert runs["pixel_drop"]["p"] == 0.5 and runs["pixel_drop_90"]["p"] == 0.9
+    assert runs["blur_4"]["sigma"] == 4.0 and runs["block_16"]["size"] == 16
+    assert runs["gaussian_noise"]["_target_"].endswith("GaussianNoise")
+
+
 def test_the_slurm_launcher_ships_its_resources():
     with initialize_config_module("vaerun.configs", version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)

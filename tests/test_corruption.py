@@ -108,3 +108,13 @@ def test_on_colour_images_blur_works_per_channel_and_the_block_covers_every_chan
     assert torch.equal(hidden[:, 0], hidden[:, 2]) and (hidden.sum(dim=(2, 3)) == 100).all()
     noisy = GaussianNoise(0.3)(x)
     assert noisy.shape == x.shape and noisy.min() >= 0 and noisy.max() <= 1
+
+
+@pytest.mark.parametrize("corruption", [PixelDrop(0.7), BlockMask(size=3)], ids=["pixel_drop", "block_mask"])
+def test_hidden_names_exactly_the_pixels_the_same_draws_zero(corruption):
+    x = torch.rand(16, 3, 8, 8) + 0.01  # no pixel is zero before the corruption
+    hidden = corruption.hidden(x, torch.Generator().manual_seed(4))
+    corrupted = corruption(x, torch.Generator().manual_seed(4))
+    assert hidden.shape == x.shape and hidden.dtype == torch.bool and hidden.any()
+    assert torch.equal(hidden, corrupted == 0)
+    assert torch.equal(hidden, hidden[:, :1].expand_as(hidden))  # a pixel is hidden in all its channels

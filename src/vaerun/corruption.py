@@ -3,6 +3,9 @@
 Each corruption is a callable ``corrupt(x, generator=None) -> x_tilde`` on a float batch (N, C, H, W) in
 [0, 1]. It runs vectorised on the batch's device, with fresh randomness at every call (from ``generator``
 when given, else torch's global generator, which the run seeds). The clean batch stays the target.
+
+A corruption that hides pixels (sets them to 0) also has ``hidden(x, generator=None) -> mask``, True where
+it hides, drawing the same random numbers as the call: the linear baseline fills exactly those pixels.
 """
 
 from __future__ import annotations
@@ -52,10 +55,12 @@ class PixelDrop:
         _check(p=p)
         self.p = float(p)
 
-    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def hidden(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         n, _, height, width = x.shape
-        keep = _uniform((n, 1, height, width), x, generator) >= self.p
-        return x * keep
+        return (_uniform((n, 1, height, width), x, generator) < self.p).expand_as(x)
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return x * ~self.hidden(x, generator)
 
 
 class GaussianBlur:
@@ -80,11 +85,14 @@ class BlockMask:
         _check(size=size)
         self.size = int(size)
 
-    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def hidden(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         height, width = x.shape[-2:]
         if self.size > min(height, width):
             raise ValueError(f"corruption.size={self.size} is larger than the {height}x{width} images")
-        return x * ~random_squares(x.shape, self.size, generator, x.device)
+        return random_squares(x.shape, self.size, generator, x.device)
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return x * ~self.hidden(x, generator)
 
 
 class GaussianNoise:

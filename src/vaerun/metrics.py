@@ -44,3 +44,13 @@ def image_metrics(prefix: str, unit_range: bool = True) -> MetricCollection:
         },
         prefix=prefix,
     )
+
+
+@torch.no_grad()
+def restoration_metrics(restored: Tensor, clean: Tensor, prefix: str, chunk: int = 1000) -> dict[str, float]:
+    """``image_metrics`` of whole restored images against the clean ones, as plain floats: the same
+    definitions as the model's test metrics, for the baselines set beside them."""
+    metrics = image_metrics(prefix).to(clean.device)
+    for start in range(0, len(clean), chunk):
+        metrics.update(restored[start : start + chunk], clean[start : start + chunk])
+    return {key: float(value) for key, value in metrics.compute().items()}

@@ -8,7 +8,10 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from vaerun.baselines import active_units, fit_pca
+from vaerun.baselines import PCA, active_units, fit_pca
+from vaerun.imputation import pca_imputation
+from vaerun.metrics import restoration_metrics
+from vaerun.module import AutoencoderModule
 from vaerun.objectives import bits_per_dim
 from vaerun.stages.context import Run, encode_all, scalars
 
@@ -60,6 +63,27 @@ def evaluate(run: Run) -> None:
 
 
 @torch.no_grad()
+def _hidden_pixel_baselines(
+    run: Run, module: AutoencoderModule, clean: torch.Tensor, corrupted: torch.Tensor, pca: PCA
+) -> dict[str, float]:
+    """For a corruption that hides pixels: the linear fill (PCA imputation of exactly the hidden pixels,
+    the observed ones kept; PCA fitted on clean training images at the model's latent size), and the
+    model's output with the observed pixels put back (the model itself restores every pixel)."""
+    if not hasattr(module.corruption, "hidden"):
+        return {}
+    generator = torch.Generator(device=clean.device).manual_seed(run.cfg["seed"])
+    observed = ~module.corruption.hidden(clean, generator)  # the draws of module.corrupt(clean, seed)
+    train = run.images("train")
+    filled = pca_imputation(corrupted, observed, train.mean(dim=0), pca, clip=run.datamodule.clip)
+    model_output = torch.cat([module.model.reconstruct(part) for part in corrupted.split(1000)])
+    kept = torch.where(observed, corrupted, model_output)
+    return {
+        **restoration_metrics(filled, clean, "test/pca_fill/"),
+        **restoration_metrics(kept, clean, "test/observed_kept/"),
+    }
+
+
+@torch.no_grad()
 def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     """PCA at the model's latent size (fitted on the training split, applied to the same inputs the model
     sees), the number of active latent units on the test split, and the AIS estimate."""
@@ -76,6 +100,7 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     if run.datamodule.unit_range:
         per_image = peak_signal_noise_ratio(restored, clean, data_range=1.0, dim=(1, 2, 3))
         results["test/pca_psnr"] = per_image.item()  # the mean over images of each one's PSNR
+        results.update(_hidden_pixel_baselines(run, module, clean, corrupted, pca))
     options = run.cfg["eval"]
     if options["ais_temperatures"] > 0:
         torch.manual_seed(run.cfg["seed"])
