@@ -1,5 +1,6 @@
 """Detection metrics: the order of the scores is all that counts, whatever their scale."""
 
+import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -19,3 +20,38 @@ def test_scores_in_nats_are_not_squashed_into_ties():
     is_anomaly = torch.tensor([False, False, True, True])
     metrics = detection_metrics(torch.tensor([30.0, 31.0, 45.0, 50.0]), is_anomaly)
     assert metrics == {"auroc": 1.0, "average_precision": 1.0}
+
+
+def test_the_mahalanobis_score_is_the_gaussians_quadratic_form():
+    from torch.distributions import MultivariateNormal
+
+    from vaerun.anomaly import mahalanobis_scores
+
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.3, -0.2, 1.5]])
+    training = torch.randn(20_000, 3, generator=generator, dtype=torch.float64) @ mixing.double().T + 4.0
+    codes = torch.randn(5, 3, generator=generator, dtype=torch.float64) * 3
+    fitted = MultivariateNormal(training.mean(0), covariance_matrix=torch.cov(training.T))
+    # log N(z) = const - d2 / 2: the quadratic form from torch.distributions
+    expected = -2 * (fitted.log_prob(codes) - fitted.log_prob(fitted.loc))
+    torch.testing.assert_close(mahalanobis_scores(codes, training, ridge=0.0), expected)
+    assert float(mahalanobis_scores(training.mean(0, keepdim=True), training)) == pytest.approx(0, abs=1e-9)
+
+
+def test_a_plain_image_compresses_to_fewer_bits_and_the_corrected_score_subtracts_them():
+    import math
+
+    from vaerun.anomaly import complexity_corrected, png_bits
+
+    flat = torch.full((1, 1, 28, 28), 128, dtype=torch.uint8)
+    noise = torch.randint(
+        0, 256, (1, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
+    )
+    colour = torch.randint(
+        0, 256, (1, 3, 28, 28), generator=torch.Generator().manual_seed(2), dtype=torch.uint8
+    )
+    bits = png_bits(torch.cat([flat, noise]))
+    assert bits[0] < 1000 < 28 * 28 * 8 < bits[1]  # noise does not compress: more than its 6,272 raw bits
+    assert png_bits(colour)[0] > 3 * 28 * 28 * 8
+    nll = torch.tensor([100.0, 100.0])
+    torch.testing.assert_close(complexity_corrected(nll, bits), 100 / math.log(2) - bits)

@@ -54,6 +54,8 @@ def test_a_vae_trained_on_one_class_flags_the_others(tmp_path):
     for score in ("reconstruction_error", "negative_elbo", "nll_iwae", "pca_reconstruction_error"):
         assert metrics[f"anomaly/{score}/auroc"] > 0.8  # an easy case: a digit against the nine others
         assert 0 < metrics[f"anomaly/{score}/average_precision"] <= 1
+    for score in ("latent_mahalanobis", "nll_iwae_minus_png_bits"):  # what the model knows, beside
+        assert 0 <= metrics[f"anomaly/{score}/auroc"] <= 1
     histograms = read_events(run).Tags()["histograms"]
     assert {f"anomaly/negative_elbo/class_{label}" for label in range(10)} <= set(histograms)
 

@@ -37,14 +37,17 @@ def fashion_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def colour_folder(tmp_path_factory):
-    """40 patches of 32 x 32 from each of scikit-learn's two photographs, in a folder per photograph,
-    and the awkward files."""
+    """40 patches of 32 x 32 from each of scikit-learn's two photographs and scikit-image's astronaut, in
+    a folder per photograph, and the awkward files."""
+    from skimage import data as skimage_data
     from sklearn.datasets import load_sample_images
 
     root = tmp_path_factory.mktemp("colour")
     sample = load_sample_images()
-    for photo, path in zip(sample.images, sample.filenames, strict=True):
-        folder = root / os.path.splitext(os.path.basename(path))[0]
+    names = [os.path.splitext(os.path.basename(path))[0] for path in sample.filenames]
+    photos = [*zip(sample.images, names, strict=True), (skimage_data.astronaut(), "astronaut")]
+    for photo, name in photos:
+        folder = root / name
         folder.mkdir()
         for i in range(40):
             top, left = (i // 8) * PATCH * 2, (i % 8) * PATCH * 2
@@ -85,8 +88,8 @@ def test_colour_images_with_odd_files_load_as_rgb_and_the_unreadable_are_counted
     assert "Skipped 2 unreadable image files" in caplog.text
     assert "truncated.png" in caplog.text or "not_an_image.png" in caplog.text
     images = torch.cat([splits.train.images, splits.val.images, splits.test.images])
-    assert images.shape == (83, 3, PATCH, PATCH) and images.dtype == torch.uint8
-    assert splits.classes == ("china", "flower")
+    assert images.shape == (123, 3, PATCH, PATCH) and images.dtype == torch.uint8
+    assert splits.classes == ("astronaut", "china", "flower")
     # the odd files one by one
     grey = folders_module.decode(colour_folder / "flower" / "grey.png", folders_module.Transform(channels=3))
     assert grey.shape == (3, PATCH, PATCH) and (grey == 77).all()
@@ -162,7 +165,12 @@ def test_a_conv_dae_on_a_colour_folder_trains_and_imputes(colour_folder, tmp_pat
     grid = np.asarray(Image.open(run / "images" / "val_reconstructions.png").convert("RGB"))
     assert np.abs(grid[..., 0].astype(int) - grid[..., 2]).max() > 30  # the originals are in colour
     saved = (run / ".hydra" / "config.yaml").read_text()
-    assert "- china" in saved and "- flower" in saved and "source_used: image_folder:" in saved
+    assert (
+        "- astronaut" in saved
+        and "- china" in saved
+        and "- flower" in saved
+        and "source_used: image_folder:" in saved
+    )
     imputed = read_metrics(run)
     assert imputed["impute/block_16/pca/psnr"] > 0 and 0 < imputed["impute/mcar_0.5/model/ssim"] <= 1
 

@@ -41,6 +41,8 @@ HEADLINE_METRICS = (
     "impute/mcar_0.5/model/mse",
     "anomaly/reconstruction_error/auroc",
     "anomaly/negative_elbo/auroc",
+    "anomaly/latent_mahalanobis/auroc",
+    "anomaly/nll_iwae_minus_png_bits/auroc",
 )
 #: plotted as a dashed line beside the models' metric named on the left
 BASELINES = {

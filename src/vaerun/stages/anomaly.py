@@ -7,10 +7,10 @@ import logging
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from vaerun.anomaly import detection_metrics
+from vaerun.anomaly import complexity_corrected, detection_metrics, mahalanobis_scores, png_bits
 from vaerun.baselines import fit_pca
 from vaerun.objectives import squared_error
-from vaerun.stages.context import Run, in_chunks
+from vaerun.stages.context import Run, encode_all, in_chunks
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,14 @@ def detect_anomalies(run: Run) -> None:
     labels = run.datamodule.splits.test.labels.to(module.device)
     torch.manual_seed(run.cfg["seed"])
     scores = in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
-    pca = fit_pca(run.images("train"), model.latent_dim)
+    train = run.images("train")
+    scores["latent_mahalanobis"] = mahalanobis_scores(encode_all(model, images), encode_all(model, train))
+    if "nll_iwae" in scores and run.datamodule.unit_range:
+        complexity = png_bits(run.datamodule.splits.test.images)
+        scores["nll_iwae_minus_png_bits"] = complexity_corrected(
+            scores["nll_iwae"], complexity.to(images.device)
+        )
+    pca = fit_pca(train, model.latent_dim)
     scores["pca_reconstruction_error"] = squared_error(run.datamodule.clip(pca.reconstruct(images)), images)
     results: dict[str, float] = {}
     for name, values in scores.items():
