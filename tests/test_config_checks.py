@@ -36,6 +36,9 @@ def test_the_latent_sweep_preset_sweeps_models_and_latent_sizes():
         cfg = compose("config", overrides=["+experiment=latent_sweep"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == {"model": "ae,vae", "latent": "2,4,8,16,32"}
     assert cfg.hydra.callbacks.summary._target_ == "vaerun.sweeps.SweepSummary"
+    # trained by steps, whatever the data's size, and the checks accept it
+    assert (cfg.trainer.max_steps, cfg.trainer.max_epochs) == (3000, -1)
+    check_config(composed("+experiment=latent_sweep"))
 
 
 def test_the_denoising_preset_sweeps_every_lecture_corruption_with_both_encoders():
