@@ -55,3 +55,12 @@ def test_a_plain_image_compresses_to_fewer_bits_and_the_corrected_score_subtract
     assert png_bits(colour)[0] > 3 * 28 * 28 * 8
     nll = torch.tensor([100.0, 100.0])
     torch.testing.assert_close(complexity_corrected(nll, bits), 100 / math.log(2) - bits)
+
+
+def test_the_likelihood_ratio_cancels_what_both_models_find_likely():
+    from vaerun.anomaly import likelihood_ratio
+
+    model = torch.tensor([80.0, 300.0, 120.0])  # -log p(x) under the normal class's model
+    background = torch.tensor([60.0, 150.0, 118.0])  # under a model of every class
+    # the simple image (first) is likely under both: its ratio is not the lowest score any more
+    torch.testing.assert_close(likelihood_ratio(model, background), torch.tensor([20.0, 150.0, 2.0]))

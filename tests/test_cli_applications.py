@@ -60,6 +60,20 @@ def test_a_vae_trained_on_one_class_flags_the_others(tmp_path):
     assert {f"anomaly/negative_elbo/class_{label}" for label in range(10)} <= set(histograms)
 
 
+def test_a_background_model_adds_the_likelihood_ratio_score(tmp_path):
+    """Ren et al.'s ratio against a VAE of every class: trained first, then named by the anomaly run; a
+    missing file is one line at start-up."""
+    vae_run("model=vae", "data=digits", "stage=train", *TINY, "hydra.run.dir=background", cwd=tmp_path)
+    (background,) = (tmp_path / "background" / "checkpoints").glob("best-*.ckpt")
+    anomaly = ["model=vae", "data=digits", "stage=anomaly", "data.normal_class=1", "anomaly.iwae_samples=5"]
+    vae_run(*anomaly, *TINY, f"anomaly.background_ckpt={background}", "hydra.run.dir=run", cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "run")
+    assert 0 <= metrics["anomaly/likelihood_ratio/auroc"] <= 1
+    missing = vae_run(*anomaly, "anomaly.background_ckpt=nothing.ckpt", cwd=tmp_path, check=False)
+    assert missing.returncode == 2
+    assert "vae-run: error: anomaly.background_ckpt: no such file: nothing.ckpt" in missing.stderr
+
+
 def test_anomaly_needs_a_normal_class_that_exists(tmp_path):
     missing = vae_run("stage=anomaly", "data=digits", cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "stage=anomaly needs data.normal_class=K" in missing.stderr

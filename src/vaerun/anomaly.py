@@ -62,3 +62,11 @@ def complexity_corrected(negative_log_likelihood: Tensor, complexity_bits: Tenso
     length of a general-purpose lossless compressor. Simple images have high likelihood under any model;
     S credits the model only for what it explains beyond that. ``negative_log_likelihood`` in nats."""
     return negative_log_likelihood.double() / math.log(2) - complexity_bits.double()
+
+
+def likelihood_ratio(negative_log_likelihood: Tensor, background_negative_log_likelihood: Tensor) -> Tensor:
+    """Ren et al. (2019), as an anomaly score: -log p(x) + log p_background(x), minus the log of the
+    likelihood ratio between the normal class's model and a model of the whole training distribution.
+    What makes an image likely under both (plain backgrounds, few edges) cancels; what the normal class's
+    model alone explains remains."""
+    return negative_log_likelihood - background_negative_log_likelihood

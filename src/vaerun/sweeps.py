@@ -43,6 +43,7 @@ HEADLINE_METRICS = (
     "anomaly/negative_elbo/auroc",
     "anomaly/latent_mahalanobis/auroc",
     "anomaly/nll_iwae_minus_png_bits/auroc",
+    "anomaly/likelihood_ratio/auroc",
 )
 #: plotted as a dashed line beside the models' metric named on the left
 BASELINES = {

@@ -315,6 +315,9 @@ def check_anomaly(stage: Any, normal_class: Any, options: Mapping[str, Any]) -> 
             "split's other classes are the anomalies)"
         )
     check_non_negative_int("anomaly.iwae_samples", options["iwae_samples"])
+    background = options.get("background_ckpt")
+    if background is not None and not Path(str(background)).expanduser().is_file():
+        raise ConfigError(f"anomaly.background_ckpt: no such file: {background}")
 
 
 def check_value(key: str, value: Any, image_shape: tuple[int, ...] | None = None) -> None:

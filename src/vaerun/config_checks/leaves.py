@@ -159,6 +159,7 @@ LEAF_RULES: dict[str, Rule] = {
     "data.binarize": choice(*BINARIZATIONS),
     "data.image_size": int_at_least(1, optional=True),
     "data.channels": choice(None, 1, 3),
+    "anomaly.background_ckpt": optional_text,
     "data.device_memory_fraction": number_in(0, 1),
     "data.max_host_memory_gb": number_in(0, optional=True),
     "data.source.image_size": int_at_least(1, optional=True),

@@ -7,9 +7,17 @@ import logging
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from vaerun.anomaly import complexity_corrected, detection_metrics, mahalanobis_scores, png_bits
+from vaerun.anomaly import (
+    complexity_corrected,
+    detection_metrics,
+    likelihood_ratio,
+    mahalanobis_scores,
+    png_bits,
+)
 from vaerun.baselines import fit_pca
+from vaerun.config_checks import ConfigError
 from vaerun.objectives import squared_error
+from vaerun.stages.checkpoints import load_module
 from vaerun.stages.context import Run, encode_all, in_chunks
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,11 @@ def detect_anomalies(run: Run) -> None:
     labels = run.datamodule.splits.test.labels.to(module.device)
     torch.manual_seed(run.cfg["seed"])
     scores = in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
+    background = run.cfg["anomaly"]["background_ckpt"]
+    if background is not None and "nll_iwae" in scores:
+        scores["likelihood_ratio"] = likelihood_ratio(
+            scores["nll_iwae"], _background_nll(run, background, images)
+        )
     train = run.images("train")
     scores["latent_mahalanobis"] = mahalanobis_scores(encode_all(model, images), encode_all(model, train))
     if "nll_iwae" in scores and run.datamodule.unit_range:
@@ -52,3 +65,22 @@ def detect_anomalies(run: Run) -> None:
         normal_class,
         ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
     )
+
+
+def _background_nll(run: Run, checkpoint: str, images: torch.Tensor) -> torch.Tensor:
+    """The IWAE estimate of -log p_background(x) of each test image, with the same k and seed."""
+    try:
+        background = load_module(checkpoint, run.datamodule.image_shape).model
+    except ConfigError as err:
+        raise ConfigError(f"anomaly.background_ckpt: {str(err).removeprefix('ckpt: ')}") from None
+    background = background.to(images.device).eval()
+    samples = run.cfg["anomaly"]["iwae_samples"]
+    torch.manual_seed(run.cfg["seed"])
+
+    def negative_log_likelihood(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        log_px = background.log_likelihood(x, x, samples)
+        if log_px is None:
+            raise ConfigError(f"anomaly.background_ckpt: {checkpoint} is not a VAE: it defines no likelihood")
+        return {"nll": -log_px}
+
+    return in_chunks(negative_log_likelihood, images)["nll"]
