@@ -22,8 +22,11 @@ class BinaryCrossEntropy(Metric):
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        # torch clamps log(0) at -100, so an input with zeroed pixels gets a large but finite value
-        self.total += F.binary_cross_entropy(preds.clamp(0, 1), target, reduction="sum").double()
+        # torch clamps log(0) at -100, so an input with zeroed pixels gets a large but finite value. In
+        # float32 outside autocast: CUDA's autocast refuses binary_cross_entropy (under bf16-mixed).
+        with torch.autocast(preds.device.type, enabled=False):
+            bce = F.binary_cross_entropy(preds.float().clamp(0, 1), target.float(), reduction="sum")
+        self.total += bce.double()
         self.count += target.numel()
 
     def compute(self) -> Tensor:
