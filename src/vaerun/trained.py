@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder, VariationalAutoencoder
+from vaerun.errors import first_line
 
 
 class Encoding(NamedTuple):
@@ -55,7 +56,7 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise ValueError(f"vaerun.load: {path} is not a vaerun checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
         raise ValueError(f"vaerun.load: {path} is not a vaerun checkpoint (no model hyperparameters in it)")

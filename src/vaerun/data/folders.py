@@ -31,6 +31,7 @@ from torch import Tensor
 from vaerun.config_checks import ConfigError
 from vaerun.data.image_cache import ImageWriter, load_cached, save_index
 from vaerun.data.splits import Split, Splits
+from vaerun.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def decode_all(files: Sequence[str], transform: Transform) -> Iterator[np.ndarra
         try:
             return decode(path, transform)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-            return f"{path}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+            return f"{path}: {first_line(err)}"
 
     from tqdm import tqdm
 

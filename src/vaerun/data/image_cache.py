@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaerun.atomic import atomic_path, partial_path
 from vaerun.config_checks import ConfigError
 
 #: images read back per step when a grey file is widened to colour
@@ -43,7 +44,7 @@ class ImageWriter:
         self.first: str | None = None
         self.count = 0
         self._arrays: list[np.ndarray] = []
-        self._partial = path.with_name(f".partial.{os.getpid()}.{path.name}") if path else None
+        self._partial = partial_path(path) if path else None
         self._file = open(self._partial, "wb") if self._partial else None  # noqa: SIM115 (closed in finish)
 
     def append(self, array: np.ndarray, file: str) -> None:
@@ -96,14 +97,8 @@ def map_images(path: Path, shape: tuple[int, ...]) -> Tensor:
 
 
 def save_index(path: Path, index: dict) -> None:
-    """Written beside its final name (one partial file per process: runs of a sweep may decode the same
-    folder at once), then renamed into place."""
-    partial = path.with_name(f".partial.{os.getpid()}.{path.name}")
-    try:
+    with atomic_path(path) as partial:
         torch.save(index, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def load_cached(raw: Path, index_path: Path) -> tuple[Tensor, dict] | None:

@@ -16,6 +16,7 @@ from vaerun.atomic import atomic_path
 from vaerun.config_checks import ConfigError
 from vaerun.data.bundled import MNIST5kSource
 from vaerun.data.splits import Split, Splits, split_off
+from vaerun.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class MNISTSource(TorchvisionSource):
         except (OSError, RuntimeError) as err:
             if self.fallback is None:
                 raise
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = first_line(err)
             log.warning(
                 "\n%s\nWARNING: full MNIST is not in %s and could not be downloaded (%s).\n"
                 "WARNING: falling back to %s; the run records data.source_used=%s.\n%s",

@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 from vaerun.config_checks import ConfigError
+from vaerun.errors import first_line
 from vaerun.module import AutoencoderModule
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,7 @@ def load_module(ckpt: str | Path, image_shape: tuple[int, ...]) -> AutoencoderMo
     try:
         module = AutoencoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"ckpt: {ckpt} is not a loadable vaerun checkpoint ({first_line})") from None
+        raise ConfigError(f"ckpt: {ckpt} is not a loadable vaerun checkpoint ({first_line(err)})") from None
     trained_shape = tuple(module.hparams.image_shape)
     if trained_shape != image_shape:
         raise ConfigError(
