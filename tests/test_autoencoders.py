@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from vaerun.autoencoders import Autoencoder, MCMCRefinedVAE, VariationalAutoencoder, lerp, slerp
+from vaerun.autoencoders import Autoencoder, MCMCRefinedVAE, VariationalAutoencoder
+from vaerun.latent_paths import lerp, slerp
 from vaerun.networks import MLP
 from vaerun.objectives import (
     BernoulliLikelihood,
@@ -33,8 +34,10 @@ def test_vae_posterior_and_codes():
     model = make(VariationalAutoencoder)
     x = torch.rand(4, 1, 8, 8)
     posterior = model.posterior(x)
-    assert posterior.batch_shape == (4,) and posterior.event_shape == (3,)
-    torch.testing.assert_close(model.encode(x), posterior.mean)
+    assert posterior.base.batch_shape == (4,) and posterior.base.event_shape == (3,)
+    torch.testing.assert_close(model.encode(x), posterior.base.mean)
+    z, log_q = posterior.rsample_and_log_prob((5,))  # the Gaussian: no flow, q's own density
+    torch.testing.assert_close(log_q, posterior.base.log_prob(z))
     prior = model.generative_prior()
     torch.testing.assert_close(prior.covariance_matrix, torch.eye(3))
 

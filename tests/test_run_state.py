@@ -73,3 +73,13 @@ def test_force_removes_what_a_run_wrote_and_keeps_the_rest(tmp_path):
         (tmp_path / name).write_text("x")
     assert plan(tmp_path, "abc", force=True) == plan(tmp_path / "new", "abc", force=False)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
+
+
+def test_a_sweep_run_directory_name_is_cut_to_what_a_file_system_takes_and_stays_unique():
+    from vaerun.run_state import DIRNAME_LIMIT, dirname
+
+    assert dirname("latent=2,model=ae") == "latent=2,model=ae"
+    long_a, long_b = "x=1," + "a" * 300, "x=2," + "a" * 300
+    assert len(dirname(long_a).encode()) <= DIRNAME_LIMIT
+    assert dirname(long_a) == dirname(long_a) != dirname(long_b)  # stable: a re-run finds its runs
+    assert len(dirname("é" * 200).encode()) <= DIRNAME_LIMIT  # cut on a character, not inside one

@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 
 from vaerun.autoencoders import Autoencoder
 
+DEFAULT_POSTERIOR = {"_target_": "vaerun.posteriors.Gaussian"}
+
 
 def build_autoencoder(
     model: dict[str, Any],
@@ -18,12 +20,15 @@ def build_autoencoder(
     prior: dict[str, Any],
     latent: int,
     image_shape: Sequence[int],
+    posterior: dict[str, Any] | None = None,
 ) -> Autoencoder:
+    """``posterior`` None: the Gaussian (checkpoints from before the posterior group have none)."""
     return instantiate(
         model,
         architecture=instantiate(encoder),
         likelihood=instantiate(likelihood),
         prior=instantiate(prior),
+        posterior=instantiate(posterior if posterior is not None else DEFAULT_POSTERIOR),
         latent_dim=latent,
         image_shape=list(image_shape),
     )

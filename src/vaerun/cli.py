@@ -26,7 +26,19 @@ from vaerun.errors import exit_with_error
 log = logging.getLogger("vaerun")
 
 #: the config groups whose chosen option is recorded with the run (model=vae, encoder=mlp, ...)
-RECORDED_GROUPS = ("model", "encoder", "likelihood", "prior", "corruption", "data", "device", "optimizer")
+RECORDED_GROUPS = (
+    "model",
+    "encoder",
+    "likelihood",
+    "prior",
+    "posterior",
+    "corruption",
+    "data",
+    "device",
+    "optimizer",
+)
+# ${dirname:...} in a config: a run directory's name cut to what a file system takes (run_state.dirname)
+OmegaConf.register_new_resolver("dirname", run_state.dirname, replace=True)
 
 
 def _discard_run_dir(run_dir: Path) -> None:

@@ -1,5 +1,9 @@
-"""Markov chain Monte Carlo in latent space: a Hamiltonian Monte Carlo kernel with step sizes adapted toward
-a target acceptance rate, and annealed importance sampling (AIS, Neal 2001) of log p(x).
+"""Markov chain Monte Carlo in latent space: three Metropolis-Hastings kernels (Hamiltonian Monte Carlo,
+the Metropolis-adjusted Langevin algorithm and random-walk Metropolis), step sizes adapted toward a target
+acceptance rate, and annealed importance sampling (AIS, Neal 2001) of log p(x).
+
+A kernel is a function with ``hmc_step``'s signature returning an ``MCMCStep``; ``KERNELS`` names them
+(``model.mcmc_kernel``, ``eval.ais_kernel``) with the acceptance rate each is best tuned to.
 
 Pure functions on tensors. A log-density maps codes (..., K) to (...); every leading position is its own
 chain (e.g. (chains, images)), so one call runs thousands of chains at once; step sizes are shared by
@@ -33,7 +37,7 @@ def value_and_grad(log_density: LogDensity, z: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @dataclass
-class HMCStep:
+class MCMCStep:
     z: Tensor  # the chains' new states (..., K)
     log_density: Tensor  # at z (...)
     grad: Tensor  # of the log-density at z (..., K): the next transition of the same target starts from it
@@ -49,19 +53,15 @@ def hmc_step(
     generator: torch.Generator | None = None,
     current: tuple[Tensor, Tensor] | None = None,
     evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
-) -> HMCStep:
+) -> MCMCStep:
     """One HMC transition per chain: a fresh Gaussian momentum, ``leapfrog_steps`` leapfrog steps, and a
     Metropolis correction, so the kernel leaves exp(log_density) invariant (detailed balance holds for
     the leapfrog's volume-preserving, reversible map). ``current``: the log-density and its gradient at
     ``z`` where a previous transition of the same target computed them (one pass fewer). ``evaluate``:
     computes (log_density(z), its gradient) in place of autograd on ``log_density`` (AIS keeps the terms
     of its sum apart this way)."""
-    if evaluate is None:
-        if log_density is None:
-            raise ValueError("hmc_step needs a log_density or an evaluate function")
-        evaluate = functools.partial(value_and_grad, log_density)
-    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
-    step = step.expand(z.shape[:-1]).unsqueeze(-1)
+    evaluate = _evaluator(log_density, evaluate)
+    step = _per_chain(step_size, z)
     value, start_grad = current if current is not None else evaluate(z)
     momentum = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
     proposal, p, grad = z.detach(), momentum + 0.5 * step * start_grad, start_grad
@@ -70,16 +70,100 @@ def hmc_step(
         proposed, grad = evaluate(proposal)
         p = p + (step if i + 1 < leapfrog_steps else 0.5 * step) * grad
     log_ratio = (proposed - 0.5 * p.square().sum(-1)) - (value - 0.5 * momentum.square().sum(-1))
+    return _metropolis(z, (value, start_grad), proposal, (proposed, grad), log_ratio, generator)
+
+
+def mala_step(
+    z: Tensor,
+    log_density: LogDensity | None,
+    step_size: Tensor | float,
+    leapfrog_steps: int = 1,
+    generator: torch.Generator | None = None,
+    current: tuple[Tensor, Tensor] | None = None,
+    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+) -> MCMCStep:
+    """One Metropolis-adjusted Langevin transition (Roberts & Tweedie 1996): the proposal
+    z' = z + (eps^2 / 2) grad log pi(z) + eps xi, xi ~ N(0, I), accepted with probability
+    min(1, pi(z') q(z | z') / (pi(z) q(z' | z))), q the proposal's Gaussian. ``leapfrog_steps``: unused
+    (the signature is every kernel's)."""
+    evaluate = _evaluator(log_density, evaluate)
+    step = _per_chain(step_size, z)
+    value, grad = current if current is not None else evaluate(z)
+    noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+    proposal = z.detach() + 0.5 * step.square() * grad + step * noise
+    proposed, proposed_grad = evaluate(proposal)
+    backward = z.detach() - proposal - 0.5 * step.square() * proposed_grad  # = step * (reverse move's noise)
+    log_backward = -0.5 * (backward / step).square().sum(-1)
+    log_ratio = proposed - value + log_backward + 0.5 * noise.square().sum(-1)
+    return _metropolis(z, (value, grad), proposal, (proposed, proposed_grad), log_ratio, generator)
+
+
+def rwmh_step(
+    z: Tensor,
+    log_density: LogDensity | None,
+    step_size: Tensor | float,
+    leapfrog_steps: int = 1,
+    generator: torch.Generator | None = None,
+    current: tuple[Tensor, Tensor] | None = None,
+    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+) -> MCMCStep:
+    """One random-walk Metropolis-Hastings transition: z' = z + eps xi, xi ~ N(0, I), accepted with
+    probability min(1, pi(z') / pi(z)) (the proposal is symmetric). It needs no gradient; the gradient is
+    still carried, as every kernel's, so that kernels are interchangeable (one backward pass per step)."""
+    evaluate = _evaluator(log_density, evaluate)
+    step = _per_chain(step_size, z)
+    value, grad = current if current is not None else evaluate(z)
+    proposal = z.detach() + step * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+    proposed, proposed_grad = evaluate(proposal)
+    return _metropolis(z, (value, grad), proposal, (proposed, proposed_grad), proposed - value, generator)
+
+
+def _evaluator(
+    log_density: LogDensity | None, evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    if evaluate is not None:
+        return evaluate
+    if log_density is None:
+        raise ValueError("an MCMC kernel needs a log_density or an evaluate function")
+    return functools.partial(value_and_grad, log_density)
+
+
+def _per_chain(step_size: Tensor | float, z: Tensor) -> Tensor:
+    """The step size broadcast to (..., 1) against chains z (..., K)."""
+    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
+    return step.expand(z.shape[:-1]).unsqueeze(-1)
+
+
+def _metropolis(
+    z: Tensor,
+    at_z: tuple[Tensor, Tensor],
+    proposal: Tensor,
+    at_proposal: tuple[Tensor, Tensor],
+    log_ratio: Tensor,
+    generator: torch.Generator | None,
+) -> MCMCStep:
+    """Each chain moves to its proposal with probability min(1, exp(log_ratio))."""
     log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0.0)  # a diverged proposal: rejected
     uniform = torch.rand(log_ratio.shape, generator=generator, dtype=z.dtype, device=z.device)
     accepted = torch.log(uniform) < log_ratio
-    return HMCStep(
+    return MCMCStep(
         z=torch.where(accepted[..., None], proposal, z.detach()),
-        log_density=torch.where(accepted, proposed, value),
-        grad=torch.where(accepted[..., None], grad, start_grad),
+        log_density=torch.where(accepted, at_proposal[0], at_z[0]),
+        grad=torch.where(accepted[..., None], at_proposal[1], at_z[1]),
         accept_prob=log_ratio.exp(),
         accepted=accepted,
     )
+
+
+Kernel = Callable[..., MCMCStep]
+
+#: the kernels by name, each with the acceptance rate its step size is best adapted toward (HMC: Neal 2011's
+#: 0.65; MALA: 0.574 and random walk: 0.234, the optimal scalings of Roberts & Rosenthal 2001)
+KERNELS: dict[str, tuple[Kernel, float]] = {
+    "hmc": (hmc_step, 0.65),
+    "mala": (mala_step, 0.574),
+    "rwmh": (rwmh_step, 0.234),
+}
 
 
 def adapt_step_size(step_size: Tensor, accept_prob: Tensor, target: float, rate: float = 0.5) -> Tensor:
@@ -92,7 +176,7 @@ def adapt_step_size(step_size: Tensor, accept_prob: Tensor, target: float, rate:
     return step_size * torch.exp(rate * (shared - target))
 
 
-def hmc(
+def run_chains(
     z: Tensor,
     log_density: LogDensity,
     num_steps: int,
@@ -100,16 +184,18 @@ def hmc(
     leapfrog_steps: int = 5,
     target_accept: float | None = 0.65,
     generator: torch.Generator | None = None,
+    kernel: Kernel = hmc_step,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``num_steps`` HMC transitions from ``z``; with a ``target_accept``, the step size adapts toward it
-    after every transition (adapt while burning in; pass None for a fixed, exact kernel). The step size is
-    shared by every chain (a scalar) or has a shape that the chains' leading shape ends with.
+    """``num_steps`` transitions of ``kernel`` (HMC by default) from ``z``; with a ``target_accept``, the
+    step size adapts toward it after every transition (adapt while burning in; pass None for a fixed, exact
+    kernel). The step size is shared by every chain (a scalar) or has a shape that the chains' leading
+    shape ends with.
     Returns (final states, final step sizes, mean acceptance probability per chain)."""
     step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
     accept_sum = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
     current = None
     for _ in range(num_steps):
-        out = hmc_step(z, log_density, step, leapfrog_steps, generator, current)
+        out = kernel(z, log_density, step, leapfrog_steps, generator, current)
         z, accept_sum, current = out.z, accept_sum + out.accept_prob, (out.log_density, out.grad)
         if target_accept is not None:
             step = adapt_step_size(step, out.accept_prob, target_accept)
@@ -124,9 +210,11 @@ def ais_log_likelihood(
     leapfrog_steps: int = 5,
     step_size: float = 0.1,
     target_accept: float = 0.65,
+    kernel: Kernel = hmc_step,
 ) -> tuple[Tensor, Tensor]:
     """Annealed importance sampling of log p(x) per image, from q(z|x) to p(x, z) along the geometric path
-    pi_b(z) ~ q(z|x)^(1-b) p(x, z)^b, one HMC transition per temperature b_1 < ... < b_T = 1:
+    pi_b(z) ~ q(z|x)^(1-b) p(x, z)^b, one transition of ``kernel`` (HMC by default) per temperature
+    b_1 < ... < b_T = 1:
 
         log w = sum_t (b_t - b_(t-1)) (log p(x, z_(t-1)) - log q(z_(t-1) | x)),  p(x) = E[w],
 
@@ -157,7 +245,7 @@ def ais_log_likelihood(
             return (1 - beta) * q + beta * terms[0], (1 - beta) * q_grad + beta * terms[1]
 
         start = ((1 - beta) * log_q + beta * joint, (1 - beta) * log_q_grad + beta * joint_grad)
-        out = hmc_step(z, None, step, leapfrog_steps, current=start, evaluate=annealed)
+        out = kernel(z, None, step, leapfrog_steps, current=start, evaluate=annealed)
         (proposed, proposed_grad), moved = at_proposal[0], out.accepted
         joint = torch.where(moved, proposed, joint)
         joint_grad = torch.where(moved[..., None], proposed_grad, joint_grad)

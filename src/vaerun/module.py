@@ -36,6 +36,7 @@ class AutoencoderModule(pl.LightningModule):
         prior: dict[str, Any],
         choices: dict[str, str] | None = None,
         unit_range: bool = True,
+        posterior: dict[str, Any] | None = None,
     ) -> None:
         """The config groups' dicts build the parts; ``choices`` (the group options picked, such as
         model=vae) is kept for the record only. ``unit_range``: the data are images in [0, 1]; False for
@@ -43,7 +44,9 @@ class AutoencoderModule(pl.LightningModule):
         super().__init__()
         # Logged to TensorBoard once, with the final metrics, by the stages; not by Lightning at fit start.
         self.save_hyperparameters(logger=False)
-        self.model: Autoencoder = build_autoencoder(model, encoder, likelihood, prior, latent, image_shape)
+        self.model: Autoencoder = build_autoencoder(
+            model, encoder, likelihood, prior, latent, image_shape, posterior
+        )
         self.corruption = instantiate(corruption)
         # Evaluation only: model output vs clean image, and (with a corruption) the corrupted input itself
         # vs the clean image, the "do nothing" baseline of a denoiser.

@@ -230,16 +230,22 @@ def iwae_log_likelihood(
         log (1/k) sum_i p(x, z_i) / q(z_i | x),   z_i ~ q(z | x),
 
     a lower bound in expectation that tightens as k grows (k = 1 is the ELBO's single-sample estimate).
-    ``posterior`` is q(z|x) with batch shape (N,); ``log_joint(z)`` maps samples (n, N, K) to log p(x, z)
-    of shape (n, N). Samples are drawn ``chunk_size`` at a time and the log-sum-exp is accumulated, so
-    memory stays bounded whatever k is.
+    ``posterior`` is q(z|x) with batch shape (N,): a torch Distribution, or anything with
+    ``rsample_and_log_prob`` (a flow posterior, whose density is known at its own draws only);
+    ``log_joint(z)`` maps samples (n, N, K) to log p(x, z) of shape (n, N). Samples are drawn
+    ``chunk_size`` at a time and the log-sum-exp is accumulated, so memory stays bounded whatever k is.
     """
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
     total: Tensor | None = None
     for start in range(0, num_samples, chunk_size):
-        z = posterior.sample((min(chunk_size, num_samples - start),))
-        log_weights = log_joint(z) - posterior.log_prob(z)
+        shape = (min(chunk_size, num_samples - start),)
+        if isinstance(posterior, Distribution):
+            z = posterior.sample(shape)
+            log_q = posterior.log_prob(z)
+        else:
+            z, log_q = posterior.rsample_and_log_prob(shape)
+        log_weights = log_joint(z) - log_q
         chunk = torch.logsumexp(log_weights, dim=0)
         total = chunk if total is None else torch.logaddexp(total, chunk)
     return total - math.log(num_samples)

@@ -107,6 +107,20 @@ def find_resumable(root: Path, config_fingerprint: str) -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
+#: the longest run directory name made from overrides; most file systems take 255 bytes
+DIRNAME_LIMIT = 200
+
+
+def dirname(name: str) -> str:
+    """A sweep's run directory name from its overrides (``${dirname:${hydra.job.override_dirname}}``): as it
+    is up to DIRNAME_LIMIT bytes, else its start and a hash of the whole, so that the name stays the same
+    for the same overrides (a re-run finds its runs) and different for different ones."""
+    if len(name.encode()) <= DIRNAME_LIMIT:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return name.encode()[: DIRNAME_LIMIT - 11].decode(errors="ignore") + "-" + digest
+
+
 class WritableOutputDir(Callback):
     """Hydra callback: before Hydra creates the run (or sweep) directory, make sure it can, and answer with
     one clear line instead of a traceback when it cannot."""

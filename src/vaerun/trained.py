@@ -91,8 +91,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     checkpoint = _read(checkpoint_path)
     hparams = dict(checkpoint["hyper_parameters"])
     try:
-        model = build_autoencoder(*(hparams[key] for key in ("model", "encoder", "likelihood", "prior")),
-                                  hparams["latent"], hparams["image_shape"])  # fmt: skip
+        parts = (hparams[key] for key in ("model", "encoder", "likelihood", "prior"))
+        model = build_autoencoder(*parts, hparams["latent"], hparams["image_shape"], hparams.get("posterior"))
         weights = {
             k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
         }

@@ -18,7 +18,15 @@ from vaerun.config_checks.leaves import BINARIZATIONS, check_leaves, flag, rule_
 from vaerun.config_checks.values import ConfigError, is_int, is_number
 from vaerun.trackers import missing_package
 
-__all__ = ["BINARIZATIONS", "ConfigError", "check_config", "check_shape_dependent", "check_value", "is_int"]
+__all__ = [
+    "BINARIZATIONS",
+    "ConfigError",
+    "check_config",
+    "check_posterior",
+    "check_shape_dependent",
+    "check_value",
+    "is_int",
+]
 
 STAGES = ("all", "train", "eval", "sample", "impute", "anomaly")
 #: the VAE's gradient estimators: reparam (z = mu + sigma * eps) or reinforce (the score function)
@@ -26,6 +34,9 @@ ESTIMATORS = ("reparam", "reinforce")
 #: models with no prior p(z): a prior other than the default is a mistake with them
 DETERMINISTIC_MODELS = ("vaerun.autoencoders.Autoencoder",)
 DEFAULT_PRIOR = "vaerun.priors.GaussianPrior"
+DEFAULT_POSTERIOR = "vaerun.posteriors.Gaussian"
+#: the MCMC kernels (vaerun.mcmc.KERNELS, named here without importing torch)
+KERNEL_NAMES = ("hmc", "mala", "rwmh")
 
 
 def check_latent(latent: Any) -> None:
@@ -84,6 +95,11 @@ def _open_unit_interval(key: str, value: Any, image_shape: tuple[int, ...]) -> N
         raise ConfigError(f"{key} must be a number strictly between 0 and 1, got {value!r}")
 
 
+def _optional_open_unit_interval(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    if value is not None:
+        _open_unit_interval(key, value, image_shape)
+
+
 def _count(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
     check_non_negative_int(key, value)
 
@@ -96,6 +112,10 @@ def _estimator(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
     check_choice(key, value, ESTIMATORS)
 
 
+def _kernel(key: str, value: Any, image_shape: tuple[int, ...]) -> None:
+    check_choice(key, value, KERNEL_NAMES)
+
+
 MODEL_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
     "beta": _non_negative,
     "kl_warmup_epochs": _non_negative,
@@ -104,10 +124,16 @@ MODEL_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
     "mcmc_steps": _count,
     "leapfrog_steps": _positive_count,
     "step_size": _positive,
-    "target_accept": _open_unit_interval,
+    "target_accept": _optional_open_unit_interval,
+    "mcmc_kernel": _kernel,
 }
 
 PRIOR_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {"df": _positive}
+
+POSTERIOR_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
+    "flows": _positive_count,
+    "hidden": _positive_count,
+}
 
 
 def _check_by_name(
@@ -126,13 +152,33 @@ def check_corruption(corruption: Mapping[str, Any], image_shape: tuple[int, ...]
     _check_by_name("corruption", corruption, CORRUPTION_RULES, image_shape)
 
 
-def check_model(model: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
+def check_posterior(posterior: Mapping[str, Any]) -> None:
+    _check_by_name("posterior", posterior, POSTERIOR_RULES, ())
+
+
+def check_model(
+    model: Mapping[str, Any], prior: Mapping[str, Any], posterior: Mapping[str, Any] | None = None
+) -> None:
+    posterior = posterior or {"_target_": DEFAULT_POSTERIOR}
     _check_by_name("model", model, MODEL_RULES, ())
     _check_by_name("prior", prior, PRIOR_RULES, ())
-    if model.get("_target_") in DETERMINISTIC_MODELS and prior.get("_target_") != DEFAULT_PRIOR:
+    check_posterior(posterior)
+    deterministic = model.get("_target_") in DETERMINISTIC_MODELS
+    if deterministic and prior.get("_target_") != DEFAULT_PRIOR:
         raise ConfigError(
             f"prior: {prior.get('_target_')} is for a VAE (model=vae, beta_vae, vae_mcmc); a deterministic "
             "autoencoder has no prior (its samples come from a Gaussian fitted to its codes)"
+        )
+    flow = posterior.get("_target_") != DEFAULT_POSTERIOR
+    if deterministic and flow:
+        raise ConfigError(
+            f"posterior: {posterior.get('_target_')} is for a VAE (model=vae, beta_vae, vae_mcmc); a "
+            "deterministic autoencoder has no posterior"
+        )
+    if flow and (model.get("free_bits", 0) != 0 or model.get("estimator", "reparam") != "reparam"):
+        raise ConfigError(
+            "posterior: a flow trains with model.free_bits=0 and model.estimator=reparam (its KL has no "
+            "per-dimension split; the score function would need the flow's log q gradient)"
         )
 
 
@@ -274,7 +320,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
     check_training_loop(cfg["steps_per_execution"], cfg["trainer"])
     check_shape_dependent(cfg, image_shape)
-    check_model(cfg["model"], cfg["prior"])
+    check_model(cfg["model"], cfg["prior"], cfg.get("posterior"))
+    check_choice("eval.ais_kernel", cfg["eval"].get("ais_kernel", "hmc"), KERNEL_NAMES)
     for key in ("num_images", "num_reconstructions", "manifold_size", "num_interpolations", "traversal_dims"):
         check_positive_int(f"sample.{key}", cfg["sample"][key])
     check_positive_int("sample.interpolation_steps", cfg["sample"]["interpolation_steps"])
@@ -324,7 +371,12 @@ def check_value(key: str, value: Any, image_shape: tuple[int, ...] | None = None
     """The start-up rule of one key, for objects built in Python (a corruption, a likelihood, a prior):
     the same ConfigError (a ValueError) and message as on the command line."""
     group, _, name = key.partition(".")
-    by_name = {"corruption": CORRUPTION_RULES, "model": MODEL_RULES, "prior": PRIOR_RULES}.get(group, {})
+    by_name = {
+        "corruption": CORRUPTION_RULES,
+        "model": MODEL_RULES,
+        "prior": PRIOR_RULES,
+        "posterior": POSTERIOR_RULES,
+    }.get(group, {})
     if name in by_name:
         by_name[name](key, value, image_shape)
     elif (rule := rule_for(key)) is not None:

@@ -45,10 +45,8 @@ def module_hparams(
 ) -> dict[str, Any]:
     """The LightningModule's hyperparameters from a run's config; the image shape and value range come
     from the data where given (a CSV file's columns are known only once it is read)."""
-    hparams = {
-        key: cfg[key]
-        for key in ("model", "encoder", "likelihood", "prior", "corruption", "optimizer", "latent")
-    }
+    keys = ("model", "encoder", "likelihood", "prior", "posterior", "corruption", "optimizer", "latent")
+    hparams = {key: cfg[key] for key in keys}
     hparams.update(image_shape=list(cfg["data"]["image_shape"] or ()), choices=choices)
     if datamodule is not None:
         hparams.update(image_shape=list(datamodule.image_shape), unit_range=datamodule.unit_range)
@@ -183,7 +181,7 @@ def build_module(
     except ConfigError:
         raise
     except Exception as err:
-        model_keys = ("model", "encoder", "likelihood", "prior", "corruption", "optimizer")
+        model_keys = ("model", "encoder", "likelihood", "prior", "posterior", "corruption", "optimizer")
         raise refusal(err, {key: cfg[key] for key in model_keys}) from None
     if cfg["compile"]:
         module.compile_training_loss()

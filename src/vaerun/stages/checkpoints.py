@@ -16,7 +16,16 @@ from vaerun.module import AutoencoderModule
 log = logging.getLogger(__name__)
 
 #: the hparams of a checkpoint that define its model; eval and sample take them from the checkpoint
-ARCHITECTURE_KEYS = ("model", "encoder", "likelihood", "prior", "corruption", "latent", "image_shape")
+ARCHITECTURE_KEYS = (
+    "model",
+    "encoder",
+    "likelihood",
+    "prior",
+    "posterior",
+    "corruption",
+    "latent",
+    "image_shape",
+)
 
 
 def load_module(ckpt: str | Path, image_shape: tuple[int, ...]) -> AutoencoderModule:

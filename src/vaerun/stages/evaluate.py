@@ -111,6 +111,7 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
             options["ais_chains"],
             options["ais_temperatures"],
             options["ais_leapfrog_steps"],
+            options["ais_kernel"],
         )
         if estimate is not None:
             log_px, acceptance = estimate
