@@ -45,13 +45,16 @@ def test_the_denoising_preset_sweeps_every_lecture_corruption_with_both_encoders
     with initialize_config_module("vaerun.configs", version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=denoising"], return_hydra_config=True)
         params = dict(cfg.hydra.sweeper.params)
-        assert params["encoder"] == "mlp,conv" and cfg.model._target_.endswith(".Autoencoder")
+        assert params["encoder"] == "mlp,conv16" and cfg.model._target_.endswith(".Autoencoder")
         runs = {}
         for option in params["corruption"].split(","):  # every option composes and passes the checks
-            composed_run = compose("config", overrides=["+experiment=denoising", f"corruption={option}"])
+            composed_run = compose(
+                "config", overrides=["+experiment=denoising", f"corruption={option}", "encoder=conv16"]
+            )
             run = OmegaConf.to_container(composed_run, resolve=True)
             check_config(run)
             runs[option] = run["corruption"]
+            assert run["encoder"]["base_channels"] == 16 and run["encoder"]["_target_"].endswith(".Conv")
     assert runs["pixel_drop"]["p"] == 0.5 and runs["pixel_drop_90"]["p"] == 0.9
     assert runs["blur_4"]["sigma"] == 4.0 and runs["block_16"]["size"] == 16
     assert runs["gaussian_noise"]["_target_"].endswith("GaussianNoise")

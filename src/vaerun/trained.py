@@ -28,8 +28,9 @@ from vaerun.errors import first_line
 
 
 class Encoding(NamedTuple):
-    """What ``encode`` returns: the code (the posterior mean for a VAE), and for a VAE the log-variances
-    of q(z|x) (None for an AE or DAE)."""
+    """What ``encode`` returns: the code (the posterior mean for a VAE; with a flow posterior, the flow's
+    image of its Gaussian's mean), and for a VAE the log-variances of q(z|x)'s Gaussian (None for an AE
+    or DAE)."""
 
     mean: Tensor
     logvar: Tensor | None
@@ -197,7 +198,7 @@ class TrainedModel:
         """The codes of images: (N, latent) means, and for a VAE the log-variances of q(z|x)."""
         x = self.images(x)
         if self.is_variational:
-            return Encoding(*self.network.posterior_parameters(x))
+            return Encoding(self.network.encode(x), self.network.posterior_parameters(x)[1])
         return Encoding(self.network.encode(x), None)
 
     @torch.no_grad()
