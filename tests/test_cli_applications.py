@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from conftest import TINY, read_events, read_metrics, vae_run
+
+from vaerun.stages.checkpoints import checkpoint_step
 
 #: long enough for a model that has learnt something (a few seconds on 2 cores), short for CI
 TRAINED = [
@@ -118,3 +121,25 @@ def test_a_denoiser_imputes_the_cells_of_a_csv_table(tmp_path):
     assert missing.returncode == 2 and "data.source.path must be set" in missing.stderr
     conv = vae_run("data=csv", "data.source.path=wine.csv", "encoder=conv", cwd=tmp_path, check=False)
     assert conv.returncode == 2 and "the 1x14 images cannot be halved" in conv.stderr
+
+
+def test_the_denoising_preset_runs_both_encoders_into_one_table(tmp_path):
+    """The study on tiny sizes: one corruption of the preset (8x8 digits take no 16 x 16 block), both of its
+    encoders, and the sweep's table with the DAE beside the linear fill."""
+    preset = ["-m", "+experiment=denoising", "data=digits", "corruption=pixel_drop_90"]
+    vae_run(*preset, *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "sweep" / "summary.csv")  # the long names are cut: the table has them
+    assert sorted(table["encoder"]) == ["conv16", "mlp"]
+    for column in ("test/pca_fill/psnr", "test/observed_kept/psnr", "test/corrupted_input/psnr"):
+        assert (table[column] > 0).all()
+
+
+def test_the_latent_sweep_preset_trains_by_steps_and_reports_pca_beside_each_model(tmp_path):
+    vae_run(
+        "-m", "+experiment=latent_sweep", "data=digits", "latent=2", "trainer.max_steps=4", *TINY[1:],
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )  # fmt: skip
+    rows = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "| ae |" in rows and "| vae |" in rows and "test/pca_mse" in rows
+    checkpoints = sorted((tmp_path / "sweep").glob("*/checkpoints/last.ckpt"))
+    assert len(checkpoints) == 2 and all(checkpoint_step(path) == 4 for path in checkpoints)

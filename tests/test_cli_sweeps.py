@@ -92,23 +92,20 @@ def test_the_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path):
     assert sorted(r["latent"] for r in summary_rows(tmp_path / "sweep")) == ["2", "3"]
 
 
-def test_ddp_on_cpu_with_two_processes(tmp_path):
-    result = vae_run("device=ddp", "data=digits", *TINY, "hydra.run.dir=run", cwd=tmp_path)
+def test_ddp_on_cpu_with_two_processes_inside_a_multirun_keeps_each_job_in_its_own_directory(tmp_path):
+    result = vae_run(
+        "-m", "latent=2,3", "device=ddp", "data=digits", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path
+    )
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
-    run = tmp_path / "run"
-    metrics = read_metrics(run)
-    assert metrics["test/loss"] > 0 and metrics["test/nll_iwae"] > 0
-    assert '"finished"' in (run / "job.json").read_text()
-    assert len(list((run / "images").glob("*.png"))) >= 4
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no stray run directory of the second process
-
-
-def test_ddp_inside_a_multirun_keeps_each_job_in_its_own_directory(tmp_path):
-    vae_run("-m", "latent=2,3", "device=ddp", "data=digits", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path)
     sweep = tmp_path / "sweep"
     assert [p.name for p in run_dirs(sweep)] == ["0", "1"]
     assert sorted(r["latent"] for r in summary_rows(sweep)) == ["2", "3"]
-    assert [p.name for p in tmp_path.iterdir()] == ["sweep"]
+    for run in run_dirs(sweep):
+        metrics = read_metrics(run)
+        assert metrics["test/loss"] > 0 and metrics["test/nll_iwae"] > 0
+        assert '"finished"' in (run / "job.json").read_text()
+        assert len(list((run / "images").glob("*.png"))) >= 4
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep"]  # no stray run directory of a second process
 
 
 @pytest.mark.parametrize(

@@ -129,3 +129,11 @@ def test_hidden_names_exactly_the_pixels_the_same_draws_zero(corruption):
     assert hidden.shape == x.shape and hidden.dtype == torch.bool and hidden.any()
     assert torch.equal(hidden, corrupted == 0)
     assert torch.equal(hidden, hidden[:, :1].expand_as(hidden))  # a pixel is hidden in all its channels
+
+
+def test_a_centred_block_hides_the_same_middle_square_of_every_image():
+    x = torch.ones(3, 2, 28, 28)
+    hidden = BlockMask(14, centred=True).hidden(x)
+    assert hidden.shape == x.shape and hidden.sum() == 3 * 2 * 14 * 14
+    assert hidden[:, :, 7:21, 7:21].all() and not hidden[:, :, :7].any() and not hidden[:, :, 21:].any()
+    assert (BlockMask(14, centred=True)(x) == ~hidden).all()

@@ -100,16 +100,23 @@ class GaussianBlur:
 
 
 class BlockMask:
-    """A size x size square, at a uniformly random position inside each image, is zeroed."""
+    """A size x size square, at a uniformly random position inside each image (``centred``: at its centre),
+    is zeroed."""
 
-    def __init__(self, size: int = 14) -> None:
-        _check(size=size)
+    def __init__(self, size: int = 14, centred: bool = False) -> None:
+        _check(size=size, centred=centred)
         self.size = int(size)
+        self.centred = centred
 
     def hidden(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         height, width = x.shape[-2:]
         if self.size > min(height, width):
             raise ValueError(f"corruption.size={self.size} is larger than the {height}x{width} images")
+        if self.centred:
+            top, left = (height - self.size) // 2, (width - self.size) // 2
+            square = torch.zeros((height, width), dtype=torch.bool, device=x.device)
+            square[top : top + self.size, left : left + self.size] = True
+            return square.expand(x.shape)
         return random_squares(x.shape, self.size, generator, x.device)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -87,6 +87,7 @@ CORRUPTION_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
     "size": _block_size,
     "std": _non_negative,
     "clip": _flag,
+    "centred": _flag,
 }
 
 
