@@ -221,3 +221,21 @@ def test_with_a_monte_carlo_kl_both_estimators_agree_on_the_encoder_gradient():
         estimates[estimator] = encoder_gradient(model, model.loss_terms(many, many)["loss"])
     difference = (estimates["reinforce"] - estimates["reparam"]).norm()
     assert difference < 0.03 * estimates["reparam"].norm()
+
+
+def test_a_flow_posteriors_monte_carlo_kl_is_unbiased():
+    """With its parameters all zero a planar flow is the identity: the flow VAE's one-sample KL estimate,
+    averaged, is the Gaussian VAE's closed-form KL with the same weights."""
+    from vaerun.posteriors import Planar
+
+    gaussian = make(VariationalAutoencoder)
+    torch.manual_seed(0)
+    flow = VariationalAutoencoder(MLP(hidden=[32]), BernoulliLikelihood(), 3, (1, 8, 8), posterior=Planar(2))
+    with torch.no_grad():  # the same q0 and decoder; the encoder's extra outputs (planar parameters) 0
+        for target, source in zip(flow.encoder.parameters(), gaussian.encoder.parameters(), strict=True):
+            target.zero_()
+            target[: source.shape[0]] = source
+        flow.decoder.load_state_dict(gaussian.decoder.state_dict())
+    x = torch.rand(4, 1, 8, 8).repeat(1000, 1, 1, 1)
+    exact = gaussian.loss_terms(x[:4], x[:4])["kl"]
+    torch.testing.assert_close(flow.loss_terms(x, x)["kl"], exact, atol=0.05, rtol=0)

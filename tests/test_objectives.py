@@ -226,3 +226,11 @@ def test_gradient_noise_is_the_trace_of_the_covariance_and_the_signal_to_noise_r
     variance, snr = gradient_noise(draws)
     torch.testing.assert_close(variance, torch.tensor(2.0 + 2.0))
     torch.testing.assert_close(snr, torch.tensor((4.0 + 1.0) / 4.0))
+
+
+def test_gaussian_entropy_matches_torch_distributions():
+    from vaerun.objectives import gaussian_entropy
+
+    mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
+    expected = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1).entropy()
+    torch.testing.assert_close(gaussian_entropy(logvar), expected)

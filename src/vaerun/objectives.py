@@ -214,6 +214,11 @@ class DiscretizedLogisticLikelihood:
         return ((mean + 1) / 2).clamp(0, 1)
 
 
+def gaussian_entropy(logvar: Tensor) -> Tensor:
+    """The entropy of N(mu, diag exp(logvar)) in nats, summed over the last dimension."""
+    return 0.5 * (1 + math.log(2 * math.pi) + logvar).sum(dim=-1)
+
+
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z | 0, I), summed over the last dimension."""
     return -0.5 * (z.square() + math.log(2 * math.pi)).sum(dim=-1)
