@@ -9,8 +9,7 @@ from typing import Any
 from hydra.utils import instantiate
 
 from vaerun.autoencoders import Autoencoder
-
-DEFAULT_POSTERIOR = {"_target_": "vaerun.posteriors.Gaussian"}
+from vaerun.config_checks import DEFAULT_POSTERIOR
 
 
 def build_autoencoder(
@@ -28,7 +27,7 @@ def build_autoencoder(
         architecture=instantiate(encoder),
         likelihood=instantiate(likelihood),
         prior=instantiate(prior),
-        posterior=instantiate(posterior if posterior is not None else DEFAULT_POSTERIOR),
+        posterior=instantiate(posterior if posterior is not None else {"_target_": DEFAULT_POSTERIOR}),
         latent_dim=latent,
         image_shape=list(image_shape),
     )

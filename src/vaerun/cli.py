@@ -20,23 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun import run_state
-from vaerun.config_checks import ConfigError, check_config
+from vaerun.config_checks import MODEL_PARTS, ConfigError, check_config
 from vaerun.errors import exit_with_error
 
 log = logging.getLogger("vaerun")
 
 #: the config groups whose chosen option is recorded with the run (model=vae, encoder=mlp, ...)
-RECORDED_GROUPS = (
-    "model",
-    "encoder",
-    "likelihood",
-    "prior",
-    "posterior",
-    "corruption",
-    "data",
-    "device",
-    "optimizer",
-)
+RECORDED_GROUPS = (*MODEL_PARTS, "corruption", "data", "device", "optimizer")
 # ${dirname:...} in a config: a run directory's name cut to what a file system takes (run_state.dirname)
 OmegaConf.register_new_resolver("dirname", run_state.dirname, replace=True)
 

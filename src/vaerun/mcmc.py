@@ -25,6 +25,8 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 LogDensity = Callable[[Tensor], Tensor]
+#: codes -> (log-density, its gradient): what a kernel evaluates at each proposal
+Evaluate = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 def value_and_grad(log_density: LogDensity, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -52,7 +54,7 @@ def hmc_step(
     leapfrog_steps: int,
     generator: torch.Generator | None = None,
     current: tuple[Tensor, Tensor] | None = None,
-    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+    evaluate: Evaluate | None = None,
 ) -> MCMCStep:
     """One HMC transition per chain: a fresh Gaussian momentum, ``leapfrog_steps`` leapfrog steps, and a
     Metropolis correction, so the kernel leaves exp(log_density) invariant (detailed balance holds for
@@ -60,9 +62,7 @@ def hmc_step(
     ``z`` where a previous transition of the same target computed them (one pass fewer). ``evaluate``:
     computes (log_density(z), its gradient) in place of autograd on ``log_density`` (AIS keeps the terms
     of its sum apart this way)."""
-    evaluate = _evaluator(log_density, evaluate)
-    step = _per_chain(step_size, z)
-    value, start_grad = current if current is not None else evaluate(z)
+    evaluate, step, (value, start_grad) = _start(z, log_density, step_size, current, evaluate)
     momentum = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
     proposal, p, grad = z.detach(), momentum + 0.5 * step * start_grad, start_grad
     for i in range(leapfrog_steps):
@@ -80,15 +80,13 @@ def mala_step(
     leapfrog_steps: int = 1,
     generator: torch.Generator | None = None,
     current: tuple[Tensor, Tensor] | None = None,
-    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+    evaluate: Evaluate | None = None,
 ) -> MCMCStep:
     """One Metropolis-adjusted Langevin transition (Roberts & Tweedie 1996): the proposal
     z' = z + (eps^2 / 2) grad log pi(z) + eps xi, xi ~ N(0, I), accepted with probability
     min(1, pi(z') q(z | z') / (pi(z) q(z' | z))), q the proposal's Gaussian. ``leapfrog_steps``: unused
     (the signature is every kernel's)."""
-    evaluate = _evaluator(log_density, evaluate)
-    step = _per_chain(step_size, z)
-    value, grad = current if current is not None else evaluate(z)
+    evaluate, step, (value, grad) = _start(z, log_density, step_size, current, evaluate)
     noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
     proposal = z.detach() + 0.5 * step.square() * grad + step * noise
     proposed, proposed_grad = evaluate(proposal)
@@ -105,33 +103,32 @@ def rwmh_step(
     leapfrog_steps: int = 1,
     generator: torch.Generator | None = None,
     current: tuple[Tensor, Tensor] | None = None,
-    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+    evaluate: Evaluate | None = None,
 ) -> MCMCStep:
     """One random-walk Metropolis-Hastings transition: z' = z + eps xi, xi ~ N(0, I), accepted with
     probability min(1, pi(z') / pi(z)) (the proposal is symmetric). It needs no gradient; the gradient is
     still carried, as every kernel's, so that kernels are interchangeable (one backward pass per step)."""
-    evaluate = _evaluator(log_density, evaluate)
-    step = _per_chain(step_size, z)
-    value, grad = current if current is not None else evaluate(z)
+    evaluate, step, (value, grad) = _start(z, log_density, step_size, current, evaluate)
     proposal = z.detach() + step * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
     proposed, proposed_grad = evaluate(proposal)
     return _metropolis(z, (value, grad), proposal, (proposed, proposed_grad), proposed - value, generator)
 
 
-def _evaluator(
-    log_density: LogDensity | None, evaluate: Callable[[Tensor], tuple[Tensor, Tensor]] | None
-) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    if evaluate is not None:
-        return evaluate
-    if log_density is None:
-        raise ValueError("an MCMC kernel needs a log_density or an evaluate function")
-    return functools.partial(value_and_grad, log_density)
-
-
-def _per_chain(step_size: Tensor | float, z: Tensor) -> Tensor:
-    """The step size broadcast to (..., 1) against chains z (..., K)."""
-    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device)
-    return step.expand(z.shape[:-1]).unsqueeze(-1)
+def _start(
+    z: Tensor,
+    log_density: LogDensity | None,
+    step_size: Tensor | float,
+    current: tuple[Tensor, Tensor] | None,
+    evaluate: Evaluate | None,
+) -> tuple[Evaluate, Tensor, tuple[Tensor, Tensor]]:
+    """What every kernel begins with: the function giving (log-density, gradient), the step size broadcast
+    to (..., 1) against chains z (..., K), and the log-density and gradient at z (``current`` if given)."""
+    if evaluate is None:
+        if log_density is None:
+            raise ValueError("an MCMC kernel needs a log_density or an evaluate function")
+        evaluate = functools.partial(value_and_grad, log_density)
+    step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[:-1]).unsqueeze(-1)
+    return evaluate, step, current if current is not None else evaluate(z)
 
 
 def _metropolis(

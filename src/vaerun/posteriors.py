@@ -74,7 +74,7 @@ class Gaussian:
         return Identity()
 
 
-def planar_log_det_and_step(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def planar_map(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """One planar flow f(z) = z + u_hat tanh(w.z + b) (Rezende & Mohamed 2015) on z (..., N, K) with
     per-image parameters u, w (N, K), b (N,): (f(z), log|1 + u_hat . psi(z)|), psi = tanh'(w.z + b) w.
     u_hat = u + (m(w.u) - w.u) w / |w|^2, m(a) = -1 + softplus(a), keeps w.u_hat >= -1: f invertible."""
@@ -100,7 +100,7 @@ class PlanarFlow(nn.Module):
         z, log_det = z0, z0.new_zeros(z0.shape[:-1])
         for i in range(self.flows):
             u, w, b = params[:, i, :k], params[:, i, k : 2 * k], params[:, i, 2 * k]
-            z, step_log_det = planar_log_det_and_step(z, u, w, b)
+            z, step_log_det = planar_map(z, u, w, b)
             log_det = log_det + step_log_det
         return z, log_det
 

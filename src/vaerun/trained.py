@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder, VariationalAutoencoder
+from vaerun.config_checks import MODEL_PARTS
 from vaerun.errors import first_line
 
 
@@ -92,8 +93,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     checkpoint = _read(checkpoint_path)
     hparams = dict(checkpoint["hyper_parameters"])
     try:
-        parts = (hparams[key] for key in ("model", "encoder", "likelihood", "prior"))
-        model = build_autoencoder(*parts, hparams["latent"], hparams["image_shape"], hparams.get("posterior"))
+        parts = {key: hparams.get(key) for key in MODEL_PARTS}  # no posterior in older checkpoints
+        model = build_autoencoder(**parts, latent=hparams["latent"], image_shape=hparams["image_shape"])
         weights = {
             k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
         }
@@ -198,7 +199,7 @@ class TrainedModel:
         """The codes of images: (N, latent) means, and for a VAE the log-variances of q(z|x)."""
         x = self.images(x)
         if self.is_variational:
-            return Encoding(self.network.encode(x), self.network.posterior_parameters(x)[1])
+            return Encoding(*self.network.code_and_logvar(x))
         return Encoding(self.network.encode(x), None)
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from vaerun.autoencoders.base import Architecture, Autoencoder, Likelihood, PosteriorFamily, Prior
-from vaerun.config_checks import check_value
+from vaerun.config_checks import check_flow_training, check_value
 from vaerun.latent_paths import slerp
 from vaerun.mcmc import KERNELS, ais_log_likelihood, run_chains
 from vaerun.objectives import (
@@ -60,9 +60,7 @@ class VariationalAutoencoder(Autoencoder):
         posterior = posterior if posterior is not None else Gaussian()
         super().__init__(architecture, likelihood, latent_dim, image_shape, posterior=posterior)
         check_value("model.estimator", estimator)
-        if posterior.is_flow and (free_bits > 0 or estimator != "reparam"):
-            # a flow's KL has no per-dimension split, and its score function would need log q's gradient
-            raise ValueError("a flow posterior trains with model.free_bits=0 and model.estimator=reparam")
+        check_flow_training(posterior.is_flow, free_bits, estimator)
         self.prior = prior if prior is not None else GaussianPrior()
         self.flow = posterior.build(self.latent_dim)
         self.posterior_is_flow = posterior.is_flow
@@ -106,10 +104,14 @@ class VariationalAutoencoder(Autoencoder):
         mu, logvar, context = self._encoded(x)
         return FlowPosterior(Independent(Normal(mu, torch.exp(0.5 * logvar)), 1), self.flow, context)
 
+    def code_and_logvar(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The code of x for pictures (q's mean for a Gaussian, the flow's image of q0's mean otherwise) and
+        q0's log-variances, from one encoder pass."""
+        mu, logvar, context = self._encoded(x)
+        return self.flow(mu, context)[0], logvar
+
     def encode(self, x: Tensor) -> Tensor:
-        """The code of x for pictures: q's mean for a Gaussian, the flow's image of q0's mean otherwise."""
-        mu, _, context = self._encoded(x)
-        return self.flow(mu, context)[0]
+        return self.code_and_logvar(x)[0]
 
     def loss_terms(self, x_in: Tensor, target: Tensor) -> dict[str, Tensor]:
         return self.objective(x_in, target, self.decode)[0]

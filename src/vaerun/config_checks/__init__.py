@@ -22,6 +22,7 @@ __all__ = [
     "BINARIZATIONS",
     "ConfigError",
     "check_config",
+    "check_flow_training",
     "check_posterior",
     "check_shape_dependent",
     "check_value",
@@ -35,6 +36,8 @@ ESTIMATORS = ("reparam", "reinforce")
 DETERMINISTIC_MODELS = ("vaerun.autoencoders.Autoencoder",)
 DEFAULT_PRIOR = "vaerun.priors.GaussianPrior"
 DEFAULT_POSTERIOR = "vaerun.posteriors.Gaussian"
+#: the config groups a model is built from (vaerun.build), whatever else goes with them
+MODEL_PARTS = ("model", "encoder", "likelihood", "prior", "posterior")
 #: the MCMC kernels (vaerun.mcmc.KERNELS, named here without importing torch)
 KERNEL_NAMES = ("hmc", "mala", "rwmh")
 
@@ -157,10 +160,17 @@ def check_posterior(posterior: Mapping[str, Any]) -> None:
     _check_by_name("posterior", posterior, POSTERIOR_RULES, ())
 
 
-def check_model(
-    model: Mapping[str, Any], prior: Mapping[str, Any], posterior: Mapping[str, Any] | None = None
-) -> None:
-    posterior = posterior or {"_target_": DEFAULT_POSTERIOR}
+def check_flow_training(is_flow: bool, free_bits: Any, estimator: Any) -> None:
+    """A flow posterior's KL has no per-dimension split (free bits), and the score function (REINFORCE)
+    would need the flow's log q gradient."""
+    if is_flow and (free_bits != 0 or estimator != "reparam"):
+        raise ConfigError(
+            "posterior: a flow trains with model.free_bits=0 and model.estimator=reparam (its KL has no "
+            "per-dimension split; the score function would need the flow's log q gradient)"
+        )
+
+
+def check_model(model: Mapping[str, Any], prior: Mapping[str, Any], posterior: Mapping[str, Any]) -> None:
     _check_by_name("model", model, MODEL_RULES, ())
     _check_by_name("prior", prior, PRIOR_RULES, ())
     check_posterior(posterior)
@@ -176,11 +186,7 @@ def check_model(
             f"posterior: {posterior.get('_target_')} is for a VAE (model=vae, beta_vae, vae_mcmc); a "
             "deterministic autoencoder has no posterior"
         )
-    if flow and (model.get("free_bits", 0) != 0 or model.get("estimator", "reparam") != "reparam"):
-        raise ConfigError(
-            "posterior: a flow trains with model.free_bits=0 and model.estimator=reparam (its KL has no "
-            "per-dimension split; the score function would need the flow's log q gradient)"
-        )
+    check_flow_training(flow, model.get("free_bits", 0), model.get("estimator", "reparam"))
 
 
 def check_image_shape(image_shape: Any) -> tuple[int, ...] | None:
@@ -321,8 +327,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])
     check_training_loop(cfg["steps_per_execution"], cfg["trainer"])
     check_shape_dependent(cfg, image_shape)
-    check_model(cfg["model"], cfg["prior"], cfg.get("posterior"))
-    check_choice("eval.ais_kernel", cfg["eval"].get("ais_kernel", "hmc"), KERNEL_NAMES)
+    check_model(cfg["model"], cfg["prior"], cfg["posterior"])
+    check_choice("eval.ais_kernel", cfg["eval"]["ais_kernel"], KERNEL_NAMES)
     for key in ("num_images", "num_reconstructions", "manifold_size", "num_interpolations", "traversal_dims"):
         check_positive_int(f"sample.{key}", cfg["sample"][key])
     check_positive_int("sample.interpolation_steps", cfg["sample"]["interpolation_steps"])

@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
-from vaerun.config_checks import ConfigError, check_shape_dependent
+from vaerun.config_checks import MODEL_PARTS, ConfigError, check_shape_dependent
 from vaerun.config_checks.leaves import leaves
 from vaerun.data import ImageDataModule
 from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
@@ -45,8 +45,7 @@ def module_hparams(
 ) -> dict[str, Any]:
     """The LightningModule's hyperparameters from a run's config; the image shape and value range come
     from the data where given (a CSV file's columns are known only once it is read)."""
-    keys = ("model", "encoder", "likelihood", "prior", "posterior", "corruption", "optimizer", "latent")
-    hparams = {key: cfg[key] for key in keys}
+    hparams = {key: cfg[key] for key in (*MODEL_PARTS, "corruption", "optimizer", "latent")}
     hparams.update(image_shape=list(cfg["data"]["image_shape"] or ()), choices=choices)
     if datamodule is not None:
         hparams.update(image_shape=list(datamodule.image_shape), unit_range=datamodule.unit_range)
@@ -181,7 +180,7 @@ def build_module(
     except ConfigError:
         raise
     except Exception as err:
-        model_keys = ("model", "encoder", "likelihood", "prior", "posterior", "corruption", "optimizer")
+        model_keys = (*MODEL_PARTS, "corruption", "optimizer")
         raise refusal(err, {key: cfg[key] for key in model_keys}) from None
     if cfg["compile"]:
         module.compile_training_loss()

@@ -9,23 +9,14 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
-from vaerun.config_checks import ConfigError
+from vaerun.config_checks import MODEL_PARTS, ConfigError
 from vaerun.errors import first_line
 from vaerun.module import AutoencoderModule
 
 log = logging.getLogger(__name__)
 
 #: the hparams of a checkpoint that define its model; eval and sample take them from the checkpoint
-ARCHITECTURE_KEYS = (
-    "model",
-    "encoder",
-    "likelihood",
-    "prior",
-    "posterior",
-    "corruption",
-    "latent",
-    "image_shape",
-)
+ARCHITECTURE_KEYS = (*MODEL_PARTS, "corruption", "latent", "image_shape")
 
 
 def load_module(ckpt: str | Path, image_shape: tuple[int, ...]) -> AutoencoderModule:
