@@ -92,7 +92,8 @@ def test_the_posteriors_experiment_puts_every_method_in_one_table(tmp_path):
         cwd=tmp_path,
     )
     table = pd.read_csv(tmp_path / "sweep" / "summary.csv")
-    assert sorted(table["inference"]) == ["gaussian", "iaf", "mcmc_hmc", "mcmc_mala", "mcmc_rwmh", "planar"]
+    methods = ["gaussian", "iaf", "mcmc_hmc", "mcmc_mala", "mcmc_rwmh", "metflow", "planar"]
+    assert sorted(table["inference"]) == methods
     assert (table["test/nll_iwae"] > 0).all() and (table["test/nll_ais"] > 0).all()
     assert table["test/ais_accept"].between(0, 1, inclusive="right").all()  # AIS with MALA
 
@@ -102,5 +103,13 @@ def test_the_posteriors_experiment_puts_every_method_in_one_table(tmp_path):
     model = vaerun.load(iaf_run)
     assert model.network.posterior_is_flow and model.config["posterior"]["_target_"].endswith(".IAF")
     images = model.split("test")[0][:16]
+    elbo, iwae = model.elbo(images).mean(), model.log_likelihood(images, k=50).mean()
+    assert torch.isfinite(elbo) and iwae > elbo
+
+    # so does MetFlow's, whose chain targets each image's posterior under the model's own decoder
+    metflow_run = tmp_path / "sweep" / table.loc[table["inference"] == "metflow", "run"].item()
+    assert table.loc[table["inference"] == "metflow", "test/metflow_accept"].between(0, 1).all()
+    model = vaerun.load(metflow_run)
+    assert model.network.posterior_family.is_chain
     elbo, iwae = model.elbo(images).mean(), model.log_likelihood(images, k=50).mean()
     assert torch.isfinite(elbo) and iwae > elbo

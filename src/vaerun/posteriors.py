@@ -54,6 +54,27 @@ class FlowPosterior:
 
         return pulled
 
+    def annealing_problem(
+        self, log_density: Callable[[Tensor], Tensor]
+    ) -> tuple[Distribution, Callable[[Tensor], Tensor]]:
+        """Where AIS starts and what it anneals to: q0, and the target pulled back through the flow, so
+        that the chains start at q itself."""
+        return self.base, self.pull_back(log_density)
+
+
+class TransformFamily:
+    """A posterior family whose q is q0 pushed through a deterministic map (``build``)."""
+
+    is_flow = True
+    #: a Markov chain (vaerun.metflow) rather than a map: its draws need the target p(x, z)
+    is_chain = False
+
+    def distribution(
+        self, base: Distribution, module: nn.Module, context: Tensor, log_target: Callable[[Tensor], Tensor]
+    ) -> FlowPosterior:
+        """q(z|x) for one batch: q0, the map, the encoder's context; the target is not needed."""
+        return FlowPosterior(base, module, context)
+
 
 class Identity(nn.Module):
     """No flow: q is the diagonal Gaussian itself."""
@@ -62,7 +83,7 @@ class Identity(nn.Module):
         return z0, z0.new_zeros(z0.shape[:-1])
 
 
-class Gaussian:
+class Gaussian(TransformFamily):
     """q(z|x) = N(mu(x), diag sigma^2(x)): the VAE of Kingma & Welling."""
 
     is_flow = False
@@ -105,10 +126,8 @@ class PlanarFlow(nn.Module):
         return z, log_det
 
 
-class Planar:
+class Planar(TransformFamily):
     """K planar flows on q0's sample, amortised: the encoder outputs each flow's u, w, b per image."""
-
-    is_flow = True
 
     def __init__(self, flows: int = 8) -> None:
         check_posterior({"flows": flows})
@@ -185,11 +204,9 @@ class InverseAutoregressiveFlow(nn.Module):
         return z, log_det
 
 
-class IAF:
+class IAF(TransformFamily):
     """Inverse autoregressive flow with MADE layers of ``hidden`` units (Kingma et al. 2016); the encoder
     outputs a context h of ``hidden`` numbers per image that every step reads."""
-
-    is_flow = True
 
     def __init__(self, flows: int = 4, hidden: int = 64) -> None:
         check_posterior({"flows": flows, "hidden": hidden})

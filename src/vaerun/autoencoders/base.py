@@ -3,12 +3,12 @@ every model is built from."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import MultivariateNormal
+from torch.distributions import Distribution, MultivariateNormal
 
 from vaerun.latent_paths import lerp
 from vaerun.objectives import squared_error
@@ -28,9 +28,13 @@ class Likelihood(Protocol):
 
 class PosteriorFamily(Protocol):
     is_flow: bool
+    is_chain: bool
 
     def context_features(self, latent_dim: int) -> int: ...
     def build(self, latent_dim: int) -> nn.Module: ...
+    def distribution(
+        self, base: Distribution, module: nn.Module, context: Tensor, log_target: Callable[[Tensor], Tensor]
+    ) -> Any: ...
 
 
 class Prior(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -12,6 +13,7 @@ from vaerun.autoencoders.base import Architecture, Autoencoder, Likelihood, Post
 from vaerun.config_checks import check_flow_training, check_value
 from vaerun.latent_paths import slerp
 from vaerun.mcmc import KERNELS, ais_log_likelihood, run_chains
+from vaerun.metflow import MetFlowPosterior
 from vaerun.objectives import (
     free_bits_kl,
     gaussian_entropy,
@@ -24,6 +26,25 @@ from vaerun.objectives import (
 )
 from vaerun.posteriors import FlowPosterior, Gaussian
 from vaerun.priors import GaussianPrior
+
+
+@dataclass
+class ELBOSample:
+    """One sample z of q(z | x_in) and what the ELBO needs at it: q0's (mu, log sigma^2), the decoder's
+    output, log p(target | z) per image, and the KL per image and dimension (per image only, (N,), for a
+    flow posterior). A Markov-chain posterior (MetFlow) adds the log-probability of the accept/reject path
+    its chain took, whose gradient enters by the score function, with that estimator's baseline, and each
+    step's acceptance."""
+
+    mu: Tensor
+    logvar: Tensor
+    z: Tensor
+    output: Tensor
+    log_likelihood: Tensor
+    kl: Tensor
+    log_path: Tensor | None = None
+    baseline: Tensor | None = None
+    accepted: Tensor | None = None
 
 
 class VariationalAutoencoder(Autoencoder):
@@ -62,6 +83,7 @@ class VariationalAutoencoder(Autoencoder):
         check_value("model.estimator", estimator)
         check_flow_training(posterior.is_flow, free_bits, estimator)
         self.prior = prior if prior is not None else GaussianPrior()
+        self.posterior_family = posterior
         self.flow = posterior.build(self.latent_dim)
         self.posterior_is_flow = posterior.is_flow
         self.beta, self.kl_warmup_epochs = float(beta), float(kl_warmup_epochs)
@@ -100,9 +122,20 @@ class VariationalAutoencoder(Autoencoder):
         """(mu, log sigma^2) of the Gaussian q0 (q itself for the plain VAE)."""
         return self._encoded(x)[:2]
 
-    def posterior(self, x: Tensor) -> FlowPosterior:
+    def posterior(
+        self, x: Tensor, target: Tensor | None = None, decode: Callable[[Tensor], Tensor] | None = None
+    ) -> FlowPosterior | MetFlowPosterior:
+        """q(z | x). A Markov-chain posterior targets p(z | target) (x by default), its decoder ``decode``
+        (the model's by default)."""
         mu, logvar, context = self._encoded(x)
-        return FlowPosterior(Independent(Normal(mu, torch.exp(0.5 * logvar)), 1), self.flow, context)
+        target = x if target is None else target
+        return self.posterior_family.distribution(
+            self._base(mu, logvar), self.flow, context, lambda z: self.log_joint(target, z, decode)
+        )
+
+    @staticmethod
+    def _base(mu: Tensor, logvar: Tensor) -> Independent:
+        return Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
 
     def code_and_logvar(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The code of x for pictures (q's mean for a Gaussian, the flow's image of q0's mean otherwise) and
@@ -120,7 +153,14 @@ class VariationalAutoencoder(Autoencoder):
         self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]
     ) -> tuple[dict[str, Tensor], Tensor]:
         """The loss terms with ``decode`` as the decoder, and the sample z of q they were computed at."""
-        mu, logvar, z, output, log_likelihood, kl_per_dim = self._one_sample(x_in, target, decode)
+        sample = self._one_sample(x_in, target, decode)
+        mu, logvar, z, log_likelihood, kl_per_dim = (
+            sample.mu,
+            sample.logvar,
+            sample.z,
+            sample.log_likelihood,
+            sample.kl,
+        )
         kl = kl_per_dim.sum(dim=-1) if kl_per_dim.dim() > 1 else kl_per_dim
         # The KL weight rises during the warm-up while training; evaluation always scores the full objective.
         kl_weight = self.kl_weight if self.training else self.beta
@@ -135,8 +175,13 @@ class VariationalAutoencoder(Autoencoder):
             )
             if self.training:
                 self.reinforce_baseline.lerp_(signal.detach().mean(), self.baseline_rate)
+        elif sample.log_path is not None:
+            # the chain's accept/reject decisions: their gradient by the score function
+            expected_log_likelihood = score_function_surrogate(
+                log_likelihood, sample.log_path, sample.baseline, log_likelihood - kl_weight * kl
+            )
         loss = -expected_log_likelihood.mean() + kl_weight * kl_term
-        mse = squared_error(self.likelihood.mean(output), target)
+        mse = squared_error(self.likelihood.mean(sample.output), target)
         terms = {
             "loss": loss,
             "elbo": (log_likelihood - kl).mean(),
@@ -146,15 +191,32 @@ class VariationalAutoencoder(Autoencoder):
         }
         if self.kl_warmup_epochs > 0:  # the schedule, for TensorBoard (train/kl_weight)
             terms["kl_weight"] = torch.as_tensor(kl_weight, dtype=loss.dtype, device=loss.device)
+        if sample.accepted is not None:
+            terms["metflow_accept"] = sample.accepted.float().mean()
         return terms, z
 
-    def _one_sample(
-        self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """One sample z of q(z | x_in) and what the ELBO needs at it: (mu, log sigma^2, z, the decoder's
-        output, log p(target | z) per image, the KL per image and dimension; per image only, (N,), for a
-        flow posterior)."""
+    def _one_sample(self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]) -> ELBOSample:
         mu, logvar, context = self._encoded(x_in)
+        if self.posterior_family.is_chain:
+            base = self._base(mu, logvar)
+            q = self.posterior_family.distribution(
+                base, self.flow, context, lambda z: self.log_joint(target, z, decode)
+            )
+            chain, log_q = q.draw()
+            output = decode(chain.z)
+            # q0's own one-sample ELBO, from the chain's start: it does not depend on the decisions
+            baseline = (chain.log_target_start - base.log_prob(chain.start)).detach()
+            return ELBOSample(
+                mu,
+                logvar,
+                chain.z,
+                output,
+                self.likelihood.log_prob(output, target),
+                log_q - self.prior.log_prob(chain.z),
+                chain.log_path,
+                baseline,
+                chain.accepted,
+            )
         z0 = reparameterize(mu, logvar)
         if self.estimator == "reinforce":
             z0 = z0.detach()  # no gradient through the sample: the encoder learns from the score function
@@ -166,7 +228,7 @@ class VariationalAutoencoder(Autoencoder):
         else:
             z, kl = z0, self.prior.kl_per_dim(mu, logvar, z0)
         output = decode(z)
-        return mu, logvar, z, output, self.likelihood.log_prob(output, target), kl
+        return ELBOSample(mu, logvar, z, output, self.likelihood.log_prob(output, target), kl)
 
     def impute(self, observed: Tensor, mask: Tensor, iterations: int = 20) -> Tensor:
         """Pseudo-Gibbs sampling (Rezende et al. 2014, appendix F): starting from the missing pixels zeroed,
@@ -179,8 +241,9 @@ class VariationalAutoencoder(Autoencoder):
 
     def negative_elbo(self, x_in: Tensor, target: Tensor) -> Tensor:
         """-ELBO per image, one sample of q(z | x_in): (N,)."""
-        *_, log_likelihood, kl_per_dim = self._one_sample(x_in, target, self.decode)
-        return kl_per_dim.sum(dim=-1) - log_likelihood
+        sample = self._one_sample(x_in, target, self.decode)
+        kl = sample.kl.sum(dim=-1) if sample.kl.dim() > 1 else sample.kl
+        return kl - sample.log_likelihood
 
     def anomaly_scores(self, x: Tensor, iwae_samples: int = 0) -> dict[str, Tensor]:
         """The reconstruction error, -ELBO and, with ``iwae_samples`` > 0, the IWAE estimate of -log p(x)."""
@@ -190,10 +253,11 @@ class VariationalAutoencoder(Autoencoder):
             scores["nll_iwae"] = -self.log_likelihood(x, x, iwae_samples)
         return scores
 
-    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x, z) = log p(x|z) + log p(z) for samples z (n, N, K) of the codes of images x (N, ...)."""
+    def log_joint(self, x: Tensor, z: Tensor, decode: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """log p(x, z) = log p(x|z) + log p(z) for samples z (n, N, K) of the codes of images x (N, ...),
+        with ``decode`` as the decoder (the model's by default)."""
         n, batch = z.shape[:2]
-        output = self.decode(z.reshape(n * batch, -1))
+        output = (decode or self.decode)(z.reshape(n * batch, -1))
         output = output.reshape(n, batch, *output.shape[1:])
         return self.likelihood.log_prob(output, x) + self.prior.log_prob(z)  # x broadcasts over n
 
@@ -201,7 +265,7 @@ class VariationalAutoencoder(Autoencoder):
         """The IWAE estimate of log p(target) per image, with q(z | x_in) as the proposal (x_in is what the
         encoder was trained to read; any proposal gives a valid importance-sampling estimate)."""
         return iwae_log_likelihood(
-            self.posterior(x_in), lambda z: self.log_joint(target, z), num_samples, chunk_size
+            self.posterior(x_in, target), lambda z: self.log_joint(target, z), num_samples, chunk_size
         )
 
     def posterior_log_density(self, target: Tensor) -> Callable[[Tensor], Tensor]:
@@ -220,12 +284,12 @@ class VariationalAutoencoder(Autoencoder):
     ) -> tuple[Tensor, Tensor]:
         """The AIS estimate of log p(target) per image, annealed from q(z | x_in) through transitions of
         ``kernel`` (vaerun.mcmc.KERNELS), and the mean acceptance rate. With a flow, the chains run on q0's
-        space toward p(target, z) pulled back through the flow: the same normaliser, and q at the start."""
-        q = self.posterior(x_in)
+        space toward p(target, z) pulled back through the flow: the same normaliser, and q at the start;
+        with MetFlow they start at q0."""
         step, target_accept = KERNELS[kernel]
-        log_joint = q.pull_back(lambda z: self.log_joint(target, z))
+        start, log_joint = self.posterior(x_in, target).annealing_problem(lambda z: self.log_joint(target, z))
         return ais_log_likelihood(
-            q.base, log_joint, chains, temperatures, leapfrog_steps, kernel=step, target_accept=target_accept
+            start, log_joint, chains, temperatures, leapfrog_steps, kernel=step, target_accept=target_accept
         )
 
     def mcmc_posterior_samples(
