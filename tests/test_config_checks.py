@@ -113,7 +113,7 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         (["posterior=planar", "posterior.flows=2.5"], "posterior.flows must be an integer >= 1"),
         (["posterior=planar", "model.free_bits=0.5"], "a flow trains with model.free_bits=0"),
         (["posterior=iaf", "model.estimator=reinforce"], "model.estimator=reparam"),
-        (["posterior=metflow", "posterior.steps=7"], "posterior.steps must be an integer in \\[1, 6\\]"),
+        (["posterior=metflow", "posterior.steps=5"], "posterior.steps must be an integer in \\[1, 4\\]"),
         (["posterior=metflow", "model.free_bits=0.5"], "a flow trains with model.free_bits=0"),
         (["model=ae", "posterior=metflow"], "a deterministic autoencoder has no posterior"),
         (["model=vae_mcmc", "model.mcmc_kernel=gibbs"], "model.mcmc_kernel must be one of"),

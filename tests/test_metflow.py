@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from vaerun.metflow import CouplingMap, Innovations, MetFlow, MetFlowChain, MetFlowPosterior, log1mexp
-from vaerun.objectives import iwae_log_likelihood, score_function_surrogate
+from vaerun.objectives import iwae_log_likelihood
 
 K, H = 2, 8
 
@@ -132,48 +132,49 @@ def test_the_iwae_of_metflow_is_a_lower_bound_that_tightens_with_k():
     assert (bounds[20] < exact + 0.01).all()
 
 
-def test_the_surrogates_gradient_averaged_over_decisions_is_that_of_the_elbo_summed_over_them():
-    """One step: E over the decision of the ELBO is alpha f(T z0) + (1 - alpha) f(z0), f = log p(x, z) -
-    log q_1(z). The surrogate's gradient at each forced decision, weighted by that decision's probability,
-    sums to that expectation's gradient exactly: so its mean at sampled decisions is unbiased. Without the
-    score term it is not. Gradients of q0's mean shift theta and of the map's weights; alpha depends on all.
-    """
+def test_the_paths_are_every_run_of_the_chain_with_its_probability():
+    """From one z0 with fixed innovations, the 2^K endpoints weighted by their paths' probabilities have
+    the mean and acceptance of many runs of the chain, and the probabilities sum to 1."""
+    log_joint, _ = linear_gaussian_model()
+    chain = random_chain(steps=3, seed=8, scale=0.15)
+    context = torch.randn(3, H, dtype=torch.float64)
+    z0 = torch.randn(3, K, dtype=torch.float64) * 0.5
+    innovations = Innovations.draw(3, z0)
+    with torch.no_grad():
+        z, log_pi, log_prob, accepted = chain.paths(z0, context, log_joint, innovations)
+        torch.manual_seed(9)
+        runs = chain.run(z0.expand(40_000, 3, K), context, log_joint, innovations)
+    weight = log_prob.exp()
+    assert z.shape == (8, 3, K) and not torch.allclose(weight, weight[:1])
+    torch.testing.assert_close(weight.sum(0), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(log_pi, log_joint(z))
+    torch.testing.assert_close((weight[..., None] * z).sum(0), runs.z.mean(0), atol=0.02, rtol=0)
+    by_paths = (weight * accepted).sum(0)
+    torch.testing.assert_close(by_paths, runs.accepted.double().sum(0).mean(0), atol=0.03, rtol=0)
+
+
+def test_one_step_paths_give_the_elbo_summed_over_the_decision():
+    """One step: E over the decision of f = log p(x, z) - log q_1(z) is alpha f(T z0) + (1 - alpha) f(z0),
+    and MetFlowPosterior.paths puts exactly those two terms, with gradients through alpha."""
     log_joint, _ = linear_gaussian_model()
     chain = random_chain(steps=1, seed=6, scale=0.2)
     context = torch.randn(3, H, dtype=torch.float64)
     theta = torch.zeros((), dtype=torch.float64, requires_grad=True)
     base = Independent(Normal(torch.full((3, K), -1.0, dtype=torch.float64) + theta, 0.6), 1)
     torch.manual_seed(7)
-    z0 = base.rsample((500,))
+    paths = MetFlowPosterior(base, chain, context, log_joint).paths((5,))
+    torch.manual_seed(7)
+    z0 = base.rsample((5,))
     innovations = Innovations.draw(1, z0)
-    parameters = [theta, *chain.parameters()]
-
-    def gradient(value):
-        gradients = torch.autograd.grad(value.mean(), parameters, retain_graph=True)
-        return torch.cat([g.flatten() for g in gradients])
-
-    def elbo_at(z):
-        log_pi = log_joint(z)
-        return log_pi - chain.log_density(z, log_pi, context, log_joint, base.log_prob, innovations)
-
     proposal, log_det = chain.move(0, z0, innovations.noise[0], innovations.forward[0], context)
-    alpha = torch.exp((log_joint(proposal) + log_det - log_joint(z0)).clamp(max=0.0))
-    assert ((alpha > 0.05) & (alpha < 0.95)).double().mean() > 0.1  # decisions that matter
-    exact = gradient(alpha * elbo_at(proposal) + (1 - alpha) * elbo_at(z0))
-
-    def surrogate_and_elbo(accept: bool):
-        uniforms = torch.full((1, *z0.shape[:-1]), 0.0 if accept else 1.0, dtype=torch.float64)
-        run = chain.run(z0, context, log_joint, innovations, uniforms)
-        elbo = elbo_at(run.z)
-        baseline = (run.log_target_start - base.log_prob(run.start)).detach()
-        return score_function_surrogate(elbo, run.log_path, baseline), elbo
-
-    (accepted, accepted_elbo), (rejected, rejected_elbo) = surrogate_and_elbo(True), surrogate_and_elbo(False)
-    weight = alpha.detach()
-    with_score = gradient(weight * accepted + (1 - weight) * rejected)
-    without_score = gradient(weight * accepted_elbo + (1 - weight) * rejected_elbo)
-    torch.testing.assert_close(with_score, exact)
-    assert (without_score - exact).norm() > 0.01 * exact.norm()
+    log_alpha = (log_joint(proposal) + log_det - log_joint(z0)).clamp(max=0.0)
+    torch.testing.assert_close(paths.z, torch.stack([z0, proposal]))
+    torch.testing.assert_close(paths.log_prob[1], log_alpha)
+    torch.testing.assert_close(paths.log_prob[0].exp(), 1 - log_alpha.exp())
+    assert ((log_alpha > -3) & (log_alpha < -0.05)).any()  # a decision that matters
+    elbo = (paths.log_prob.exp() * (paths.log_target - paths.log_q)).sum(0).mean()
+    (gradient,) = torch.autograd.grad(elbo, theta)
+    assert torch.isfinite(gradient) and gradient != 0
 
 
 def test_the_family_checks_its_steps_and_builds_a_chain_whose_code_is_q0s_mean():

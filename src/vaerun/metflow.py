@@ -19,9 +19,12 @@ breadth first, with 2^(K+1) - 2 evaluations of pi. E[log p(x, z_K) - log q_K(z_K
 ELBO on the space extended by (u, v), whose own densities cancel, and the importance weights
 p(x, z_K) / q_K(z_K | u, v, x) give the IWAE bound.
 
-The gradient: z_K is reparameterised given the accept/reject decisions, and the decisions' probabilities,
-which depend on every parameter through alpha, enter by the score function (``log_path``: the log-
-probability of the path the chain took); q0's one-sample ELBO at the chain's start is its baseline.
+Training takes that ELBO's expectation over the decisions exactly: from each draw of (z0, u, v) the chain
+is followed down all 2^K paths (``paths``), and the ELBO is their sum weighted by each path's probability,
+a product of alphas and (1 - alpha)s. Every term is then reparameterised, so the gradient reaches the
+maps, the encoder and the decoder through the acceptance probabilities too, with no score-function noise
+(sampling one path and adding the decisions' score-function term is unbiased as well, but its variance
+stalled training here). The cost is that of 2^K densities: about 2^(2K+1) evaluations of pi per image.
 """
 
 from __future__ import annotations
@@ -119,15 +122,24 @@ class Innovations:
 
 @dataclass
 class ChainDraw:
-    """One run of the chain: its output z (*batch, K), log pi(z), the log-probability of the accept/reject
-    path it took (for the score function), its start z0 with log pi(z0), and each step's acceptance."""
+    """One run of the chain: its output z (*batch, K), log pi(z), and each step's decision (K, *batch)."""
 
     z: Tensor
     log_target: Tensor
-    log_path: Tensor
-    start: Tensor
-    log_target_start: Tensor
     accepted: Tensor
+
+
+@dataclass
+class ChainPaths:
+    """Every accept/reject path of the chain from one z0: the endpoints z (2^K, *batch, K), their log pi,
+    each path's log-probability (they sum to 1 over the first dimension), its number of accepted moves,
+    and log q_K at its endpoint."""
+
+    z: Tensor
+    log_target: Tensor
+    log_prob: Tensor
+    accepted: Tensor
+    log_q: Tensor
 
 
 class MetFlowChain(nn.Module):
@@ -160,31 +172,39 @@ class MetFlowChain(nn.Module):
         return torch.where(forward[..., None], ahead, back), torch.where(forward, ahead_log_det, back_log_det)
 
     def run(
-        self,
-        z0: Tensor,
-        context: Tensor,
-        log_target: Callable[[Tensor], Tensor],
-        innovations: Innovations,
-        uniforms: Tensor | None = None,
+        self, z0: Tensor, context: Tensor, log_target: Callable[[Tensor], Tensor], innovations: Innovations
     ) -> ChainDraw:
-        """The chain from z0 (*batch, K): propose, accept where uniform < alpha, K times. ``uniforms``
-        (steps, *batch): the accept tests' draws, fresh ones if None."""
+        """The chain from z0 (*batch, K): propose, accept with probability alpha, K times."""
         z, log_pi = z0, log_target(z0)
-        log_pi_start = log_pi
-        log_path = torch.zeros_like(log_pi)
         accepted = []
         for step in range(self.steps):
             noise, forward = innovations.noise[step], innovations.forward[step]
             proposal, log_det = self.move(step, z, noise, forward, context)
             log_pi_proposal = log_target(proposal)
             log_alpha = (log_pi_proposal + log_det - log_pi).clamp(max=0.0)
-            uniform = torch.rand_like(log_alpha) if uniforms is None else uniforms[step]
-            accept = uniform.log() < log_alpha
+            accept = torch.rand_like(log_alpha).log() < log_alpha
             z = torch.where(accept[..., None], proposal, z)
             log_pi = torch.where(accept, log_pi_proposal, log_pi)
-            log_path = log_path + torch.where(accept, log_alpha, log1mexp(log_alpha))
             accepted.append(accept)
-        return ChainDraw(z, log_pi, log_path, z0, log_pi_start, torch.stack(accepted))
+        return ChainDraw(z, log_pi, torch.stack(accepted))
+
+    def paths(
+        self, z0: Tensor, context: Tensor, log_target: Callable[[Tensor], Tensor], innovations: Innovations
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every path of the chain from z0 (*batch, K), breadth first: (endpoints (2^K, *batch, K), their
+        log pi, the paths' log-probabilities, their numbers of accepted moves)."""
+        points, log_pi = z0[None], log_target(z0)[None]
+        log_prob, accepted = torch.zeros_like(log_pi), torch.zeros_like(log_pi)
+        for step in range(self.steps):
+            noise, forward = innovations.noise[step], innovations.forward[step]
+            proposal, log_det = self.move(step, points, noise, forward, context)
+            log_pi_proposal = log_target(proposal)
+            log_alpha = (log_pi_proposal + log_det - log_pi).clamp(max=0.0)
+            points = torch.cat([points.expand_as(proposal), proposal])
+            log_pi = torch.cat([log_pi, log_pi_proposal])
+            log_prob = torch.cat([log_prob + log1mexp(log_alpha), log_prob + log_alpha])
+            accepted = torch.cat([accepted, accepted + 1])
+        return points, log_pi, log_prob, accepted
 
     def log_density(
         self,
@@ -229,8 +249,7 @@ class MetFlowPosterior:
         return self._log_target(z.reshape(-1, *z.shape[-2:])).reshape(*lead, z.shape[-2])
 
     def draw(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> tuple[ChainDraw, Tensor]:
-        """A reparameterised run of the chain per draw, and log q_K of its output: (the draw, (*sample_shape,
-        N))."""
+        """A run of the chain per draw, and log q_K of its output: (the draw, (*sample_shape, N))."""
         z0 = self.base.rsample(sample_shape)
         innovations = Innovations.draw(self.chain.steps, z0)
         chain = self.chain.run(z0, self.context, self.log_target, innovations)
@@ -238,6 +257,17 @@ class MetFlowPosterior:
             chain.z, chain.log_target, self.context, self.log_target, self.base.log_prob, innovations
         )
         return chain, log_q
+
+    def paths(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> ChainPaths:
+        """Reparameterised draws of z0 and the innovations, and every path of the chain from each, with
+        log q_K at every endpoint: what the ELBO's exact expectation over the decisions needs."""
+        z0 = self.base.rsample(sample_shape)
+        innovations = Innovations.draw(self.chain.steps, z0)
+        z, log_pi, log_prob, accepted = self.chain.paths(z0, self.context, self.log_target, innovations)
+        log_q = self.chain.log_density(
+            z, log_pi, self.context, self.log_target, self.base.log_prob, innovations
+        )
+        return ChainPaths(z, log_pi, log_prob, accepted, log_q)
 
     def rsample_and_log_prob(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
         """Draws z (*sample_shape, N, K) and log q_K(z | u, v, x) (*sample_shape, N)."""

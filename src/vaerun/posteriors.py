@@ -9,7 +9,8 @@ flow, an ``nn.Module`` mapping (z0, context) to (z, log|det dz/dz0|). The sample
 
 exact for every sample drawn, so the IWAE bound, the Monte Carlo KL and AIS (run on z0, the target pulled
 back through T) all use the flow's q. Planar flows are not invertible in closed form: q's density is known
-at its own samples only, which is all those estimators need.
+at its own samples only, which is all those estimators need. MetFlow (vaerun.metflow) is the other kind of
+family: a Markov chain from q0 whose draws need the target p(x, z) itself (``is_chain``).
 """
 
 from __future__ import annotations

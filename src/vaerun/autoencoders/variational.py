@@ -32,9 +32,9 @@ from vaerun.priors import GaussianPrior
 class ELBOSample:
     """One sample z of q(z | x_in) and what the ELBO needs at it: q0's (mu, log sigma^2), the decoder's
     output, log p(target | z) per image, and the KL per image and dimension (per image only, (N,), for a
-    flow posterior). A Markov-chain posterior (MetFlow) adds the log-probability of the accept/reject path
-    its chain took, whose gradient enters by the score function, with that estimator's baseline, and each
-    step's acceptance."""
+    flow posterior). For a Markov-chain posterior (MetFlow) the log-likelihood and KL are expectations over
+    the chain's accept/reject paths, z and the output those of one path drawn with its probability, and
+    ``acceptance`` is the expected share of accepted moves."""
 
     mu: Tensor
     logvar: Tensor
@@ -42,9 +42,7 @@ class ELBOSample:
     output: Tensor
     log_likelihood: Tensor
     kl: Tensor
-    log_path: Tensor | None = None
-    baseline: Tensor | None = None
-    accepted: Tensor | None = None
+    acceptance: Tensor | None = None
 
 
 class VariationalAutoencoder(Autoencoder):
@@ -175,11 +173,6 @@ class VariationalAutoencoder(Autoencoder):
             )
             if self.training:
                 self.reinforce_baseline.lerp_(signal.detach().mean(), self.baseline_rate)
-        elif sample.log_path is not None:
-            # the chain's accept/reject decisions: their gradient by the score function
-            expected_log_likelihood = score_function_surrogate(
-                log_likelihood, sample.log_path, sample.baseline, log_likelihood - kl_weight * kl
-            )
         loss = -expected_log_likelihood.mean() + kl_weight * kl_term
         mse = squared_error(self.likelihood.mean(sample.output), target)
         terms = {
@@ -191,32 +184,14 @@ class VariationalAutoencoder(Autoencoder):
         }
         if self.kl_warmup_epochs > 0:  # the schedule, for TensorBoard (train/kl_weight)
             terms["kl_weight"] = torch.as_tensor(kl_weight, dtype=loss.dtype, device=loss.device)
-        if sample.accepted is not None:
-            terms["metflow_accept"] = sample.accepted.float().mean()
+        if sample.acceptance is not None:
+            terms["metflow_accept"] = sample.acceptance.mean()
         return terms, z
 
     def _one_sample(self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]) -> ELBOSample:
         mu, logvar, context = self._encoded(x_in)
         if self.posterior_family.is_chain:
-            base = self._base(mu, logvar)
-            q = self.posterior_family.distribution(
-                base, self.flow, context, lambda z: self.log_joint(target, z, decode)
-            )
-            chain, log_q = q.draw()
-            output = decode(chain.z)
-            # q0's own one-sample ELBO, from the chain's start: it does not depend on the decisions
-            baseline = (chain.log_target_start - base.log_prob(chain.start)).detach()
-            return ELBOSample(
-                mu,
-                logvar,
-                chain.z,
-                output,
-                self.likelihood.log_prob(output, target),
-                log_q - self.prior.log_prob(chain.z),
-                chain.log_path,
-                baseline,
-                chain.accepted,
-            )
+            return self._chain_sample(mu, logvar, context, target, decode)
         z0 = reparameterize(mu, logvar)
         if self.estimator == "reinforce":
             z0 = z0.detach()  # no gradient through the sample: the encoder learns from the score function
@@ -229,6 +204,25 @@ class VariationalAutoencoder(Autoencoder):
             z, kl = z0, self.prior.kl_per_dim(mu, logvar, z0)
         output = decode(z)
         return ELBOSample(mu, logvar, z, output, self.likelihood.log_prob(output, target), kl)
+
+    def _chain_sample(
+        self, mu: Tensor, logvar: Tensor, context: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]
+    ) -> ELBOSample:
+        """MetFlow's ELBO terms as exact expectations over its chain's paths from one draw of z0 and the
+        innovations (vaerun.metflow)."""
+        q = self.posterior_family.distribution(
+            self._base(mu, logvar), self.flow, context, lambda z: self.log_joint(target, z, decode)
+        )
+        paths = q.paths()
+        weight = paths.log_prob.exp()  # (2^K, N)
+        log_prior = self.prior.log_prob(paths.z)
+        log_likelihood = (weight * (paths.log_target - log_prior)).sum(0)
+        kl = (weight * (paths.log_q - log_prior)).sum(0)
+        with torch.no_grad():  # one path per image, for the pictures' and the MSE's sake
+            chosen = torch.multinomial(weight.T.clamp_min(0), 1)[:, 0]
+            z = paths.z[chosen, torch.arange(len(chosen), device=chosen.device)]
+            acceptance = (weight * paths.accepted).sum(0) / self.flow.steps
+        return ELBOSample(mu, logvar, z, decode(z), log_likelihood, kl, acceptance)
 
     def impute(self, observed: Tensor, mask: Tensor, iterations: int = 20) -> Tensor:
         """Pseudo-Gibbs sampling (Rezende et al. 2014, appendix F): starting from the missing pixels zeroed,
