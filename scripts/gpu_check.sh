@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vaerun on one CUDA GPU, in one command that installs nothing: the GPU tests, the training bench (fp32 and
-# bf16-mixed, batch 128 and 1024, with the CUDA-graph floor g), the Fashion-MNIST quality run, a 3-epoch
-# training run's wall time and a 5-run latent sweep; then one table. Under 8 minutes on one H200.
+# bf16-mixed, batch 128 and 1024, with the CUDA-graph floor g; and b without CUDA graphs), the Fashion-MNIST
+# quality run, a 3-epoch training run's wall time and a 5-run latent sweep; then one table. Under 8 minutes
+# on one H200.
 #
 #   bash scripts/gpu_check.sh             # on a machine with a GPU (with the venv's python on PATH)
 #   bash scripts/gpu_check.sh --dry-run   # the same steps, tiny, on the CPU: checks the script itself
@@ -67,6 +68,11 @@ for batch in "${BATCHES[@]}"; do
     rates=$(grep -E '^images/s ' "$OUT/bench_$batch.log" | cut -d' ' -f2- | paste -sd';' -)
     row "bench, batch $batch (images/s)" "${SECONDS_TAKEN}" "$rates" "b >= 0.6 g"
 done
+
+# the same step without CUDA graphs: what the graphs gain (b above has them, as vae-run does on a GPU)
+step bench_eager "$PYTHON" scripts/bench.py "${BENCH[@]}" --methods b --batch-size "${BATCHES[0]}" --set cuda_graphs=false
+rates=$(grep -E '^images/s ' "$OUT/bench_eager.log" | cut -d' ' -f2- | paste -sd';' -)
+row "bench b, cuda_graphs=false, batch ${BATCHES[0]} (images/s)" "${SECONDS_TAKEN}" "$rates" "below b"
 
 step quality "$VAE_RUN" "${DEVICE[@]}" "${QUALITY[@]}" hydra.run.dir="$OUT/quality"
 row "quality run (test -ELBO, IWAE NLL)" "${SECONDS_TAKEN}" \

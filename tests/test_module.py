@@ -78,17 +78,28 @@ class GradientNorms(pl.Callback):
         self.norms.append(float(torch.cat(grads).norm()))
 
 
-def fit_on_digits(steps_per_execution: int, clip: float | None = None, batches: int = 5, **trainer_kwargs):
+def fit_on_digits(
+    steps_per_execution: int,
+    clip: float | None = None,
+    batches: int | None = 5,
+    batch_size: int = 64,
+    step_graphs=None,
+    accelerator: str = "cpu",
+    **trainer_kwargs,
+):
     """Train on ``batches`` batches of the digits an epoch (2 epochs unless told), as vae-run sets up."""
     pl.seed_everything(0, verbose=False)
     groups = StepGroups(steps_per_execution, limit_train_batches=batches, gradient_clip_val=clip)
-    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=64, step_groups=groups)
+    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=batch_size, step_groups=groups)
     module = tiny_module(image_shape=[1, 8, 8])
     module.configure_training(groups)
+    if step_graphs is not None:
+        module.use_step_graphs(step_graphs)
     recorder, norms = Recorder(), GradientNorms()
     trainer = pl.Trainer(
         **{"max_epochs": 2, **trainer_kwargs},
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         logger=recorder,
         callbacks=[norms],
         log_every_n_steps=1,

@@ -7,6 +7,7 @@ loads with ``weights_only=True``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from vaerun.autoencoders import Autoencoder
 from vaerun.build import build_autoencoder
+from vaerun.graphs import StepGraphs
 from vaerun.guards import TrainingTerms
 from vaerun.metrics import image_metrics
 from vaerun.objectives import bits_per_dim
@@ -60,11 +62,20 @@ class AutoencoderModule(pl.LightningModule):
         self._steps_per_epoch = 1
         # What training_step calls; compile_training_loss swaps in a torch.compile'd version of it.
         self.training_loss_terms = self.model.loss_terms
+        self.step_graphs: StepGraphs | None = None  # use_step_graphs
+        self._term_names: tuple[str, ...] = ()
 
     def compile_training_loss(self) -> None:
         """torch.compile the training loss (encoder, sampling, decoder and objective as one graph), so its
         element-wise work is fused; the weights and checkpoints are those of the uncompiled model."""
         self.training_loss_terms = torch.compile(self.model.loss_terms)
+
+    def use_step_graphs(self, step_graphs: StepGraphs) -> None:
+        """Capture each training step as a graph (vaerun.graphs) and replay it. The optimizer is then built
+        with ``capturable=True`` where it takes that argument (Adam's state on the device). Callback hooks
+        inside the step (``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``)
+        run for the eager steps only."""
+        self.step_graphs = step_graphs
 
     def corrupt(self, clean: Tensor, seed: int | None = None) -> Tensor:
         """The corruption, with fresh randomness, or the same every time for a given seed (for pictures
@@ -102,22 +113,44 @@ class AutoencoderModule(pl.LightningModule):
         trainer.log_every_n_steps optimizer steps."""
         optimizer = self.optimizers()
         trainer = self.trainer
-        groups = self.step_groups
         for clean, _ in batches_of(batch):
             step = trainer.global_step
             self.model.set_training_progress(step / self._steps_per_epoch)  # epochs done
-            terms = self.training_loss_terms(self.corrupt(clean), clean)
-            optimizer.zero_grad(set_to_none=True)
+            if self.step_graphs is None:
+                values = self._optimizer_step(clean)
+            else:  # a replay overwrites its output: the running sums keep this step's own values
+                values = self.step_graphs.run(
+                    self._optimizer_step, clean, optimizer._on_before_step, optimizer._on_after_step
+                ).clone()
+            self.training_terms.add(values, self._term_names, len(clean), step)
+            if (step + 1) % trainer.log_every_n_steps == 0:
+                self._log_training_step(values, step)
+            if 0 <= trainer.max_steps <= trainer.global_step:
+                break
+
+    def _optimizer_step(self, clean: Tensor, recording: bool = False) -> Tensor:
+        """Loss, backward, gradient clipping and the optimizer's update on one batch; the loss terms
+        stacked. ``recording``: the step is being captured as a graph, whose replays Lightning does not
+        see, so it calls torch directly (StepGraphs counts the replays as Lightning's steps)."""
+        optimizer = self.optimizers()
+        groups = self.step_groups
+        terms = self.training_loss_terms(self.corrupt(clean), clean)
+        self._term_names = tuple(terms)
+        optimizer.zero_grad(set_to_none=True)
+        if recording:
+            terms["loss"].backward()
+            if groups.gradient_clip_val:
+                clip = torch.nn.utils.clip_grad_norm_
+                if groups.gradient_clip_algorithm == "value":
+                    clip = torch.nn.utils.clip_grad_value_
+                clip(self.parameters(), groups.gradient_clip_val)
+            optimizer.optimizer.step()
+        else:
             self.manual_backward(terms["loss"])
             if groups.gradient_clip_val:
                 self.clip_gradients(optimizer, groups.gradient_clip_val, groups.gradient_clip_algorithm)
             optimizer.step()
-            values = torch.stack([value.detach() for value in terms.values()])
-            self.training_terms.add(values, tuple(terms), len(clean), step)
-            if (step + 1) % trainer.log_every_n_steps == 0:
-                self._log_training_step(terms, values, step)
-            if 0 <= trainer.max_steps <= trainer.global_step:
-                break
+        return torch.stack([value.detach() for value in terms.values()])
 
     def _log_x_value(self, step: int) -> None:
         """Lightning logs epoch, validation and test values at its count of the items it handed over,
@@ -125,13 +158,13 @@ class AutoencoderModule(pl.LightningModule):
         index, as with one batch per item."""
         self.log("step", float(step), on_step=False, on_epoch=True, sync_dist=False)
 
-    def _log_training_step(self, terms: dict[str, Tensor], values: Tensor, step: int) -> None:
+    def _log_training_step(self, values: Tensor, step: int) -> None:
         """To the loggers directly, at the optimizer step's index (Lightning's own step logging happens
         once per item it hands over, a group of steps here); the loss to the progress bar too.
         ``values``: the terms stacked, read back in one host sync."""
-        self.log("train/loss_step", terms["loss"], prog_bar=True, logger=False, on_step=True, on_epoch=False)
-        named = zip(terms, values.tolist(), strict=True)
-        self.log_to_loggers({f"train/{name}_step": value for name, value in named}, step)
+        named = dict(zip(self._term_names, values.tolist(), strict=True))
+        self.log("train/loss_step", named["loss"], prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        self.log_to_loggers({f"train/{name}_step": value for name, value in named.items()}, step)
 
     def log_to_loggers(self, metrics: dict[str, float], step: int) -> None:
         """Write scalars at an optimizer step's index, as Lightning's step logging would with one batch
@@ -205,4 +238,9 @@ class AutoencoderModule(pl.LightningModule):
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return instantiate(self.hparams.optimizer)(self.parameters())
+        make = instantiate(self.hparams.optimizer)
+        graphs = self.step_graphs
+        capturable = graphs is not None and graphs.backend.capturable_optimizer
+        if capturable and "capturable" in inspect.signature(make).parameters:
+            return make(self.parameters(), capturable=True)  # its step count on the device: capturable
+        return make(self.parameters())

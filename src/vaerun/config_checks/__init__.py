@@ -335,7 +335,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         )
     check_latent(cfg["latent"])
     check_stage(cfg["stage"], cfg["ckpt"])
-    for key in ("force", "resume", "compile"):
+    for key in ("force", "resume", "compile", "cuda_graphs"):
         flag(key, cfg[key])
     image_shape = check_image_shape(cfg["data"]["image_shape"])
     check_positive_int("data.batch_size", cfg["data"]["batch_size"])

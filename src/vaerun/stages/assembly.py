@@ -29,6 +29,7 @@ from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
 from vaerun.config_checks import MODEL_PARTS, ConfigError, check_shape_dependent
 from vaerun.config_checks.leaves import leaves
 from vaerun.data import ImageDataModule
+from vaerun.graphs import CudaGraphs, StepGraphs
 from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
 from vaerun.module import AutoencoderModule
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
@@ -94,6 +95,17 @@ def _skip_nvml_probe_on_cpu(trainer: pl.Trainer) -> None:
     check serves it."""
     if isinstance(trainer.accelerator, CPUAccelerator):
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
+def _use_cuda_graphs(cfg: dict[str, Any], module: AutoencoderModule, trainer: pl.Trainer) -> None:
+    """``cuda_graphs``: the training step as a CUDA graph (vaerun.graphs), on one CUDA device and without
+    fp16's gradient scaler (its check for infinite gradients reads them back on the host)."""
+    if not cfg["cuda_graphs"] or trainer.strategy.root_device.type != "cuda":
+        return
+    if trainer.world_size > 1 or str(trainer.precision).startswith("16"):
+        log.info("cuda_graphs: off (it serves one device, without 16-bit gradient scaling)")
+        return
+    module.use_step_graphs(StepGraphs(CudaGraphs()))
 
 
 def refusal(err: Exception, cfg: dict[str, Any], within: str = "") -> ConfigError:
@@ -257,6 +269,7 @@ def setup(
     )
     step_groups.count_validation_interval(trainer, cfg["trainer"], steps_per_epoch)
     _skip_nvml_probe_on_cpu(trainer)
+    _use_cuda_graphs(cfg, module, trainer)
     if tensorboard is not None:  # its writer is made here, at its first use: its arguments are checked now
         try:
             tensorboard.experiment.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
