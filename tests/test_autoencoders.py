@@ -239,3 +239,39 @@ def test_a_flow_posteriors_monte_carlo_kl_is_unbiased():
     x = torch.rand(4, 1, 8, 8).repeat(1000, 1, 1, 1)
     exact = gaussian.loss_terms(x[:4], x[:4])["kl"]
     torch.testing.assert_close(flow.loss_terms(x, x)["kl"], exact, atol=0.05, rtol=0)
+
+
+def test_a_metflow_vae_scores_the_elbo_over_its_paths_and_trains_every_part_through_them():
+    """MetFlow's maps start as the identity (every proposal accepted, q = q0): its ELBO's expectation is the
+    Gaussian VAE's with the same weights. One gradient step later the maps have moved, and the loss's
+    gradient reaches the encoder, the decoder and every map."""
+    from vaerun.metflow import MetFlow
+
+    gaussian = make(VariationalAutoencoder)
+    torch.manual_seed(0)
+    metflow = VariationalAutoencoder(
+        MLP(hidden=[32]), BernoulliLikelihood(), 3, (1, 8, 8), posterior=MetFlow(steps=2, hidden=4)
+    )
+    with torch.no_grad():  # the same q0 and decoder
+        for target, source in zip(metflow.encoder.parameters(), gaussian.encoder.parameters(), strict=True):
+            target.zero_()
+            target[: source.shape[0]] = source
+        metflow.decoder.load_state_dict(gaussian.decoder.state_dict())
+    x = torch.rand(4, 1, 8, 8).repeat(500, 1, 1, 1)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        terms = metflow.loss_terms(x, x)
+        exact = gaussian.loss_terms(x, x)
+    assert terms["metflow_accept"] == 1.0
+    torch.testing.assert_close(terms["elbo"], exact["elbo"], atol=0.1, rtol=0)
+    torch.testing.assert_close(terms["loss"], terms["recon"] + terms["kl"])
+
+    optimizer = torch.optim.Adam(metflow.parameters(), lr=0.05)
+    metflow.loss_terms(x[:16], x[:16])["loss"].backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    metflow.loss_terms(x[:16], x[:16])["loss"].backward()
+    grads = {name: parameter.grad for name, parameter in metflow.named_parameters()}
+    assert all(grad is not None and torch.isfinite(grad).all() for grad in grads.values())
+    for part in ("encoder.", "decoder.", "flow.maps.0.", "flow.maps.1."):
+        assert any(grad.abs().sum() > 0 for name, grad in grads.items() if name.startswith(part)), part
