@@ -14,17 +14,19 @@ x = T_k^{-v}(y), so
 
     q_k(y) = (1 - alpha_k^v(y)) q_{k-1}(y) + alpha_k^v(x) q_{k-1}(x) |det dT^{-v}/dy|,
 
-a sum over the 2^K accept/reject paths back to q0, the encoder's Gaussian; ``log_density`` evaluates it
-breadth first, with 2^(K+1) - 2 evaluations of pi. E[log p(x, z_K) - log q_K(z_K | u, v, x)] is then an
-ELBO on the space extended by (u, v), whose own densities cancel, and the importance weights
-p(x, z_K) / q_K(z_K | u, v, x) give the IWAE bound.
+and q_K, the density of the last step's output z_K, is a sum over the 2^steps accept/reject paths back
+to q0, the encoder's Gaussian; ``log_density`` evaluates it breadth first, with 2^(steps+1) - 2
+evaluations of pi. E[log p(x, z_K) - log q_K(z_K | u, v, x)] is then an ELBO on the space extended by
+(u, v), whose own densities cancel, and the importance weights p(x, z_K) / q_K(z_K | u, v, x) give the
+IWAE bound.
 
 Training takes that ELBO's expectation over the decisions exactly: from each draw of (z0, u, v) the chain
-is followed down all 2^K paths (``paths``), and the ELBO is their sum weighted by each path's probability,
+is followed down all 2^steps paths (``paths``), and the ELBO is their sum weighted by each path's probability,
 a product of alphas and (1 - alpha)s. Every term is then reparameterised, so the gradient reaches the
 maps, the encoder and the decoder through the acceptance probabilities too, with no score-function noise
 (sampling one path and adding the decisions' score-function term is unbiased as well, but its variance
-stalled training here). The cost is that of 2^K densities: about 2^(2K+1) evaluations of pi per image.
+stalled training here). The cost is that of 2^steps densities: about 2^(2 steps + 1) evaluations of pi
+per image. In shapes, as elsewhere in vaerun, K is the latent size.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class Innovations:
 
 @dataclass
 class ChainDraw:
-    """One run of the chain: its output z (*batch, K), log pi(z), and each step's decision (K, *batch)."""
+    """One run of the chain: its output z (*batch, K), log pi(z), and each step's decision (steps, *batch)."""
 
     z: Tensor
     log_target: Tensor
@@ -131,7 +133,7 @@ class ChainDraw:
 
 @dataclass
 class ChainPaths:
-    """Every accept/reject path of the chain from one z0: the endpoints z (2^K, *batch, K), their log pi,
+    """Every accept/reject path of the chain from one z0: the endpoints z (2^steps, *batch, K), their log pi,
     each path's log-probability (they sum to 1 over the first dimension), its number of accepted moves,
     and log q_K at its endpoint."""
 
@@ -174,7 +176,7 @@ class MetFlowChain(nn.Module):
     def run(
         self, z0: Tensor, context: Tensor, log_target: Callable[[Tensor], Tensor], innovations: Innovations
     ) -> ChainDraw:
-        """The chain from z0 (*batch, K): propose, accept with probability alpha, K times."""
+        """The chain from z0 (*batch, K): propose, accept with probability alpha, once per step."""
         z, log_pi = z0, log_target(z0)
         accepted = []
         for step in range(self.steps):
@@ -191,7 +193,7 @@ class MetFlowChain(nn.Module):
     def paths(
         self, z0: Tensor, context: Tensor, log_target: Callable[[Tensor], Tensor], innovations: Innovations
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Every path of the chain from z0 (*batch, K), breadth first: (endpoints (2^K, *batch, K), their
+        """Every path of the chain from z0 (*batch, K), breadth first: (endpoints (2^steps, *batch, K), their
         log pi, the paths' log-probabilities, their numbers of accepted moves)."""
         points, log_pi = z0[None], log_target(z0)[None]
         log_prob, accepted = torch.zeros_like(log_pi), torch.zeros_like(log_pi)
