@@ -168,6 +168,7 @@ class MetFlowChain(nn.Module):
         batch = torch.broadcast_shapes(z.shape[:-1], noise.shape[:-1], forward.shape)
         conditions = torch.cat([noise.expand(*batch, -1), context.expand(*batch, context.shape[-1])], dim=-1)
         z = z.expand(*batch, z.shape[-1])
+        # both directions, then each image's own: the maps are small beside the decoder
         ahead, ahead_log_det = self.maps[step](z, conditions)
         back, back_log_det = self.maps[step].inverse(z, conditions)
         forward = forward.expand(batch)
@@ -250,26 +251,28 @@ class MetFlowPosterior:
         lead = z.shape[:-2]
         return self._log_target(z.reshape(-1, *z.shape[-2:])).reshape(*lead, z.shape[-2])
 
+    def _start(self, sample_shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Innovations]:
+        """Reparameterised draws z0 of q0 and the chain's innovations for them."""
+        z0 = self.base.rsample(sample_shape)
+        return z0, Innovations.draw(self.chain.steps, z0)
+
+    def _log_q(self, z: Tensor, log_target_z: Tensor, innovations: Innovations) -> Tensor:
+        return self.chain.log_density(
+            z, log_target_z, self.context, self.log_target, self.base.log_prob, innovations
+        )
+
     def draw(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> tuple[ChainDraw, Tensor]:
         """A run of the chain per draw, and log q_K of its output: (the draw, (*sample_shape, N))."""
-        z0 = self.base.rsample(sample_shape)
-        innovations = Innovations.draw(self.chain.steps, z0)
+        z0, innovations = self._start(sample_shape)
         chain = self.chain.run(z0, self.context, self.log_target, innovations)
-        log_q = self.chain.log_density(
-            chain.z, chain.log_target, self.context, self.log_target, self.base.log_prob, innovations
-        )
-        return chain, log_q
+        return chain, self._log_q(chain.z, chain.log_target, innovations)
 
     def paths(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> ChainPaths:
         """Reparameterised draws of z0 and the innovations, and every path of the chain from each, with
         log q_K at every endpoint: what the ELBO's exact expectation over the decisions needs."""
-        z0 = self.base.rsample(sample_shape)
-        innovations = Innovations.draw(self.chain.steps, z0)
+        z0, innovations = self._start(sample_shape)
         z, log_pi, log_prob, accepted = self.chain.paths(z0, self.context, self.log_target, innovations)
-        log_q = self.chain.log_density(
-            z, log_pi, self.context, self.log_target, self.base.log_prob, innovations
-        )
-        return ChainPaths(z, log_pi, log_prob, accepted, log_q)
+        return ChainPaths(z, log_pi, log_prob, accepted, self._log_q(z, log_pi, innovations))
 
     def rsample_and_log_prob(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
         """Draws z (*sample_shape, N, K) and log q_K(z | u, v, x) (*sample_shape, N)."""
@@ -279,8 +282,7 @@ class MetFlowPosterior:
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         """Draws of the chain; its density is not needed, so it is not computed."""
         with torch.no_grad():
-            z0 = self.base.sample(sample_shape)
-            innovations = Innovations.draw(self.chain.steps, z0)
+            z0, innovations = self._start(sample_shape)
             return self.chain.run(z0, self.context, self.log_target, innovations).z
 
     def annealing_problem(

@@ -44,6 +44,10 @@ class ELBOSample:
     kl: Tensor
     acceptance: Tensor | None = None
 
+    @property
+    def kl_per_image(self) -> Tensor:
+        return self.kl.sum(dim=-1) if self.kl.dim() > 1 else self.kl
+
 
 class VariationalAutoencoder(Autoencoder):
     """q(z|x) = N(mu(x), diag sigma^2(x)), or that Gaussian pushed through a flow (``posterior``,
@@ -83,7 +87,6 @@ class VariationalAutoencoder(Autoencoder):
         self.prior = prior if prior is not None else GaussianPrior()
         self.posterior_family = posterior
         self.flow = posterior.build(self.latent_dim)
-        self.posterior_is_flow = posterior.is_flow
         self.beta, self.kl_warmup_epochs = float(beta), float(kl_warmup_epochs)
         self.free_bits = float(free_bits)
         self.estimator = estimator
@@ -93,6 +96,10 @@ class VariationalAutoencoder(Autoencoder):
             "kl_weight", torch.tensor(warmup_weight(self.beta, 0.0, self.kl_warmup_epochs)), persistent=False
         )
         self.register_buffer("reinforce_baseline", torch.zeros(()))
+
+    @property
+    def posterior_is_flow(self) -> bool:
+        return self.posterior_family.is_flow
 
     def set_training_progress(self, epochs_done: float) -> None:
         if self.kl_warmup_epochs > 0:  # else the weight is beta throughout: nothing to do per step
@@ -126,14 +133,21 @@ class VariationalAutoencoder(Autoencoder):
         """q(z | x). A Markov-chain posterior targets p(z | target) (x by default), its decoder ``decode``
         (the model's by default)."""
         mu, logvar, context = self._encoded(x)
-        target = x if target is None else target
-        return self.posterior_family.distribution(
-            self._base(mu, logvar), self.flow, context, lambda z: self.log_joint(target, z, decode)
-        )
+        return self._posterior_from(mu, logvar, context, x if target is None else target, decode)
 
-    @staticmethod
-    def _base(mu: Tensor, logvar: Tensor) -> Independent:
-        return Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+    def _posterior_from(
+        self,
+        mu: Tensor,
+        logvar: Tensor,
+        context: Tensor,
+        target: Tensor,
+        decode: Callable[[Tensor], Tensor] | None,
+    ) -> FlowPosterior | MetFlowPosterior:
+        """q(z | x) from the encoder's outputs for x."""
+        base = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+        return self.posterior_family.distribution(
+            base, self.flow, context, lambda z: self.log_joint(target, z, decode)
+        )
 
     def code_and_logvar(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The code of x for pictures (q's mean for a Gaussian, the flow's image of q0's mean otherwise) and
@@ -152,22 +166,15 @@ class VariationalAutoencoder(Autoencoder):
     ) -> tuple[dict[str, Tensor], Tensor]:
         """The loss terms with ``decode`` as the decoder, and the sample z of q they were computed at."""
         sample = self._one_sample(x_in, target, decode)
-        mu, logvar, z, log_likelihood, kl_per_dim = (
-            sample.mu,
-            sample.logvar,
-            sample.z,
-            sample.log_likelihood,
-            sample.kl,
-        )
-        kl = kl_per_dim.sum(dim=-1) if kl_per_dim.dim() > 1 else kl_per_dim
+        log_likelihood, kl = sample.log_likelihood, sample.kl_per_image
         # The KL weight rises during the warm-up while training; evaluation always scores the full objective.
         kl_weight = self.kl_weight if self.training else self.beta
-        kl_term = free_bits_kl(kl_per_dim, self.free_bits) if self.free_bits > 0 else kl.mean()
+        kl_term = free_bits_kl(sample.kl, self.free_bits) if self.free_bits > 0 else kl.mean()
         expected_log_likelihood = log_likelihood
         if self.estimator == "reinforce":
             # The learning signal is every term whose value depends on z: log p(x|z), and a Monte Carlo KL.
             signal = log_likelihood if self.prior.closed_form_kl else log_likelihood - kl_weight * kl
-            log_q = normal_log_prob_per_dim(z, mu, logvar).sum(dim=-1)
+            log_q = normal_log_prob_per_dim(sample.z, sample.mu, sample.logvar).sum(dim=-1)
             expected_log_likelihood = score_function_surrogate(
                 log_likelihood, log_q, self.reinforce_baseline, signal
             )
@@ -186,7 +193,7 @@ class VariationalAutoencoder(Autoencoder):
             terms["kl_weight"] = torch.as_tensor(kl_weight, dtype=loss.dtype, device=loss.device)
         if sample.acceptance is not None:
             terms["metflow_accept"] = sample.acceptance.mean()
-        return terms, z
+        return terms, sample.z
 
     def _one_sample(self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]) -> ELBOSample:
         mu, logvar, context = self._encoded(x_in)
@@ -210,10 +217,7 @@ class VariationalAutoencoder(Autoencoder):
     ) -> ELBOSample:
         """MetFlow's ELBO terms as exact expectations over its chain's paths from one draw of z0 and the
         innovations (vaerun.metflow)."""
-        q = self.posterior_family.distribution(
-            self._base(mu, logvar), self.flow, context, lambda z: self.log_joint(target, z, decode)
-        )
-        paths = q.paths()
+        paths = self._posterior_from(mu, logvar, context, target, decode).paths()
         weight = paths.log_prob.exp()  # (2^K, N)
         log_prior = self.prior.log_prob(paths.z)
         log_likelihood = (weight * (paths.log_target - log_prior)).sum(0)
@@ -236,8 +240,7 @@ class VariationalAutoencoder(Autoencoder):
     def negative_elbo(self, x_in: Tensor, target: Tensor) -> Tensor:
         """-ELBO per image, one sample of q(z | x_in): (N,)."""
         sample = self._one_sample(x_in, target, self.decode)
-        kl = sample.kl.sum(dim=-1) if sample.kl.dim() > 1 else sample.kl
-        return kl - sample.log_likelihood
+        return sample.kl_per_image - sample.log_likelihood
 
     def anomaly_scores(self, x: Tensor, iwae_samples: int = 0) -> dict[str, Tensor]:
         """The reconstruction error, -ELBO and, with ``iwae_samples`` > 0, the IWAE estimate of -log p(x)."""
