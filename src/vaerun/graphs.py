@@ -153,7 +153,8 @@ class StepGraphs:
             try:
                 state.captured = self.backend.capture(lambda: step(static_input, True))
             except Exception as err:
-                self.failed = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+                first_line = (str(err).strip().splitlines() or [""])[0]
+                self.failed = f"{type(err).__name__}: {first_line}"
                 log.warning("CUDA graphs off for this run, the training step runs eagerly (%s)", self.failed)
                 return step(batch, False)
             log.info("Training step captured as a CUDA graph for batches of shape %s", list(batch.shape))

@@ -131,25 +131,17 @@ class AutoencoderModule(pl.LightningModule):
     def _optimizer_step(self, clean: Tensor, recording: bool = False) -> Tensor:
         """Loss, backward, gradient clipping and the optimizer's update on one batch; the loss terms
         stacked. ``recording``: the step is being captured as a graph, whose replays Lightning does not
-        see, so it calls torch directly (StepGraphs counts the replays as Lightning's steps)."""
+        see, so it steps torch's optimizer itself (StepGraphs counts the replays as Lightning's steps)."""
         optimizer = self.optimizers()
         groups = self.step_groups
         terms = self.training_loss_terms(self.corrupt(clean), clean)
         self._term_names = tuple(terms)
         optimizer.zero_grad(set_to_none=True)
-        if recording:
-            terms["loss"].backward()
-            if groups.gradient_clip_val:
-                clip = torch.nn.utils.clip_grad_norm_
-                if groups.gradient_clip_algorithm == "value":
-                    clip = torch.nn.utils.clip_grad_value_
-                clip(self.parameters(), groups.gradient_clip_val)
-            optimizer.optimizer.step()
-        else:
-            self.manual_backward(terms["loss"])
-            if groups.gradient_clip_val:
-                self.clip_gradients(optimizer, groups.gradient_clip_val, groups.gradient_clip_algorithm)
-            optimizer.step()
+        self.manual_backward(terms["loss"])
+        if groups.gradient_clip_val:
+            self.clip_gradients(optimizer, groups.gradient_clip_val, groups.gradient_clip_algorithm)
+        # Lightning's wrapper counts the step; a recorded step's replays are counted by StepGraphs instead
+        (optimizer.optimizer if recording else optimizer).step()
         return torch.stack([value.detach() for value in terms.values()])
 
     def _log_x_value(self, step: int) -> None:
