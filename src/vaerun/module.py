@@ -74,7 +74,7 @@ class AutoencoderModule(pl.LightningModule):
         """Capture each training step as a graph (vaerun.graphs) and replay it. The optimizer is then built
         with ``capturable=True`` where it takes that argument (Adam's state on the device). Callback hooks
         inside the step (``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``)
-        run for the eager steps only."""
+        run for the eager steps (the first two also once while the step is captured), not at replays."""
         self.step_graphs = step_graphs
 
     def corrupt(self, clean: Tensor, seed: int | None = None) -> Tensor:
