@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,13 +83,75 @@ def start_vae_run():
 def vae_run(
     *args: str, cwd: Path, check: bool = True, executable: Path = VAE_RUN
 ) -> subprocess.CompletedProcess:
+    """Run ``vae-run`` to its end. The installed console script itself is forked from a warmed-up server
+    (tests/vae_run_server.py: the same ``main``, without ~5 s of imports per run); VAERUN_TEST_FORK=0 starts
+    a fresh interpreter each time instead, as does any other ``executable``."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [str(executable), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
-    )
+    if executable == VAE_RUN and os.environ.get("VAERUN_TEST_FORK", "1") != "0":
+        result = _server().run(list(args), cwd=cwd, env=env, timeout=600)
+    else:
+        result = subprocess.run(
+            [str(executable), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+        )
     if check and result.returncode != 0:
         pytest.fail(f"vae-run {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+class _VaeRunServer:
+    """The test worker's end of tests/vae_run_server.py: one request at a time (a worker runs one test at a
+    time), the child killed if it outlives its timeout."""
+
+    def __init__(self) -> None:
+        server = Path(__file__).with_name("vae_run_server.py")
+        self.process = subprocess.Popen(
+            [sys.executable, str(server), str(VAE_RUN)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._reply(timeout=300)  # {"ready": true} once the imports are done
+
+    def _reply(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            raise TimeoutError(f"the vae-run test server gave no answer in {timeout:.0f} s")
+        return json.loads(line)
+
+    def run(
+        self, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            pid = self._reply(timeout=60)["pid"]
+            try:
+                returncode = self._reply(timeout)["returncode"]
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                self._reply(timeout=60)
+                raise subprocess.TimeoutExpired([str(VAE_RUN), *args], timeout) from None
+            return subprocess.CompletedProcess(
+                [str(VAE_RUN), *args],
+                returncode,
+                out.read_text(errors="replace"),
+                err.read_text(errors="replace"),
+            )
+
+    def close(self) -> None:
+        self.process.stdin.close()  # the server's loop ends at end of input
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+
+
+@functools.cache
+def _server() -> _VaeRunServer:
+    server = _VaeRunServer()
+    atexit.register(server.close)
+    return server
 
 
 def read_events(run_dir: Path):

@@ -259,7 +259,7 @@ def test_an_unknown_group_option_gets_hydras_list_of_choices(tmp_path):
     assert "Could not find 'model/gan'" in result.stderr and "vae" in result.stderr
 
 
-def test_help_lists_the_groups_without_importing_torch(tmp_path):
+def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     result = vae_run("--help", cwd=tmp_path)
     for group in ("model", "encoder", "corruption", "data", "device"):
         assert f"{group}:" in result.stdout

@@ -1,0 +1,72 @@
+"""A warmed-up ``vae-run`` for the end-to-end tests: one process per test worker imports the heavy libraries
+(torch, Lightning, torchvision, ...) once, then forks a child per run that executes exactly what the
+``vae-run`` console script does (``sys.exit(main())`` with ``sys.argv`` set) in the test's directory and
+environment, its output to files. Starting a fresh interpreter costs ~5 s of imports per run; a fork costs
+milliseconds, and each child starts from the same untouched state, so runs cannot leak into each other.
+
+The server runs no torch operation before forking (OpenMP's thread pool does not survive a fork). What a
+library reads from the environment at import time (OMP_NUM_THREADS, say) is read once, when the server
+starts. Tests that are about the process itself (signals, import laziness, an installed wheel) start the
+real console script instead.
+
+Protocol, one JSON line each way: request {args, cwd, env, stdout, stderr}; reply {"pid": ...}, then
+{"returncode": ...} when the child has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _warm_up() -> None:
+    # What a training run imports anyway, in the order vae-run's own imports reach them.
+    import hydra  # noqa: F401
+    import matplotlib  # noqa: F401
+    import pytorch_lightning  # noqa: F401
+    import sklearn  # noqa: F401
+    import tensorboard  # noqa: F401
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+
+def _become_vae_run(request: dict, script: str) -> None:
+    """In the forked child: take the run's directory, environment and output files, then do what the
+    console script does. Never returns; SystemExit unwinds to the interpreter's own exit."""
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin, for its lifetime
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    sys.argv = [script, *request["args"]]
+
+    from vaerun.cli import main
+
+    sys.exit(main())
+
+
+def serve(script: str) -> None:
+    requests = sys.stdin
+    for line in requests:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _become_vae_run(request, script)
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+
+
+if __name__ == "__main__":
+    _warm_up()
+    print(json.dumps({"ready": True}), flush=True)
+    serve(sys.argv[1])
