@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,3 +66,38 @@ def test_the_photo_patches_and_the_data_bench_run_on_small_folders(tmp_path):
     out = script("bench_data.py", "--folder", folder, *small)
     assert len(list(folder.rglob("*.png"))) == 200  # the first 100 images of each split
     assert "first load: " in out and "cached load: median" in out and "folder / idx = " in out
+
+
+def test_inference_gaps_fits_each_images_posterior_better_than_the_encoder(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from conftest import TINY, vae_run
+
+    spec = importlib.util.spec_from_file_location("inference_gaps", ROOT / "scripts" / "inference_gaps.py")
+    inference_gaps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inference_gaps)
+    # the Gaussian run is scored at eval (AIS on its first 16 test images, by TINY); the flow only trains
+    tiny = ["data=digits", "latent=4", *TINY]
+    vae_run(*tiny, "hydra.run.dir=gaussian", cwd=tmp_path)
+    vae_run(*tiny, "posterior=planar", "stage=train", "hydra.run.dir=planar", cwd=tmp_path)
+    runs = [str(tmp_path / "gaussian"), str(tmp_path / "planar")]
+    options = ["--images", "16", "--steps", "60", "--iwae", "20"]
+    monkeypatch.setattr(sys, "argv", ["inference_gaps.py", *runs, *options])
+    inference_gaps.main()
+
+    table = capsys.readouterr().out.splitlines()
+    columns = [cell.strip() for cell in table[1].split("|")[1:-1]]
+    rows = [dict(zip(columns, (c.strip() for c in line.split("|")[1:-1]), strict=True)) for line in table[3:]]
+    assert [row["run"] for row in rows] == ["gaussian", "planar"]
+    for row in rows:
+        value = {key: float(cell) for key, cell in row.items() if key != "run" and cell}
+        # a barely trained encoder: fitting each image's own posterior raises its ELBO clearly, and each
+        # IWAE estimate of -log p(x) lies below its -ELBO
+        assert value["amortisation gap"] > 0.2
+        assert value["amortised IWAE k=20"] < value["amortised -ELBO"]
+        assert value["optimised IWAE k=20"] < value["optimised -ELBO"]
+        # AIS where the run scored the same images (the Gaussian's eval), and the approximation gap to it
+        assert ("AIS" in value) == (row["run"] == "gaussian")
+        if "AIS" in value:
+            gap = value["optimised -ELBO"] - value["AIS"]
+            assert value["approximation gap (to AIS)"] == pytest.approx(gap, abs=0.011)
