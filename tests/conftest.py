@@ -84,10 +84,12 @@ def vae_run(
     *args: str, cwd: Path, check: bool = True, executable: Path = VAE_RUN
 ) -> subprocess.CompletedProcess:
     """Run ``vae-run`` to its end. The installed console script itself is forked from a warmed-up server
-    (tests/vae_run_server.py: the same ``main``, without ~5 s of imports per run); VAERUN_TEST_FORK=0 starts
-    a fresh interpreter each time instead, as does any other ``executable``."""
+    (tests/vae_run_server.py: the same ``main``, without ~5 s of imports per run) while CUDA is hidden; with a
+    GPU in use (``pytest -m gpu``, where a forked CUDA is not to be trusted), with VAERUN_TEST_FORK=0 and for
+    any other ``executable``, a fresh interpreter each time."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    if executable == VAE_RUN and os.environ.get("VAERUN_TEST_FORK", "1") != "0":
+    cuda_hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+    if executable == VAE_RUN and cuda_hidden and os.environ.get("VAERUN_TEST_FORK", "1") != "0":
         result = _server().run(list(args), cwd=cwd, env=env, timeout=600)
     else:
         result = subprocess.run(
