@@ -52,6 +52,22 @@ def test_a_loaded_vae_scores_the_test_split_as_the_run_did(vae_run_dir):
     assert torch.equal(model.elbo(images[:5], seed=3), model.elbo(images[:5], seed=3))
 
 
+def test_the_split_of_a_statically_binarised_one_class_run_is_the_data_it_saw(tmp_path):
+    data = ["data=digits", "data.binarize=static", "data.normal_class=3"]
+    vae_run("model=vae", "latent=2", *data, *TINY, "trainer.max_epochs=3", "trainer.limit_test_batches=1.0",
+            "hydra.run.dir=run", cwd=tmp_path)  # fmt: skip
+    model = vaerun.load(tmp_path / "run")
+    _, train_labels = model.split("train")
+    images, labels = model.split("test")
+    assert set(train_labels.tolist()) == {3} and len(set(labels.tolist())) == 10  # one class; tested on all
+    assert set(images.unique().tolist()) == {0, 255}
+    assert torch.equal(model.split("test")[0], images)  # the same fixed draw every time, as the run's
+    # the run's test loss is recovered on these images
+    metrics = read_metrics(tmp_path / "run")
+    elbo = torch.stack([model.elbo(images, seed=seed) for seed in range(20)]).mean()
+    assert float(-elbo) == pytest.approx(metrics["test/loss"], rel=0.02)
+
+
 def test_each_method_takes_uint8_or_floats_one_image_or_a_batch(vae_run_dir):
     model = vaerun.load(vae_run_dir / "checkpoints" / "last.ckpt")
     images, _ = model.split("test")

@@ -182,16 +182,27 @@ class TrainedModel:
         return x
 
     def split(self, name: str = "test") -> tuple[Tensor, Tensor]:
-        """The run's own ``train``, ``val`` or ``test`` images (uint8, on the CPU) and labels, loaded as the
-        run loaded them (the data source and split of its config)."""
+        """The run's own ``train``, ``val`` or ``test`` images (uint8, on the CPU) and labels, as the run
+        trained and tested on them: its config's data source and split, its static binarisation (the same
+        binary images) and its normal class (train and val of that class only). A run that binarised
+        dynamically drew fresh binary images at each use: its split keeps the grey levels."""
         if name not in ("train", "val", "test"):
             raise ValueError(f"split: train, val or test, not {name!r}")
-        source = self.config.get("data", {}).get("source")
+        data = self.config.get("data", {})
+        source = data.get("source")
         if not isinstance(source, dict):
             raise ValueError(f"split: {self.checkpoint} has no run config (.hydra/config.yaml) beside it")
         from hydra.utils import instantiate
 
-        chosen = getattr(instantiate(source, _convert_="all").load(), name)
+        from vaerun.data.splits import as_trained
+
+        splits = as_trained(
+            instantiate(source, _convert_="all").load(),
+            data.get("binarize", "none"),
+            int(data.get("binarize_seed", 0)),
+            data.get("normal_class"),
+        )
+        chosen = getattr(splits, name)
         return chosen.images, chosen.labels
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ from torch import Tensor
 from vaerun.config_checks import ConfigError, check_value
 from vaerun.data.batches import TensorBatches
 from vaerun.data.placement import Placement, place
-from vaerun.data.splits import Split, Splits, binarize_static, to_unit_float
+from vaerun.data.splits import Split, Splits, as_trained, to_unit_float
 from vaerun.step_groups import BatchGroup, StepGroups
 
 
@@ -122,26 +122,13 @@ class ImageDataModule(pl.LightningDataModule):
         if self.binarize != "none" and splits.train.images.is_floating_point():
             raise ConfigError(f"data.binarize={self.binarize} is for images; {splits.source} is tabular")
         if self.normal_class is not None:
-            splits = self._one_class(splits)
-        if self.binarize == "static":
-            splits = splits.with_splits(
-                *(binarize_static(split, self.binarize_seed + i) for i, split in enumerate(splits[:3]))
-            )
-        return splits
-
-    def _one_class(self, splits: Splits) -> Splits:
-        labels = splits.train.labels.unique().tolist()
-        if self.normal_class not in labels:
-            raise ConfigError(
-                f"data.normal_class={self.normal_class}: no training image of {splits.source} has that "
-                f"label; the labels are {', '.join(map(str, labels))}"
-            )
-
-        def keep(split: Split) -> Split:
-            chosen = split.labels == self.normal_class
-            return Split(split.images[chosen], split.labels[chosen])
-
-        return splits.with_splits(keep(splits.train), keep(splits.val), splits.test)
+            labels = splits.train.labels.unique().tolist()
+            if self.normal_class not in labels:
+                raise ConfigError(
+                    f"data.normal_class={self.normal_class}: no training image of {splits.source} has that "
+                    f"label; the labels are {', '.join(map(str, labels))}"
+                )
+        return as_trained(splits, self.binarize, self.binarize_seed, self.normal_class)
 
     @property
     def source_used(self) -> str:

@@ -72,3 +72,24 @@ def binarize_static(split: Split, seed: int) -> Split:
     generator = torch.Generator().manual_seed(seed)
     draws = torch.bernoulli(to_unit_float(split.images), generator=generator)
     return Split((draws * 255).to(torch.uint8), split.labels)
+
+
+def as_trained(
+    splits: Splits, binarize: str = "none", binarize_seed: int = 0, normal_class: int | None = None
+) -> Splits:
+    """The splits as a run trains and tests on them: with ``normal_class``, its train and val splits keep that
+    class only (the test split keeps every class); with ``binarize`` static, every image is one fixed
+    Bernoulli draw (the train, val and test splits drawn with binarize_seed + 0, 1, 2). Dynamic
+    binarisation draws afresh at each use, so it leaves the grey levels here."""
+    if normal_class is not None:
+
+        def keep(split: Split) -> Split:
+            chosen = split.labels == normal_class
+            return Split(split.images[chosen], split.labels[chosen])
+
+        splits = splits.with_splits(keep(splits.train), keep(splits.val), splits.test)
+    if binarize == "static":
+        splits = splits.with_splits(
+            *(binarize_static(split, binarize_seed + i) for i, split in enumerate(splits[:3]))
+        )
+    return splits
