@@ -57,8 +57,9 @@ def fit_per_image(network: nn.Module, x: Tensor, steps: int, samples: int, lr: f
         optimizer.step()
 
 
-def gaps(run_dir: Path, images: int, steps: int, samples: int, iwae: int, lr: float) -> dict[str, float]:
-    model = vaerun.load(run_dir)
+def gaps(
+    model: vaerun.TrainedModel, run_dir: Path, images: int, steps: int, samples: int, iwae: int, lr: float
+) -> dict[str, float]:
     network = model.network.eval()
     x = model.images(model.split("test")[0][:images])
     torch.manual_seed(0)
@@ -92,7 +93,19 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate for the fit")
     parser.add_argument("--iwae", type=int, default=1000, help="importance samples of the IWAE estimates")
     args = parser.parse_args()
-    rows = [gaps(d, args.images, args.steps, args.samples, args.iwae, args.lr) for d in args.run_dirs]
+    models = []
+    for run_dir in args.run_dirs:  # every run checked before the first fit starts
+        try:
+            model = vaerun.load(run_dir)
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(str(err))
+        if not model.is_variational:
+            parser.error(f"{run_dir}: an AE or DAE has no ELBO; a VAE run (model=vae, ...) does")
+        models.append(model)
+    rows = [
+        gaps(model, run_dir, args.images, args.steps, args.samples, args.iwae, args.lr)
+        for model, run_dir in zip(models, args.run_dirs, strict=True)
+    ]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     print(f"nats per image, the first {args.images} test images; -log p(x) estimates and gaps")
     print("| " + " | ".join(columns) + " |")

@@ -101,3 +101,9 @@ def test_inference_gaps_fits_each_images_posterior_better_than_the_encoder(tmp_p
         if "AIS" in value:
             gap = value["optimised -ELBO"] - value["AIS"]
             assert value["approximation gap (to AIS)"] == pytest.approx(gap, abs=0.011)
+
+    # a path that holds no run: one line and exit 2, before any fitting
+    monkeypatch.setattr(sys, "argv", ["inference_gaps.py", runs[0], str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit) as exit:
+        inference_gaps.main()
+    assert exit.value.code == 2 and "no such file or run directory" in capsys.readouterr().err
