@@ -68,6 +68,26 @@ def test_the_split_of_a_statically_binarised_one_class_run_is_the_data_it_saw(tm
     assert float(-elbo) == pytest.approx(metrics["test/loss"], rel=0.02)
 
 
+def test_a_run_on_a_folder_given_by_a_relative_path_reads_its_data_from_any_directory(tmp_path, monkeypatch):
+    from PIL import Image
+    from skimage import data as skimage_data
+
+    photo = skimage_data.astronaut()
+    for i in range(30):
+        folder = tmp_path / "photos" / f"class_{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo[i * 16 : i * 16 + 16, :16]).save(folder / f"{i:02d}.png")
+    vae_run("data=image_folder", "data.source.path=photos", "data.source.cache_dir=null", "latent=2", *TINY,
+            "stage=train", "hydra.run.dir=run", cwd=tmp_path)  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = vaerun.load("../run")
+    assert model.config["data"]["source"]["path"] == str(tmp_path / "photos")
+    images, labels = model.split("train")
+    assert images.shape[1:] == (3, 16, 16) and set(labels.tolist()) == {0, 1}
+
+
 def test_each_method_takes_uint8_or_floats_one_image_or_a_batch(vae_run_dir):
     model = vaerun.load(vae_run_dir / "checkpoints" / "last.ckpt")
     images, _ = model.split("test")

@@ -62,15 +62,19 @@ def _check_device(trainer_cfg: dict[str, Any]) -> None:
 
 
 @rank_zero_only
-def _record_source(run_dir: Path, source: str, classes: tuple[str, ...]) -> None:
-    """The data set actually used (mnist may fall back to mnist5k) and its class names (an image
-    folder's) go into the run's saved config."""
+def _record_source(run_dir: Path, datamodule: ImageDataModule) -> None:
+    """The data set actually used (mnist may fall back to mnist5k), its class names (an image folder's)
+    and the absolute path of a folder or file it was read from go into the run's saved config, so that
+    the run's data can be found again from any directory (vaerun.load's ``split``)."""
     saved = run_dir / ".hydra" / "config.yaml"
     if saved.is_file():
         config = OmegaConf.load(saved)
-        config.data.source_used = source
-        if classes:
-            config.data.classes = list(classes)
+        config.data.source_used = datamodule.source_used
+        if datamodule.splits.classes:
+            config.data.classes = list(datamodule.splits.classes)
+        path = getattr(datamodule.source, "path", None)
+        if isinstance(path, Path) and "path" in config.data.source:
+            config.data.source.path = str(path.resolve())
         OmegaConf.save(config, saved)
 
 
@@ -276,5 +280,5 @@ def setup(
         except Exception as err:
             raise refusal(err, cfg, "logger") from None
     # The checks are done: from here on the run writes to its directory.
-    _record_source(run_dir, datamodule.source_used, datamodule.splits.classes)
+    _record_source(run_dir, datamodule)
     return Run(cfg, run_dir, datamodule, module, trainer, sink, checkpoint, resume_from=resume_from)
