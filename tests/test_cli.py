@@ -218,6 +218,8 @@ def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
         (["data=digits", "+trainer.val_check_interval=8"], "trainer.val_check_interval=8: an epoch's"),
         # a keyword no rule knows, refused by the library while the run is built
         (["data=digits", "+encoder.bogus=1"], "encoder: MLP.__init__() got an unexpected keyword argument"),
+        # torch.compile cannot differentiate through the Hamiltonian VAE's leapfrog gradients
+        (["data=digits", "posterior=hamiltonian", "compile=true"], "compile=true: this posterior's steps"),
     ],
 )
 def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, args, message):

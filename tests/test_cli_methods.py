@@ -92,7 +92,7 @@ def test_the_posteriors_experiment_puts_every_method_in_one_table(tmp_path):
         cwd=tmp_path,
     )
     table = pd.read_csv(tmp_path / "sweep" / "summary.csv")
-    methods = ["gaussian", "iaf", "mcmc_hmc", "mcmc_mala", "mcmc_rwmh", "metflow", "planar"]
+    methods = ["gaussian", "hamiltonian", "iaf", "mcmc_hmc", "mcmc_mala", "mcmc_rwmh", "metflow", "planar"]
     assert sorted(table["inference"]) == methods
     assert (table["test/nll_iwae"] > 0).all() and (table["test/nll_ais"] > 0).all()
     assert table["test/ais_accept"].between(0, 1, inclusive="right").all()  # AIS with MALA
@@ -111,5 +111,12 @@ def test_the_posteriors_experiment_puts_every_method_in_one_table(tmp_path):
     assert table.loc[table["inference"] == "metflow", "test/metflow_accept"].between(0, 1).all()
     model = vaerun.load(metflow_run)
     assert model.network.posterior_family.is_chain
+    elbo, iwae = model.elbo(images).mean(), model.log_likelihood(images, k=50).mean()
+    assert torch.isfinite(elbo) and iwae > elbo
+
+    # and the Hamiltonian VAE's, whose leapfrog steps need the decoder's gradient under torch.no_grad too
+    hamiltonian_run = tmp_path / "sweep" / table.loc[table["inference"] == "hamiltonian", "run"].item()
+    model = vaerun.load(hamiltonian_run)
+    assert model.network.posterior_family.uses_target_gradient
     elbo, iwae = model.elbo(images).mean(), model.log_likelihood(images, k=50).mean()
     assert torch.isfinite(elbo) and iwae > elbo

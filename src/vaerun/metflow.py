@@ -299,6 +299,7 @@ class MetFlow:
 
     is_flow = True
     is_chain = True
+    uses_target_gradient = False
 
     def __init__(self, steps: int = 2, hidden: int = 64) -> None:
         check_posterior({"steps": steps, "hidden": hidden})

@@ -69,6 +69,8 @@ class TransformFamily:
     is_flow = True
     #: a Markov chain (vaerun.metflow) rather than a map: its draws need the target p(x, z)
     is_chain = False
+    #: a map along the gradient of log p(x, z) (vaerun.hamiltonian)
+    uses_target_gradient = False
 
     def distribution(
         self, base: Distribution, module: nn.Module, context: Tensor, log_target: Callable[[Tensor], Tensor]

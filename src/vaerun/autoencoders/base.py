@@ -29,6 +29,8 @@ class Likelihood(Protocol):
 class PosteriorFamily(Protocol):
     is_flow: bool
     is_chain: bool
+    #: its draws follow the gradient of log p(x, z) (the Hamiltonian VAE's), at evaluation too
+    uses_target_gradient: bool
 
     def context_features(self, latent_dim: int) -> int: ...
     def build(self, latent_dim: int) -> nn.Module: ...
@@ -51,6 +53,9 @@ class Autoencoder(nn.Module):
 
     #: paths between codes: straight lines for a code space without a prior
     interpolate = staticmethod(lerp)
+    #: whether the forward pass itself takes gradients (a posterior that follows log p(x, z)'s), so that
+    #: validation and test need autograd and training differentiates twice
+    forward_takes_gradients = False
 
     def __init__(
         self,

@@ -101,6 +101,10 @@ class VariationalAutoencoder(Autoencoder):
     def posterior_is_flow(self) -> bool:
         return self.posterior_family.is_flow
 
+    @property
+    def forward_takes_gradients(self) -> bool:
+        return self.posterior_family.uses_target_gradient
+
     def set_training_progress(self, epochs_done: float) -> None:
         if self.kl_warmup_epochs > 0:  # else the weight is beta throughout: nothing to do per step
             self.kl_weight.fill_(warmup_weight(self.beta, epochs_done, self.kl_warmup_epochs))
@@ -203,7 +207,7 @@ class VariationalAutoencoder(Autoencoder):
         if self.estimator == "reinforce":
             z0 = z0.detach()  # no gradient through the sample: the encoder learns from the score function
         if self.posterior_is_flow:
-            z, log_det = self.flow(z0, context)
+            z, log_det = self._posterior_from(mu, logvar, context, target, decode).transform(z0)
             # E[log q(z|x)] = -H(q0) - E[log det]: q0's entropy in closed form, the rest at the sample (the
             # same expectation as log q0(z0) - log det, with less noise)
             kl = gaussian_entropy(logvar).neg() - log_det - self.prior.log_prob(z)

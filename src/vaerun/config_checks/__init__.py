@@ -151,6 +151,9 @@ POSTERIOR_RULES: dict[str, Callable[[str, Any, tuple[int, ...]], None]] = {
     "flows": _positive_count,
     "hidden": _positive_count,
     "steps": _chain_steps,
+    "leapfrog_steps": _positive_count,
+    "step_size": _positive,
+    "beta0": _open_unit_interval,
 }
 
 

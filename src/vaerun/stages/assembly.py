@@ -198,6 +198,11 @@ def build_module(
     except Exception as err:
         model_keys = (*MODEL_PARTS, "corruption", "optimizer")
         raise refusal(err, {key: cfg[key] for key in model_keys}) from None
+    if cfg["compile"] and module.model.forward_takes_gradients:
+        raise ConfigError(
+            "compile=true: this posterior's steps take gradients of log p(x, z), and torch.compile cannot "
+            "differentiate through them (double backward); set compile=false"
+        )
     if cfg["compile"]:
         module.compile_training_loss()
     return module
@@ -263,6 +268,8 @@ def setup(
         check_shape_dependent(cfg, datamodule.image_shape)
     cfg["data"]["source_used"] = datamodule.source_used
     module = build_module(cfg, choices, overridden, datamodule, step_groups)
+    if module.model.forward_takes_gradients:  # inference mode would forbid them in validation and test
+        trainer_kwargs = {**trainer_kwargs, "inference_mode": False}
 
     loggers = build_loggers(cfg, run_dir, resume_from)
     tensorboard = next((logger for logger in loggers if isinstance(logger, TensorBoardLogger)), None)
