@@ -118,5 +118,9 @@ def test_the_posteriors_experiment_puts_every_method_in_one_table(tmp_path):
     hamiltonian_run = tmp_path / "sweep" / table.loc[table["inference"] == "hamiltonian", "run"].item()
     model = vaerun.load(hamiltonian_run)
     assert model.network.posterior_family.uses_target_gradient
-    elbo, iwae = model.elbo(images).mean(), model.log_likelihood(images, k=50).mean()
+    # its q is nearly exact after 3 steps of training, so IWAE's lead over the ELBO is small: both are
+    # averaged over the whole test split (180 images), the ELBO over 40 draws too
+    test_images = model.split("test")[0]
+    elbo = torch.stack([model.elbo(test_images, seed=seed).mean() for seed in range(40)]).mean()
+    iwae = model.log_likelihood(test_images, k=50, seed=0).mean()
     assert torch.isfinite(elbo) and iwae > elbo
