@@ -92,18 +92,13 @@ class HamiltonianFlow(nn.Module):
 
 class HamiltonianPosterior(FlowPosterior):
     """q(z|x) of the Hamiltonian VAE for one batch: its draws need the target p(x, z), whose log-density
-    ``log_target`` takes z (n, N, K) to (n, N)."""
+    ``log_target`` takes z (..., N, K) to (..., N)."""
 
     def __init__(
         self, base: Distribution, flow: HamiltonianFlow, context: Tensor, log_target: LogDensity
     ) -> None:
         super().__init__(base, flow, context)
-        self._log_target = log_target
-
-    def log_target(self, z: Tensor) -> Tensor:
-        """log p(x, z) for z of any leading shape (..., N, K)."""
-        lead = z.shape[:-2]
-        return self._log_target(z.reshape(-1, *z.shape[-2:])).reshape(*lead, z.shape[-2])
+        self.log_target = log_target
 
     def transform(self, z0: Tensor) -> tuple[Tensor, Tensor]:
         """(zK, log_det) for q0's draws z0 (..., N, K), with a fresh momentum each: log q = log q0(z0) -

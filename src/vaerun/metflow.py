@@ -244,12 +244,7 @@ class MetFlowPosterior:
         self, base: Distribution, chain: MetFlowChain, context: Tensor, log_target: Callable[[Tensor], Tensor]
     ) -> None:
         self.base, self.chain, self.context = base, chain, context
-        self._log_target = log_target
-
-    def log_target(self, z: Tensor) -> Tensor:
-        """log p(x, z) for points of any leading shape (*, N, K)."""
-        lead = z.shape[:-2]
-        return self._log_target(z.reshape(-1, *z.shape[-2:])).reshape(*lead, z.shape[-2])
+        self.log_target = log_target
 
     def _start(self, sample_shape: torch.Size | tuple[int, ...]) -> tuple[Tensor, Innovations]:
         """Reparameterised draws z0 of q0 and the chain's innovations for them."""

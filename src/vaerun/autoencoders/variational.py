@@ -147,11 +147,15 @@ class VariationalAutoencoder(Autoencoder):
         target: Tensor,
         decode: Callable[[Tensor], Tensor] | None,
     ) -> FlowPosterior | MetFlowPosterior:
-        """q(z | x) from the encoder's outputs for x."""
+        """q(z | x) from the encoder's outputs for x; a posterior that needs the target gets log p(target, z)
+        for points z of any leading shape (..., N, K)."""
         base = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
-        return self.posterior_family.distribution(
-            base, self.flow, context, lambda z: self.log_joint(target, z, decode)
-        )
+
+        def log_target(z: Tensor) -> Tensor:
+            lead = z.shape[:-2]
+            return self.log_joint(target, z.reshape(-1, *z.shape[-2:]), decode).reshape(*lead, z.shape[-2])
+
+        return self.posterior_family.distribution(base, self.flow, context, log_target)
 
     def code_and_logvar(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The code of x for pictures (q's mean for a Gaussian, the flow's image of q0's mean otherwise) and
