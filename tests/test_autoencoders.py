@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vaerun.autoencoders import Autoencoder, MCMCRefinedVAE, VariationalAutoencoder
+from vaerun.hamiltonian import Hamiltonian
 from vaerun.latent_paths import lerp, slerp
 from vaerun.networks import MLP
 from vaerun.objectives import (
@@ -12,6 +13,7 @@ from vaerun.objectives import (
     gradient_noise,
     kl_normal_standard_normal,
 )
+from vaerun.posteriors import Planar
 
 
 def make(model_class, latent=3):
@@ -226,7 +228,6 @@ def test_with_a_monte_carlo_kl_both_estimators_agree_on_the_encoder_gradient():
 def test_a_flow_posteriors_monte_carlo_kl_is_unbiased():
     """With its parameters all zero a planar flow is the identity: the flow VAE's one-sample KL estimate,
     averaged, is the Gaussian VAE's closed-form KL with the same weights."""
-    from vaerun.posteriors import Planar
 
     gaussian = make(VariationalAutoencoder)
     torch.manual_seed(0)
@@ -275,3 +276,15 @@ def test_a_metflow_vae_scores_the_elbo_over_its_paths_and_trains_every_part_thro
     assert all(grad is not None and torch.isfinite(grad).all() for grad in grads.values())
     for part in ("encoder.", "decoder.", "flow.maps.0.", "flow.maps.1."):
         assert any(grad.abs().sum() > 0 for name, grad in grads.items() if name.startswith(part)), part
+
+
+@pytest.mark.parametrize("family", [Planar, Hamiltonian])
+def test_a_flow_vaes_training_loss_leaves_a_non_finite_encoder_output_to_the_loss_guard(family):
+    """The training step builds q0 without torch.distributions' validation (it reads values back from the
+    device, a sync that a captured CUDA graph cannot hold): a NaN comes out as the loss, for the non-finite
+    loss guard to report, not as an error from inside the step."""
+    model = VariationalAutoencoder(MLP(hidden=[16]), BernoulliLikelihood(), 2, (1, 8, 8), posterior=family())
+    with torch.no_grad():
+        next(model.encoder.parameters()).fill_(float("nan"))
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.isnan(model.loss_terms(x, x)["loss"])

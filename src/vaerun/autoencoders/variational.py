@@ -146,10 +146,12 @@ class VariationalAutoencoder(Autoencoder):
         context: Tensor,
         target: Tensor,
         decode: Callable[[Tensor], Tensor] | None,
+        validate_args: bool | None = None,
     ) -> FlowPosterior | MetFlowPosterior:
         """q(z | x) from the encoder's outputs for x; a posterior that needs the target gets log p(target, z)
-        for points z of any leading shape (..., N, K)."""
-        base = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+        for points z of any leading shape (..., N, K). ``validate_args=False`` skips torch.distributions'
+        check of q0's parameters, which reads values back from the device."""
+        base = Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=validate_args), 1)
 
         def log_target(z: Tensor) -> Tensor:
             lead = z.shape[:-2]
@@ -211,7 +213,9 @@ class VariationalAutoencoder(Autoencoder):
         if self.estimator == "reinforce":
             z0 = z0.detach()  # no gradient through the sample: the encoder learns from the score function
         if self.posterior_is_flow:
-            z, log_det = self._posterior_from(mu, logvar, context, target, decode).transform(z0)
+            # the training step's q: no host sync, and a non-finite value is the loss guard's to report
+            q = self._posterior_from(mu, logvar, context, target, decode, validate_args=False)
+            z, log_det = q.transform(z0)
             # E[log q(z|x)] = -H(q0) - E[log det]: q0's entropy in closed form, the rest at the sample (the
             # same expectation as log q0(z0) - log det, with less noise)
             kl = gaussian_entropy(logvar).neg() - log_det - self.prior.log_prob(z)
@@ -225,7 +229,7 @@ class VariationalAutoencoder(Autoencoder):
     ) -> ELBOSample:
         """MetFlow's ELBO terms as exact expectations over its chain's paths from one draw of z0 and the
         innovations (vaerun.metflow)."""
-        paths = self._posterior_from(mu, logvar, context, target, decode).paths()
+        paths = self._posterior_from(mu, logvar, context, target, decode, validate_args=False).paths()
         weight = paths.log_prob.exp()  # (2^K, N)
         log_prior = self.prior.log_prob(paths.z)
         log_likelihood = (weight * (paths.log_target - log_prior)).sum(0)
