@@ -27,11 +27,6 @@ def correlated_gaussian() -> MultivariateNormal:
     )
 
 
-def log_target_of(target: MultivariateNormal):
-    """z (n, N, K) -> (n, N): the normalised log-density, so that log p(x) = log 1 = 0."""
-    return target.log_prob
-
-
 def flow(steps: int, step_size: float = 0.3, beta0: float = 0.4) -> HamiltonianFlow:
     return HamiltonianFlow(K, steps, step_size, beta0).double()
 
@@ -81,7 +76,7 @@ def test_the_density_is_normalised_so_importance_sampling_finds_the_normaliser()
     torch.manual_seed(0)
     target = correlated_gaussian()
     base = Independent(Normal(torch.zeros(1, K, dtype=torch.float64), 1.3 * torch.ones(1, K).double()), 1)
-    posterior = HamiltonianPosterior(base, flow(2), torch.zeros(1, 0).double(), log_target_of(target))
+    posterior = HamiltonianPosterior(base, flow(2), torch.zeros(1, 0).double(), target.log_prob)
     with torch.no_grad():
         z, log_q = posterior.rsample_and_log_prob((200_000,))
     weights = torch.exp(target.log_prob(z) - log_q)
@@ -93,7 +88,7 @@ def test_its_iwae_is_a_bound_on_log_p_x_that_tightens_with_k():
     torch.manual_seed(1)
     target = correlated_gaussian()
     base = Independent(Normal(torch.tensor([[0.0, 0.3]]).double(), 0.5 * torch.ones(1, K).double()), 1)
-    posterior = HamiltonianPosterior(base, flow(2), torch.zeros(1, 0).double(), log_target_of(target))
+    posterior = HamiltonianPosterior(base, flow(2), torch.zeros(1, 0).double(), target.log_prob)
     with torch.no_grad():
         bounds = [
             torch.stack([iwae_log_likelihood(posterior, target.log_prob, k, 50) for _ in range(200)]).mean()
