@@ -161,8 +161,8 @@ def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) 
     from hydra.utils import instantiate
 
     from vaerun.data import to_unit_float
-    from vaerun.module import AutoencoderModule
     from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
 
     torch.manual_seed(cfg["seed"])
     model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
@@ -202,8 +202,8 @@ def run_graph_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) 
     from hydra.utils import instantiate
 
     from vaerun.data import to_unit_float
-    from vaerun.module import AutoencoderModule
     from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
 
     torch.manual_seed(cfg["seed"])
     model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
@@ -258,7 +258,7 @@ class EpochTimer:
     def __init__(self, device: str) -> None:
         import pytorch_lightning as pl
 
-        from vaerun.step_groups import batches_of
+        from vaerun.data.batches import batches_of
 
         device_ = device
 
@@ -313,8 +313,8 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from vaerun.module import AutoencoderModule
     from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
 
     class Bare(pl.LightningModule):
         def __init__(self) -> None:
@@ -351,8 +351,8 @@ def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float,
     """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
     images, so it should run at close to the decoder's forward throughput."""
     from vaerun.data import to_unit_float
-    from vaerun.module import AutoencoderModule
     from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
 
     torch.manual_seed(cfg["seed"])
     model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval()

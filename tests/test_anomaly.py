@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vaerun.anomaly import detection_metrics
+from vaerun.evaluation.anomaly import detection_metrics
 
 
 def test_perfect_reversed_and_partial_separation():
@@ -25,7 +25,7 @@ def test_scores_in_nats_are_not_squashed_into_ties():
 def test_the_mahalanobis_score_is_the_gaussians_quadratic_form():
     from torch.distributions import MultivariateNormal
 
-    from vaerun.anomaly import mahalanobis_scores
+    from vaerun.evaluation.anomaly import mahalanobis_scores
 
     generator = torch.Generator().manual_seed(0)
     mixing = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.3, -0.2, 1.5]])
@@ -41,7 +41,7 @@ def test_the_mahalanobis_score_is_the_gaussians_quadratic_form():
 def test_a_plain_image_compresses_to_fewer_bits_and_the_corrected_score_subtracts_them():
     import math
 
-    from vaerun.anomaly import complexity_corrected, png_bits
+    from vaerun.evaluation.anomaly import complexity_corrected, png_bits
 
     flat = torch.full((1, 1, 28, 28), 128, dtype=torch.uint8)
     noise = torch.randint(
@@ -58,7 +58,7 @@ def test_a_plain_image_compresses_to_fewer_bits_and_the_corrected_score_subtract
 
 
 def test_the_likelihood_ratio_cancels_what_both_models_find_likely():
-    from vaerun.anomaly import likelihood_ratio
+    from vaerun.evaluation.anomaly import likelihood_ratio
 
     model = torch.tensor([80.0, 300.0, 120.0])  # -log p(x) under the normal class's model
     background = torch.tensor([60.0, 150.0, 118.0])  # under a model of every class

@@ -1,6 +1,6 @@
 import pytest
 
-from vaerun.atomic import atomic_path, write_text_atomically
+from vaerun.core.atomic import atomic_path, write_text_atomically
 
 
 def test_the_file_appears_whole_or_the_old_one_stays(tmp_path):

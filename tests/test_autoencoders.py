@@ -3,17 +3,13 @@ import math
 import pytest
 import torch
 
-from vaerun.autoencoders import Autoencoder, MCMCRefinedVAE, VariationalAutoencoder
-from vaerun.hamiltonian import Hamiltonian
-from vaerun.latent_paths import lerp, slerp
-from vaerun.networks import MLP
-from vaerun.objectives import (
-    BernoulliLikelihood,
-    GaussianLikelihood,
-    gradient_noise,
-    kl_normal_standard_normal,
-)
-from vaerun.posteriors import Planar
+from vaerun.models.autoencoders import Autoencoder, MCMCRefinedVAE, VariationalAutoencoder
+from vaerun.models.latent_paths import lerp, slerp
+from vaerun.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from vaerun.models.networks import MLP
+from vaerun.models.objectives import gradient_noise, kl_normal_standard_normal
+from vaerun.models.posteriors import Planar
+from vaerun.models.posteriors.hamiltonian import Hamiltonian
 
 
 def make(model_class, latent=3):
@@ -210,7 +206,7 @@ def test_anomaly_scores_per_image():
 def test_with_a_monte_carlo_kl_both_estimators_agree_on_the_encoder_gradient():
     """A Student-t prior has no closed-form KL: REINFORCE must weigh the score by the KL's sample too.
     Both estimators, averaged over many samples, then give the same gradient of the same ELBO."""
-    from vaerun.priors import StudentTPrior
+    from vaerun.models.priors import StudentTPrior
 
     x = torch.randn(1, 1, 1, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     many = x.expand(400_000, 1, 1, 10)
@@ -246,7 +242,7 @@ def test_a_metflow_vae_scores_the_elbo_over_its_paths_and_trains_every_part_thro
     """MetFlow's maps start as the identity (every proposal accepted, q = q0): its ELBO's expectation is the
     Gaussian VAE's with the same weights. One gradient step later the maps have moved, and the loss's
     gradient reaches the encoder, the decoder and every map."""
-    from vaerun.metflow import MetFlow
+    from vaerun.models.posteriors.metflow import MetFlow
 
     gaussian = make(VariationalAutoencoder)
     torch.manual_seed(0)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SklearnPCA
 
-from vaerun.baselines import active_units, fit_pca
 from vaerun.data import DigitsSource, FashionMNISTSource, to_unit_float
+from vaerun.evaluation.baselines import active_units, fit_pca
 
 
 def test_pca_matches_scikit_learn():

@@ -212,7 +212,7 @@ def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
             ["data=digits", "corruption=block_mask", "corruption.size=9"],
             "corruption.size must be an integer in [1, 8]",
         ),
-        (["stage=sample", "ckpt=missing.ckpt"], "ckpt: no such file: missing.ckpt"),
+        (["stage=sample", "ckpt=missing.ckpt"], "ckpt: no such file or run directory: missing.ckpt"),
         (["data=digits", "device=gpu"], "device=gpu"),
         # found once the data is loaded, still before anything is written
         (["data=digits", "+trainer.val_check_interval=8"], "trainer.val_check_interval=8: an epoch's"),

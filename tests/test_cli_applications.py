@@ -74,7 +74,10 @@ def test_a_background_model_adds_the_likelihood_ratio_score(tmp_path):
     assert 0 <= metrics["anomaly/likelihood_ratio/auroc"] <= 1
     missing = vae_run(*anomaly, "anomaly.background_ckpt=nothing.ckpt", cwd=tmp_path, check=False)
     assert missing.returncode == 2
-    assert "vae-run: error: anomaly.background_ckpt: no such file: nothing.ckpt" in missing.stderr
+    assert (
+        "vae-run: error: anomaly.background_ckpt: no such file or run directory: nothing.ckpt"
+        in missing.stderr
+    )
 
 
 def test_anomaly_needs_a_normal_class_that_exists(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY, read_metrics, vae_run
 
 import vaerun
-from vaerun.cli import _single_run_argv
+from vaerun.cli.main import _single_run_argv
 
 
 def summary_rows(sweep: Path) -> list[dict]:

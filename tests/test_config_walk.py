@@ -16,10 +16,10 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from vaerun import cli
-from vaerun.config_checks.leaves import leaves, rule_for
+from vaerun.cli import main as cli
+from vaerun.core.checks import leaves, rule_for
 
-CONFIGS = Path(cli.__file__).parent.parent.parent / "configs"
+CONFIGS = Path(cli.__file__).parents[3] / "configs"
 #: group -> its options; every option is walked with the others at their defaults. Not walked: the
 #: experiments and the inference methods, which are bundles of the other groups' options
 GROUPS = {

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vaerun.corruption import BlockMask, GaussianBlur, GaussianNoise, NoCorruption, PixelDrop
+from vaerun.models.corruption import BlockMask, GaussianBlur, GaussianNoise, NoCorruption, PixelDrop
 
 
 def images(n=64, c=1, h=28, w=28, seed=0):

@@ -8,7 +8,6 @@ from vaerun.data import (
     CSVSource,
     DigitsSource,
     FashionMNISTSource,
-    ImageDataModule,
     MNIST5kSource,
     MNISTSource,
     TensorBatches,
@@ -16,7 +15,8 @@ from vaerun.data import (
     split_off,
     to_unit_float,
 )
-from vaerun.step_groups import BatchGroup, limited_batch_count
+from vaerun.data.batches import BatchGroup, limited_batch_count
+from vaerun.data.datamodule import ImageDataModule
 
 
 def assert_disjoint_and_complete(splits, total):
@@ -119,7 +119,7 @@ def test_the_training_limit_counts_batches_as_lightning_does(limit, batches):
 
 
 def test_datamodule_refuses_a_shape_that_does_not_match_the_config():
-    from vaerun.config_checks import ConfigError
+    from vaerun.core.checks import ConfigError
 
     datamodule = ImageDataModule(DigitsSource(), image_shape=[1, 28, 28])
     with pytest.raises(ConfigError, match="image_shape"):
@@ -228,14 +228,14 @@ def test_the_data_module_fills_missing_cells_with_the_column_mean_and_takes_the_
     ],
 )
 def test_csv_mistakes_name_the_key(wine_csv, change, message):
-    from vaerun.config_checks import ConfigError
+    from vaerun.core.checks import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         CSVSource(**{"path": str(wine_csv), **change}).load()
 
 
 def test_text_columns_are_refused(tmp_path):
-    from vaerun.config_checks import ConfigError
+    from vaerun.core.checks import ConfigError
 
     (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n")
     with pytest.raises(ConfigError, match=r"columns b of t\.csv are not numeric"):

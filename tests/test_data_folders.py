@@ -13,7 +13,7 @@ import torch
 from conftest import TINY, read_metrics, vae_run
 from PIL import Image
 
-from vaerun.config_checks import ConfigError
+from vaerun.core.checks import ConfigError
 from vaerun.data import FashionMNISTSource, ImageFolderSource
 from vaerun.data import folders as folders_module
 

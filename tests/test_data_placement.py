@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vaerun.data import ImageDataModule, ImageFolderSource
+from vaerun.data import ImageFolderSource
+from vaerun.data.datamodule import ImageDataModule
 from vaerun.data.image_cache import ImageWriter
 from vaerun.data.placement import GIB, Placement, choose_placement, gather, host_memory_budget
 

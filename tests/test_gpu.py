@@ -12,7 +12,7 @@ import torch
 from conftest import TINY, read_metrics, vae_run
 from test_module import fit_on_digits
 
-from vaerun.graphs import CudaGraphs, StepGraphs
+from vaerun.training.graphs import CudaGraphs, StepGraphs
 
 pytestmark = pytest.mark.gpu
 

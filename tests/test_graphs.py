@@ -1,5 +1,5 @@
-"""The CUDA-graph bookkeeping of the training step (vaerun.graphs), on the CPU: ReplayByCalling stands in
-for a graph by calling the recorded step again, so static inputs and outputs, per-shape warm-up and
+"""The CUDA-graph bookkeeping of the training step (vaerun.training.graphs), on the CPU: ReplayByCalling
+stands in for a graph by calling the recorded step again, so static inputs and outputs, per-shape warm-up and
 capture, Lightning's step count at each replay and the fallback to eager steps are all exercised. The real
 graphs run in tests/test_gpu.py."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_module import fit_on_digits, tiny_module
 
-from vaerun.graphs import ReplayByCalling, StepGraphs
+from vaerun.training.graphs import ReplayByCalling, StepGraphs
 
 
 def test_captured_steps_take_the_same_steps_as_eager_ones_whatever_the_batch_shape():
@@ -35,10 +35,10 @@ class RefusingCapture(ReplayByCalling):
 
 def test_a_step_that_cannot_be_captured_runs_eagerly_and_the_log_says_why_once(caplog):
     graphs = StepGraphs(RefusingCapture(), warmup=1)
-    with caplog.at_level(logging.WARNING, logger="vaerun.graphs"):
+    with caplog.at_level(logging.WARNING, logger="vaerun.training.graphs"):
         trainer, _, rows, _ = fit_on_digits(1, step_graphs=graphs)
     eager_trainer, _, eager_rows, _ = fit_on_digits(1)
-    warnings = [record.getMessage() for record in caplog.records if record.name == "vaerun.graphs"]
+    warnings = [record.getMessage() for record in caplog.records if record.name == "vaerun.training.graphs"]
     assert warnings == [
         "CUDA graphs off for this run, the training step runs eagerly "
         "(RuntimeError: operation not permitted when stream is capturing)"

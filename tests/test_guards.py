@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaerun.guards import AtomicCheckpointIO, NonFiniteLossError, TrainingTerms
+from vaerun.core.errors import NonFiniteLossError
+from vaerun.training.guards import AtomicCheckpointIO, TrainingTerms
 
 
 def test_the_terms_name_the_first_step_and_the_term_that_blew_up():
@@ -54,7 +55,7 @@ class RunsCode:
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
-    from vaerun.config_checks import ConfigError
+    from vaerun.core.checks import ConfigError
     from vaerun.stages import load_module
 
     Path("/tmp/vaerun-pwned").unlink(missing_ok=True)

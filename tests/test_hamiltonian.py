@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from vaerun.hamiltonian import (
+from vaerun.models.objectives import iwae_log_likelihood
+from vaerun.models.posteriors.hamiltonian import (
     Hamiltonian,
     HamiltonianFlow,
     HamiltonianPosterior,
@@ -15,7 +16,6 @@ from vaerun.hamiltonian import (
     leapfrog,
     tempering_schedule,
 )
-from vaerun.objectives import iwae_log_likelihood
 
 K = 2
 
@@ -116,7 +116,7 @@ def test_training_reaches_the_step_sizes_the_temperature_and_q0_and_evaluation_n
 
 @pytest.mark.parametrize("settings", [{"leapfrog_steps": 0}, {"step_size": -0.1}, {"beta0": 1.0}])
 def test_settings_out_of_range_are_refused_by_name(settings):
-    from vaerun.config_checks import ConfigError
+    from vaerun.core.checks import ConfigError
 
     with pytest.raises(ConfigError, match=f"posterior.{next(iter(settings))}"):
         Hamiltonian(**settings)

@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from vaerun.baselines import fit_pca
-from vaerun.corruption import random_squares
-from vaerun.imputation import (
+from vaerun.evaluation.baselines import fit_pca
+from vaerun.evaluation.imputation import (
     column_mean_imputation,
     missing_completely_at_random,
     missing_pixel_metrics,
     observed_only,
     pca_imputation,
 )
+from vaerun.models.corruption import random_squares
 
 SHAPE = torch.Size((200, 1, 12, 12))
 

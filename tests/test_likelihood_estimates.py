@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from vaerun.autoencoders import VariationalAutoencoder
 from vaerun.data import DigitsSource, to_unit_float
-from vaerun.networks import MLP
-from vaerun.objectives import BernoulliLikelihood, GaussianLikelihood
+from vaerun.models.autoencoders import VariationalAutoencoder
+from vaerun.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from vaerun.models.networks import MLP
 
 D, K, NOISE = 6, 2, 0.5
 

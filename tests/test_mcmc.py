@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from vaerun.mcmc import KERNELS, adapt_step_size, ais_log_likelihood, hmc_step, run_chains
-from vaerun.objectives import iwae_log_likelihood
+from vaerun.models.mcmc import KERNELS, adapt_step_size, ais_log_likelihood, hmc_step, run_chains
+from vaerun.models.objectives import iwae_log_likelihood
 
 COVARIANCE = torch.tensor([[1.0, 0.9], [0.9, 1.0]], dtype=torch.float64)  # strongly correlated
 MEAN = torch.tensor([1.0, -2.0], dtype=torch.float64)

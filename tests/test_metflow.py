@@ -7,8 +7,15 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from vaerun.metflow import CouplingMap, Innovations, MetFlow, MetFlowChain, MetFlowPosterior, log1mexp
-from vaerun.objectives import iwae_log_likelihood
+from vaerun.models.objectives import iwae_log_likelihood
+from vaerun.models.posteriors.metflow import (
+    CouplingMap,
+    Innovations,
+    MetFlow,
+    MetFlowChain,
+    MetFlowPosterior,
+    log1mexp,
+)
 
 K, H = 2, 8
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaerun.metrics import BinaryCrossEntropy, image_metrics
+from vaerun.evaluation.metrics import BinaryCrossEntropy, image_metrics
 
 
 def test_an_identity_reconstruction_gets_the_library_maxima():

@@ -6,24 +6,25 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers.logger import Logger
 
-from vaerun.data import DigitsSource, ImageDataModule
-from vaerun.module import AutoencoderModule
-from vaerun.step_groups import StepGroups, StepProgressBar
+from vaerun.data import DigitsSource
+from vaerun.data.datamodule import ImageDataModule
+from vaerun.training.module import AutoencoderModule
+from vaerun.training.step_groups import StepGroups, StepProgressBar
 
 
 def tiny_module(
-    model: str = "vaerun.autoencoders.Autoencoder", image_shape: tuple[int, ...] = (1, 4, 4)
+    model: str = "vaerun.models.autoencoders.Autoencoder", image_shape: tuple[int, ...] = (1, 4, 4)
 ) -> AutoencoderModule:
     torch.manual_seed(0)
     return AutoencoderModule(
         model={"_target_": model},
-        encoder={"_target_": "vaerun.networks.MLP", "hidden": [16]},
-        likelihood={"_target_": "vaerun.objectives.BernoulliLikelihood"},
-        corruption={"_target_": "vaerun.corruption.NoCorruption"},
+        encoder={"_target_": "vaerun.models.networks.MLP", "hidden": [16]},
+        likelihood={"_target_": "vaerun.models.likelihoods.BernoulliLikelihood"},
+        corruption={"_target_": "vaerun.models.corruption.NoCorruption"},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
         latent=2,
         image_shape=list(image_shape),
-        prior={"_target_": "vaerun.priors.GaussianPrior"},
+        prior={"_target_": "vaerun.models.priors.GaussianPrior"},
     )
 
 
@@ -90,7 +91,13 @@ def fit_on_digits(
     """Train on ``batches`` batches of the digits an epoch (2 epochs unless told), as vae-run sets up."""
     pl.seed_everything(0, verbose=False)
     groups = StepGroups(steps_per_execution, limit_train_batches=batches, gradient_clip_val=clip)
-    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=batch_size, step_groups=groups)
+    datamodule = ImageDataModule(
+        DigitsSource(),
+        [1, 8, 8],
+        batch_size=batch_size,
+        steps_per_group=groups.size,
+        limit_train_batches=groups.limit_train_batches,
+    )
     module = tiny_module(image_shape=[1, 8, 8])
     module.configure_training(groups)
     if step_graphs is not None:
@@ -155,7 +162,13 @@ def test_the_progress_bar_counts_steps_not_groups():
     bar = StepProgressBar()
     pl.seed_everything(0, verbose=False)
     groups = StepGroups(3, limit_train_batches=5)
-    datamodule = ImageDataModule(DigitsSource(), [1, 8, 8], batch_size=64, step_groups=groups)
+    datamodule = ImageDataModule(
+        DigitsSource(),
+        [1, 8, 8],
+        batch_size=64,
+        steps_per_group=groups.size,
+        limit_train_batches=groups.limit_train_batches,
+    )
     trainer = pl.Trainer(
         max_epochs=2,
         accelerator="cpu",

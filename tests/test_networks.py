@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vaerun.networks import MLP, Conv, ResidualBlock, ResNet
+from vaerun.models.networks import MLP, Conv, ResidualBlock, ResNet
 
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64)]
 

@@ -4,15 +4,18 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Independent, Normal, StudentT, kl_divergence
 
-from vaerun.objectives import (
+from vaerun.models.likelihoods import (
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
     bernoulli_log_prob,
-    bits_per_dim,
     discretized_logistic_log_prob,
-    free_bits_kl,
     gaussian_log_prob,
+    squared_error,
+)
+from vaerun.models.objectives import (
+    bits_per_dim,
+    free_bits_kl,
     gradient_noise,
     iwae_log_likelihood,
     kl_normal_standard_normal,
@@ -20,7 +23,6 @@ from vaerun.objectives import (
     normal_log_prob_per_dim,
     reparameterize,
     score_function_surrogate,
-    squared_error,
     student_t_log_prob_per_dim,
     warmup_weight,
 )
@@ -229,7 +231,7 @@ def test_gradient_noise_is_the_trace_of_the_covariance_and_the_signal_to_noise_r
 
 
 def test_gaussian_entropy_matches_torch_distributions():
-    from vaerun.objectives import gaussian_entropy
+    from vaerun.models.objectives import gaussian_entropy
 
     mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
     expected = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1).entropy()

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from vaerun.mcmc import ais_log_likelihood
-from vaerun.objectives import iwae_log_likelihood
-from vaerun.posteriors import IAF, FlowPosterior, Gaussian, Planar, made_masks
+from vaerun.models.mcmc import ais_log_likelihood
+from vaerun.models.objectives import iwae_log_likelihood
+from vaerun.models.posteriors import IAF, FlowPosterior, Gaussian, Planar
+from vaerun.models.posteriors.flows import made_masks
 
 K = 3
 

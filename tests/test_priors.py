@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy import stats
 
-from vaerun.objectives import kl_normal_standard_normal_per_dim, reparameterize
-from vaerun.priors import GaussianPrior, StudentTPrior
+from vaerun.models.objectives import kl_normal_standard_normal_per_dim, reparameterize
+from vaerun.models.priors import GaussianPrior, StudentTPrior
 
 
 def numerical_kl(mu: float, logvar: float, log_p) -> float:

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaerun.config_checks import ConfigError, check_corruption, check_latent
-from vaerun.corruption import BlockMask, GaussianBlur, GaussianNoise, PixelDrop
+from vaerun.core.checks import ConfigError, check_corruption, check_value
+from vaerun.models.corruption import BlockMask, GaussianBlur, GaussianNoise, PixelDrop
 
 shapes = st.tuples(st.integers(1, 4), st.sampled_from([1, 3]), st.integers(4, 20), st.integers(4, 20))
 corruptions = st.one_of(
@@ -40,7 +40,7 @@ def test_pixel_drop_only_ever_zeroes_pixels(shape, p, seed):
 
 @given(latent=st.integers(1, 10_000))
 def test_every_positive_integer_latent_passes(latent):
-    check_latent(latent)
+    check_value("latent", latent)
 
 
 @given(
@@ -48,7 +48,7 @@ def test_every_positive_integer_latent_passes(latent):
 )
 def test_anything_else_as_latent_is_refused(latent):
     with pytest.raises(ConfigError, match="latent must be an integer >= 1"):
-        check_latent(latent)
+        check_value("latent", latent)
 
 
 @given(p=st.floats(allow_nan=True, allow_infinity=True))

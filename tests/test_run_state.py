@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from vaerun.config_checks import ConfigError
-from vaerun.run_state import fingerprint, plan, record
+from vaerun.cli.run_state import fingerprint, plan, record
+from vaerun.core.checks import ConfigError
 
 CONFIG = {"latent": 2, "force": False, "data": {"batch_size": 32}}
 
@@ -76,7 +76,7 @@ def test_force_removes_what_a_run_wrote_and_keeps_the_rest(tmp_path):
 
 
 def test_a_sweep_run_directory_name_is_cut_to_what_a_file_system_takes_and_stays_unique():
-    from vaerun.run_state import DIRNAME_LIMIT, dirname
+    from vaerun.cli.run_state import DIRNAME_LIMIT, dirname
 
     assert dirname("latent=2,model=ae") == "latent=2,model=ae"
     long_a, long_b = "x=1," + "a" * 300, "x=2," + "a" * 300

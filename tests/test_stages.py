@@ -7,10 +7,10 @@ from vaerun.stages.assembly import refusal
 
 CONFIG = {
     "data": {
-        "_target_": "vaerun.data.ImageDataModule",
+        "_target_": "vaerun.data.datamodule.ImageDataModule",
         "source": {"_target_": "vaerun.data.DigitsSource", "bogus": 1},
     },
-    "encoder": {"_target_": "vaerun.networks.MLP", "activation": {"_target_": "torch.nn.Nope"}},
+    "encoder": {"_target_": "vaerun.models.networks.MLP", "activation": {"_target_": "torch.nn.Nope"}},
     "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "bogus": 1},
 }
 

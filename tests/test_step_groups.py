@@ -2,8 +2,9 @@
 
 import pytest
 
-from vaerun.config_checks import ConfigError
-from vaerun.step_groups import BatchGroup, StepGroups, batches_of, limited_batch_count
+from vaerun.core.checks import ConfigError
+from vaerun.data.batches import BatchGroup, batches_of, group_size, limited_batch_count
+from vaerun.training.step_groups import StepGroups
 
 
 def test_the_trainer_arguments_counted_in_steps_are_taken_over():
@@ -11,8 +12,8 @@ def test_the_trainer_arguments_counted_in_steps_are_taken_over():
     groups, rest = StepGroups.from_trainer_config(4, trainer)
     assert groups == StepGroups(size=4, limit_train_batches=5, gradient_clip_val=1.0)
     assert rest == {"max_epochs": 3, "limit_val_batches": 2}
-    assert groups.size_for(world_size=1) == 4 and groups.size_for(world_size=2) is None  # DDP: single steps
-    assert StepGroups(1).size_for(world_size=1) is None
+    assert group_size(4, world_size=1) == 4 and group_size(4, world_size=2) is None  # DDP: single steps
+    assert group_size(1, world_size=1) is None
 
 
 def test_a_group_is_iterated_as_its_batches_and_a_batch_as_itself():

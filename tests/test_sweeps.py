@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vaerun.sweeps import find_runs, main, summarize, swept_keys
+from vaerun.cli.summary import main
+from vaerun.evaluation.summaries import find_runs, summarize, swept_keys
 
 
 def make_run(path: Path, model: str, overrides: list[str], metrics: dict) -> Path:
@@ -59,7 +60,7 @@ def test_summary_has_one_row_per_run_with_overrides_and_metrics(sweep):
 
 
 def test_swept_keys_are_the_ones_that_vary(sweep):
-    from vaerun.sweeps import load_run
+    from vaerun.evaluation.summaries import load_run
 
     records = [load_run(path) for path in find_runs([sweep])]
     assert swept_keys(records) == ["latent", "model"]

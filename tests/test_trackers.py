@@ -10,7 +10,7 @@ import json
 import pytest
 from conftest import TINY, read_events, vae_run
 
-from vaerun.trackers import missing_package
+from vaerun.core.checks.packages import missing_package
 
 
 def test_mlflow_file_store_holds_the_runs_metrics_params_and_pictures(tmp_path, monkeypatch):

@@ -159,7 +159,7 @@ def test_import_vaerun_loads_no_torch():
     code = "import sys, vaerun; assert 'torch' not in sys.modules; print(vaerun.load.__module__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "vaerun.trained"
+    assert result.stdout.strip() == "vaerun.api.trained"
 
 
 def test_numpy_arrays_come_back_as_tensors(vae_run_dir):

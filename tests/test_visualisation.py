@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from vaerun.visualisation import (
+from vaerun.training.visualisation import (
     interpolation_grid,
     latent_scatter,
     manifold_codes,

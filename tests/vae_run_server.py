@@ -49,7 +49,7 @@ def _become_vae_run(request: dict, script: str) -> None:
     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
     sys.argv = [script, *request["args"]]
 
-    from vaerun.cli import main
+    from vaerun.cli.main import main
 
     sys.exit(main())
 

@@ -15,17 +15,17 @@ __version__ = "0.1.0"
 __all__ = ["Encoding", "TrainedModel", "load", "runs"]
 
 if TYPE_CHECKING:
-    from vaerun.sweeps import runs
-    from vaerun.trained import Encoding, TrainedModel, load
+    from vaerun.api.trained import Encoding, TrainedModel, load
+    from vaerun.evaluation.summaries import runs
 
 
 def __getattr__(name: str) -> Any:
     if name in ("load", "TrainedModel", "Encoding"):
-        from vaerun import trained
+        from vaerun.api import trained
 
         return getattr(trained, name)
     if name == "runs":
-        from vaerun.sweeps import runs
+        from vaerun.evaluation.summaries import runs
 
         return runs
     raise AttributeError(f"module 'vaerun' has no attribute {name!r}")

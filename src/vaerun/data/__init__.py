@@ -1,6 +1,7 @@
 """Data sets as tensors, and the LightningDataModule that serves them: one module per source family
 (bundled, torchvision_sets, tables, folders with their image_cache), the splits, where the data lives
-(placement), the batches and the data module.
+(placement), the batches, and the data module (``vaerun.data.datamodule.ImageDataModule``, which
+needs Lightning and so is not imported here).
 
 A source loads a whole data set once as uint8 images (N, C, H, W) with int64 labels and splits it
 deterministically (``split_seed``) into train / val / test. Tabular data (a CSV file) is float32 rows
@@ -12,39 +13,18 @@ happens on the batch, on the training device (see the LightningModule). No per-i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from vaerun.data.batches import TensorBatches
-    from vaerun.data.datamodule import ImageDataModule
-
+from vaerun.data.batches import TensorBatches
 from vaerun.data.bundled import DigitsSource, MNIST5kSource
 from vaerun.data.folders import ImageFolderSource
 from vaerun.data.splits import Split, Splits, binarize_static, observed_cells, split_off, to_unit_float
 from vaerun.data.tables import CSVSource
 from vaerun.data.torchvision_sets import CIFAR10Source, FashionMNISTSource, MNISTSource, TorchvisionSource
 
-
-def __getattr__(name: str):
-    """The DataModule and its batches need Lightning: imported when asked for, so that reading a data set
-    (as vaerun.load's ``split`` does) does not import it."""
-    if name == "ImageDataModule":
-        from vaerun.data.datamodule import ImageDataModule
-
-        return ImageDataModule
-    if name == "TensorBatches":
-        from vaerun.data.batches import TensorBatches
-
-        return TensorBatches
-    raise AttributeError(f"module 'vaerun.data' has no attribute {name!r}")
-
-
 __all__ = [
     "CIFAR10Source",
     "CSVSource",
     "DigitsSource",
     "FashionMNISTSource",
-    "ImageDataModule",
     "ImageFolderSource",
     "MNIST5kSource",
     "MNISTSource",

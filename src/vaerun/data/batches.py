@@ -4,13 +4,38 @@ Python work, no DataLoader workers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from vaerun.data.placement import gather
 from vaerun.data.splits import Split
-from vaerun.step_groups import BatchGroup, limited_batch_count
+
+
+class BatchGroup(list):
+    """Consecutive training batches handed to Lightning as one item."""
+
+
+def batches_of(item: Any) -> list:
+    """The batches of a training item: a BatchGroup's, or the one batch."""
+    return item if isinstance(item, BatchGroup) else [item]
+
+
+def limited_batch_count(batches: int, limit: int | float | None) -> int:
+    """How many of an epoch's ``batches`` a Trainer-style ``limit_train_batches`` keeps: an int is a count,
+    a float a fraction (at least one batch if it is above 0), None all of them."""
+    if limit is None:
+        return batches
+    if isinstance(limit, float) and limit <= 1.0:
+        return max(1, int(batches * limit)) if limit > 0 else 0
+    return min(batches, int(limit))
+
+
+def group_size(steps_per_group: int, world_size: int) -> int | None:
+    """Batches per training item, None for single batches: under DDP each backward needs a forward pass
+    of its own for the gradient sync."""
+    return steps_per_group if steps_per_group > 1 and world_size == 1 else None
 
 
 class TensorBatches:

@@ -9,11 +9,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from vaerun.config_checks import ConfigError, check_value
-from vaerun.data.batches import TensorBatches
+from vaerun.core.checks import ConfigError, check_value
+from vaerun.data.batches import BatchGroup, TensorBatches, group_size
 from vaerun.data.placement import Placement, place
 from vaerun.data.splits import Split, Splits, as_trained, to_unit_float
-from vaerun.step_groups import BatchGroup, StepGroups
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -26,8 +25,8 @@ class ImageDataModule(pl.LightningDataModule):
     ``normal_class``: train and validate on the images of that class only (the one-class protocol of
     anomaly detection); the test split keeps every class.
 
-    ``step_groups``: training batches come in groups of that many (vaerun.step_groups), and its
-    ``limit_train_batches`` is applied here, in batches.
+    ``steps_per_group``: training batches come in groups of that many (vaerun.training.step_groups);
+    ``limit_train_batches`` (Lightning's, taken over by the groups) is applied here, in batches.
 
     ``image_size``, ``channels``: what an image folder's source makes of its images (S x S, 1 or 3
     channels); given both, the model's input shape is known before the images are read.
@@ -47,7 +46,8 @@ class ImageDataModule(pl.LightningDataModule):
         binarize: str = "none",
         binarize_seed: int = 0,
         normal_class: int | None = None,
-        step_groups: StepGroups | None = None,
+        steps_per_group: int = 1,
+        limit_train_batches: int | float | None = None,
         image_size: int | None = None,
         channels: int | None = None,
         device_memory_fraction: float = 0.5,
@@ -71,7 +71,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.binarize = binarize
         self.binarize_seed = int(binarize_seed)
         self.normal_class = normal_class
-        self.step_groups = step_groups or StepGroups()
+        self.steps_per_group, self.limit_train_batches = steps_per_group, limit_train_batches
         self.splits: Splits | None = None
         self._shuffle = torch.Generator().manual_seed(self.seed)
 
@@ -157,8 +157,8 @@ class ImageDataModule(pl.LightningDataModule):
         return self._batches(
             self.splits.train,
             self._shuffle,
-            group=self.step_groups.size_for(world_size),
-            max_batches=self.step_groups.limit_train_batches,
+            group=group_size(self.steps_per_group, world_size),
+            max_batches=self.limit_train_batches,
         )
 
     def val_dataloader(self) -> TensorBatches:

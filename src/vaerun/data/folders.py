@@ -28,10 +28,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from vaerun.config_checks import ConfigError
+from vaerun.core.checks import ConfigError
+from vaerun.core.errors import first_line
 from vaerun.data.image_cache import ImageWriter, load_cached, save_index
 from vaerun.data.splits import Split, Splits
-from vaerun.errors import first_line
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaerun.atomic import atomic_path, partial_path
-from vaerun.config_checks import ConfigError
+from vaerun.core.atomic import atomic_path, partial_path
+from vaerun.core.checks import ConfigError
 
 #: images read back per step when a grey file is widened to colour
 _CHUNK = 4096

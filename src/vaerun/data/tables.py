@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaerun.config_checks import ConfigError
+from vaerun.core.checks import ConfigError
 from vaerun.data.splits import Split, Splits, split_off
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vaerun.atomic import atomic_path
-from vaerun.config_checks import ConfigError
+from vaerun.core.atomic import atomic_path
+from vaerun.core.checks import ConfigError
+from vaerun.core.errors import first_line
 from vaerun.data.bundled import MNIST5kSource
 from vaerun.data.splits import Split, Splits, split_off
-from vaerun.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class CIFAR10Source(TorchvisionSource):
         try:
             return self._load(download=True)
         except (OSError, RuntimeError) as err:  # no network, a refused or broken download
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            reason = first_line(err)
             raise ConfigError(
                 f"data=cifar10: CIFAR-10 is not in {self.data_dir} and could not be downloaded ({reason}); "
                 "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack "

@@ -9,6 +9,6 @@ its config in ``assembly``.
 from vaerun.stages.assembly import module_hparams, setup
 from vaerun.stages.checkpoints import load_module
 from vaerun.stages.context import Run
-from vaerun.stages.pipeline import STAGES, run
+from vaerun.stages.pipeline import STAGE_STEPS, run
 
-__all__ = ["STAGES", "Run", "load_module", "module_hparams", "run", "setup"]
+__all__ = ["STAGE_STEPS", "Run", "load_module", "module_hparams", "run", "setup"]

@@ -7,16 +7,16 @@ import logging
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from vaerun.anomaly import (
+from vaerun.core.checks import ConfigError
+from vaerun.evaluation.anomaly import (
     complexity_corrected,
     detection_metrics,
     likelihood_ratio,
     mahalanobis_scores,
     png_bits,
 )
-from vaerun.baselines import fit_pca
-from vaerun.config_checks import ConfigError
-from vaerun.objectives import squared_error
+from vaerun.evaluation.baselines import fit_pca
+from vaerun.models.likelihoods import squared_error
 from vaerun.stages.checkpoints import load_module
 from vaerun.stages.context import Run, encode_all, in_chunks
 

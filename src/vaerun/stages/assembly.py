@@ -25,18 +25,19 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from vaerun.callbacks import EncoderGradientVariance, ReconstructionImages
-from vaerun.config_checks import MODEL_PARTS, ConfigError, check_shape_dependent
-from vaerun.config_checks.leaves import leaves
-from vaerun.data import ImageDataModule
-from vaerun.graphs import CudaGraphs, StepGraphs
-from vaerun.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
-from vaerun.module import AutoencoderModule
+from vaerun.core.checks import ConfigError, check_shape_dependent, leaves
+from vaerun.core.errors import first_line
+from vaerun.core.spec import MODEL_PARTS, ModelSpec
+from vaerun.data.datamodule import ImageDataModule
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
 from vaerun.stages.context import Run
-from vaerun.step_groups import StepGroups, StepProgressBar
-from vaerun.trackers import run_arguments
-from vaerun.visualisation import ImageSink
+from vaerun.training.callbacks import EncoderGradientVariance, ReconstructionImages
+from vaerun.training.graphs import CudaGraphs, StepGraphs
+from vaerun.training.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
+from vaerun.training.module import AutoencoderModule
+from vaerun.training.step_groups import StepGroups, StepProgressBar
+from vaerun.training.trackers import run_arguments
+from vaerun.training.visualisation import ImageSink
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,11 @@ def module_hparams(
 ) -> dict[str, Any]:
     """The LightningModule's hyperparameters from a run's config; the image shape and value range come
     from the data where given (a CSV file's columns are known only once it is read)."""
-    hparams = {key: cfg[key] for key in (*MODEL_PARTS, "corruption", "optimizer", "latent")}
-    hparams.update(image_shape=list(cfg["data"]["image_shape"] or ()), choices=choices)
+    image_shape = datamodule.image_shape if datamodule is not None else cfg["data"]["image_shape"] or ()
+    hparams = ModelSpec.from_config(cfg, image_shape).as_dict()
+    hparams.update(corruption=cfg["corruption"], optimizer=cfg["optimizer"], choices=choices)
     if datamodule is not None:
-        hparams.update(image_shape=list(datamodule.image_shape), unit_range=datamodule.unit_range)
+        hparams.update(unit_range=datamodule.unit_range)
     return hparams
 
 
@@ -102,8 +104,8 @@ def _skip_nvml_probe_on_cpu(trainer: pl.Trainer) -> None:
 
 
 def _use_cuda_graphs(cfg: dict[str, Any], module: AutoencoderModule, trainer: pl.Trainer) -> None:
-    """``cuda_graphs``: the training step as a CUDA graph (vaerun.graphs), on one CUDA device and without
-    fp16's gradient scaler (its check for infinite gradients reads them back on the host)."""
+    """``cuda_graphs``: the training step as a CUDA graph (vaerun.training.graphs), on one CUDA device and
+    without fp16's gradient scaler (its check for infinite gradients reads them back on the host)."""
     if not cfg["cuda_graphs"] or trainer.strategy.root_device.type != "cuda":
         return
     if trainer.world_size > 1 or str(trainer.precision).startswith("16"):
@@ -234,7 +236,7 @@ def build_trainer(
             default_root_dir=str(run_dir),
         )
     except Exception as err:  # Lightning's own checks of its arguments (MisconfigurationException, ...)
-        raise ConfigError(f"trainer: {str(err).strip().splitlines()[0]}") from None
+        raise ConfigError(f"trainer: {first_line(err)}") from None
 
 
 def setup(
@@ -256,7 +258,9 @@ def setup(
     step_groups, trainer_kwargs = StepGroups.from_trainer_config(cfg["steps_per_execution"], cfg["trainer"])
     try:  # partial: instantiate would turn the StepGroups dataclass into a config node
         make_datamodule = instantiate(cfg["data"], _convert_="all", _partial_=True)
-        datamodule: ImageDataModule = make_datamodule(step_groups=step_groups)
+        datamodule: ImageDataModule = make_datamodule(
+            steps_per_group=step_groups.size, limit_train_batches=step_groups.limit_train_batches
+        )
     except ConfigError:
         raise
     except Exception as err:

@@ -9,14 +9,12 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
-from vaerun.config_checks import MODEL_PARTS, ConfigError
-from vaerun.errors import first_line
-from vaerun.module import AutoencoderModule
+from vaerun.core.checkpoints import refusal_reason
+from vaerun.core.errors import ConfigError
+from vaerun.core.spec import ARCHITECTURE_KEYS
+from vaerun.training.module import AutoencoderModule
 
 log = logging.getLogger(__name__)
-
-#: the hparams of a checkpoint that define its model; eval and sample take them from the checkpoint
-ARCHITECTURE_KEYS = (*MODEL_PARTS, "corruption", "latent", "image_shape")
 
 
 def load_module(ckpt: str | Path, image_shape: tuple[int, ...]) -> AutoencoderModule:
@@ -24,7 +22,9 @@ def load_module(ckpt: str | Path, image_shape: tuple[int, ...]) -> AutoencoderMo
     try:
         module = AutoencoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
-        raise ConfigError(f"ckpt: {ckpt} is not a loadable vaerun checkpoint ({first_line(err)})") from None
+        raise ConfigError(
+            f"ckpt: {ckpt} is not a loadable vaerun checkpoint ({refusal_reason(err)})"
+        ) from None
     trained_shape = tuple(module.hparams.image_shape)
     if trained_shape != image_shape:
         raise ConfigError(

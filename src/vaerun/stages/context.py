@@ -14,11 +14,11 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-from vaerun.atomic import write_text_atomically
-from vaerun.data import ImageDataModule
-from vaerun.module import AutoencoderModule
+from vaerun.core.atomic import write_text_atomically
+from vaerun.data.datamodule import ImageDataModule
 from vaerun.stages.checkpoints import load_module
-from vaerun.visualisation import ImageSink
+from vaerun.training.module import AutoencoderModule
+from vaerun.training.visualisation import ImageSink
 
 
 @dataclass

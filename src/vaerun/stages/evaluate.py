@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from vaerun.baselines import PCA, active_units, fit_pca
-from vaerun.imputation import pca_imputation
-from vaerun.metrics import restoration_metrics
-from vaerun.module import AutoencoderModule
-from vaerun.objectives import bits_per_dim
+from vaerun.evaluation.baselines import PCA, active_units, fit_pca
+from vaerun.evaluation.imputation import pca_imputation
+from vaerun.evaluation.metrics import restoration_metrics
+from vaerun.models.objectives import bits_per_dim
 from vaerun.stages.context import Run, encode_all, scalars
+from vaerun.training.module import AutoencoderModule
 
 log = logging.getLogger(__name__)
 

@@ -7,18 +7,18 @@ import logging
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from vaerun.baselines import fit_pca
-from vaerun.corruption import random_squares
 from vaerun.data import observed_cells
-from vaerun.imputation import (
+from vaerun.evaluation.baselines import fit_pca
+from vaerun.evaluation.imputation import (
     column_mean_imputation,
     missing_completely_at_random,
     missing_pixel_metrics,
     observed_only,
     pca_imputation,
 )
+from vaerun.models.corruption import random_squares
 from vaerun.stages.context import Run
-from vaerun.visualisation import reconstruction_grid
+from vaerun.training.visualisation import reconstruction_grid
 
 log = logging.getLogger(__name__)
 

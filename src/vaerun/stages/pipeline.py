@@ -12,9 +12,8 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from vaerun import run_state
-from vaerun.config_checks import ConfigError
-from vaerun.guards import Interruptions
+from vaerun.core.checks import ConfigError
+from vaerun.core.errors import first_line
 from vaerun.stages.anomaly import detect_anomalies
 from vaerun.stages.assembly import setup
 from vaerun.stages.context import Run
@@ -22,8 +21,10 @@ from vaerun.stages.evaluate import evaluate
 from vaerun.stages.impute import impute
 from vaerun.stages.sample import sample
 from vaerun.stages.train import train, train_unless_checkpoint
+from vaerun.training.guards import Interruptions
 
-STAGES: dict[str, tuple[Callable[[Run], None], ...]] = {
+#: what each value of ``stage`` (vaerun.core.names.STAGES) runs, in order
+STAGE_STEPS: dict[str, tuple[Callable[[Run], None], ...]] = {
     "all": (train, evaluate, sample),
     "train": (train,),
     "eval": (evaluate,),
@@ -75,8 +76,9 @@ def _pair_hparams_with_metrics(logger: TensorBoardLogger, params: dict[str, Any]
 
 
 @rank_zero_only
-def _record_state(run_dir: Path, config_fingerprint: str, status: str) -> None:
-    run_state.record(run_dir, config_fingerprint, status)
+def _record_state(record_status: Callable[[str], None] | None, status: str) -> None:
+    if record_status is not None:
+        record_status(status)
 
 
 def _end_distributed(saved_environment: dict[str, str | None]) -> None:
@@ -96,17 +98,19 @@ def run(
     run_dir: Path,
     choices: dict[str, str] | None = None,
     overridden: set[str] | None = None,
-    config_fingerprint: str = "",
     resume_from: Path | None = None,
+    record_status: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Run the configured stage(s); returns the final metrics. ``resume_from``: the last checkpoint of a
-    killed run of the same config in the same directory, to continue training from. Ctrl-C and SIGTERM
-    raise ``vaerun.guards.RunInterrupted`` (during training, after saving a checkpoint)."""
+    killed run of the same config in the same directory, to continue training from. ``record_status``
+    is told "running" once the run is set up and "finished" at its end (the command line's run state).
+    Ctrl-C and SIGTERM raise ``vaerun.training.guards.RunInterrupted`` (during training, after saving a
+    checkpoint)."""
     saved_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
     interruptions = Interruptions()
     try:
         with interruptions.installed():
-            if resume_from is None and cfg["ckpt"] is not None and train in STAGES[cfg["stage"]]:
+            if resume_from is None and cfg["ckpt"] is not None and train in STAGE_STEPS[cfg["stage"]]:
                 resume_from = Path(cfg["ckpt"])  # training from a checkpoint continues it: epoch, optimizer
             try:
                 state = setup(
@@ -120,17 +124,14 @@ def run(
             except ConfigError:
                 raise
             except Exception as err:  # a value no check knows, refused by a library: still one line
-                first_line = (str(err).strip().splitlines() or [""])[0]
-                raise ConfigError(
-                    f"the run could not be set up ({type(err).__name__}: {first_line})"
-                ) from err
-            _record_state(run_dir, config_fingerprint, "running")
-            for stage in STAGES[cfg["stage"]]:
+                raise ConfigError(f"the run could not be set up ({first_line(err, with_type=True)})") from err
+            _record_state(record_status, "running")
+            for stage in STAGE_STEPS[cfg["stage"]]:
                 stage(state)
             _log_hparams(state)
             for logger in state.loggers:
                 logger.finalize("success")
-            _record_state(run_dir, config_fingerprint, "finished")
+            _record_state(record_status, "finished")
     finally:
         _end_distributed(saved_environment)
     return state.metrics

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.distributions import MultivariateNormal
 
 from vaerun.stages.context import Run, encode_all
-from vaerun.visualisation import (
+from vaerun.training.visualisation import (
     image_grid,
     interpolation_grid,
     latent_scatter,

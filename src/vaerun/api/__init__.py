@@ -1,0 +1,1 @@
+"""A trained model from Python (``vaerun.load``), without Lightning."""

@@ -1,0 +1,244 @@
+"""A trained model from Python, in a notebook or another program: no config, Trainer or LightningModule to
+set up, and neither Lightning nor torchvision is imported.
+
+    import vaerun
+    model = vaerun.load("outputs/2026-11-30/12-00-00")      # a run directory: its best checkpoint
+    codes = model.encode(images).mean                        # images: uint8, or floats in [0, 1]
+    pictures = model.sample(16, temperature=0.8, seed=0)
+
+Images go in as uint8 tensors or arrays (0..255) or as floats in [0, 1], one image (C, H, W) or a batch
+(N, C, H, W) of the run's shape (a grey batch may be (N, H, W), any batch may be flat (N, C*H*W)); what
+comes out is a float batch on the model's device. Every method runs without gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaerun.core.checkpoints import checkpoint_file, read_checkpoint
+from vaerun.core.spec import ModelSpec, current_targets
+from vaerun.models.autoencoders import Autoencoder, VariationalAutoencoder
+
+
+class Encoding(NamedTuple):
+    """What ``encode`` returns: the code (the posterior mean for a VAE; with a flow posterior, the flow's
+    image of its Gaussian's mean), and for a VAE the log-variances of q(z|x)'s Gaussian (None for an AE
+    or DAE)."""
+
+    mean: Tensor
+    logvar: Tensor | None
+
+
+def _run_config(checkpoint_path: Path, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The run's whole config (.hydra/config.yaml beside the checkpoints folder), else the checkpoint's
+    model hyperparameters."""
+    saved = checkpoint_path.parent.parent / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return dict(hparams)
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(saved)
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # an interpolation of the training machine's environment
+        return OmegaConf.to_container(config, resolve=False)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """The model of a checkpoint (a ``.ckpt`` file) or of a run directory (its best checkpoint), in eval
+    mode on ``device``. A missing path raises FileNotFoundError; a file that is not a vaerun checkpoint
+    raises ValueError. Checkpoints load with weights_only=True: loading one cannot run code."""
+    from vaerun.models.build import build_autoencoder
+
+    try:
+        checkpoint_path = checkpoint_file(Path(path).expanduser())
+        checkpoint = read_checkpoint(checkpoint_path)
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"vaerun.load: {err}") from None
+    hparams = dict(checkpoint["hyper_parameters"])
+    try:
+        model = build_autoencoder(ModelSpec.from_config(hparams, hparams["image_shape"]))
+        weights = {
+            k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
+        }
+        model.load_state_dict(weights)
+        from hydra.utils import instantiate
+
+        corruption = instantiate(current_targets(hparams["corruption"]))
+    except Exception as err:
+        raise ValueError(f"vaerun.load: {checkpoint_path} is not a vaerun checkpoint ({err})") from None
+    config = _run_config(checkpoint_path, hparams)
+    return TrainedModel(model, corruption, config, checkpoint_path, hparams.get("unit_range", True)).to(
+        device
+    )
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """torch's random numbers from ``seed`` inside, the global state untouched outside; no-op for None."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+class TrainedModel:
+    """A trained AE, DAE or VAE for inference. ``config``: the run's config (as in its
+    .hydra/config.yaml); ``checkpoint``: the file it came from; ``network``: the torch module itself."""
+
+    def __init__(
+        self,
+        network: Autoencoder,
+        corruption: Any,
+        config: dict[str, Any],
+        checkpoint: Path,
+        unit_range: bool = True,
+    ) -> None:
+        self.network, self.corruption = network.eval(), corruption
+        self.config, self.checkpoint, self.unit_range = config, checkpoint, unit_range
+
+    def __repr__(self) -> str:
+        kind, shape = type(self.network).__name__, list(self.image_shape)
+        return f"TrainedModel({kind}, latent {self.latent_dim}, images {shape}, {self.checkpoint})"
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.network.image_shape
+
+    @property
+    def latent_dim(self) -> int:
+        return self.network.latent_dim
+
+    @property
+    def is_variational(self) -> bool:
+        return isinstance(self.network, VariationalAutoencoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device: str | torch.device) -> TrainedModel:
+        self.network.to(device)
+        return self
+
+    def images(self, x: Tensor | np.ndarray) -> Tensor:
+        """``x`` as the model's input: a float batch (N, C, H, W) on its device, uint8 scaled to [0, 1]."""
+        x = torch.as_tensor(x)
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        x = x.to(self.device, torch.float32)
+        shape, size = tuple(self.image_shape), math.prod(self.image_shape)
+        grey = shape[0] == 1
+        if tuple(x.shape) == shape or (grey and tuple(x.shape) == shape[1:]):  # one image
+            x = x.reshape(1, *shape)
+        elif (x.dim() == 2 and x.shape[1] == size) or (grey and x.dim() == 3 and x.shape[1:] == shape[1:]):
+            x = x.reshape(len(x), *shape)  # flat rows, or a grey batch without its channel
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(
+                f"images of shape {list(shape)} (or a batch of them) expected, got {list(x.shape)}"
+            )
+        if self.unit_range and x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError("float images must lie in [0, 1] (or pass uint8 images, 0..255)")
+        return x
+
+    def split(self, name: str = "test") -> tuple[Tensor, Tensor]:
+        """The run's own ``train``, ``val`` or ``test`` images (uint8, on the CPU) and labels, as the run
+        trained and tested on them: its config's data source and split, its static binarisation (the same
+        binary images) and its normal class (train and val of that class only). A run that binarised
+        dynamically drew fresh binary images at each use: its split keeps the grey levels."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split: train, val or test, not {name!r}")
+        data = self.config.get("data", {})
+        source = data.get("source")
+        if not isinstance(source, dict):
+            raise ValueError(f"split: {self.checkpoint} has no run config (.hydra/config.yaml) beside it")
+        from hydra.utils import instantiate
+
+        from vaerun.data.splits import as_trained
+
+        splits = as_trained(
+            instantiate(source, _convert_="all").load(),
+            data.get("binarize", "none"),
+            int(data.get("binarize_seed", 0)),
+            data.get("normal_class"),
+        )
+        chosen = getattr(splits, name)
+        return chosen.images, chosen.labels
+
+    @torch.no_grad()
+    def encode(self, x: Tensor | np.ndarray) -> Encoding:
+        """The codes of images: (N, latent) means, and for a VAE the log-variances of q(z|x)."""
+        x = self.images(x)
+        if self.is_variational:
+            return Encoding(*self.network.code_and_logvar(x))
+        return Encoding(self.network.encode(x), None)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """The images (N, C, H, W) that codes (N, latent) stand for: the likelihood's mean."""
+        return self.network.mean(
+            torch.as_tensor(z, dtype=torch.float32, device=self.device).reshape(-1, self.latent_dim)
+        )
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor | np.ndarray) -> Tensor:
+        """decode(encode(x).mean): a DAE's denoised images when ``x`` is corrupted."""
+        return self.network.reconstruct(self.images(x))
+
+    @torch.no_grad()
+    def corrupt(self, x: Tensor | np.ndarray, seed: int | None = None) -> Tensor:
+        """The corruption the model was trained with (a DAE's; the images as they are for a model without
+        one), with fresh randomness, or the same every time for a given seed."""
+        x = self.images(x)
+        generator = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+        return self.corruption(x, generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, temperature: float = 1.0, seed: int | None = None, codes: Tensor | None = None
+    ) -> Tensor:
+        """``n`` new images from the model's prior, its spread scaled by ``temperature``. An AE has no
+        prior: pass ``codes`` (say ``encode(training_images).mean``) to draw from a Gaussian fitted to
+        them."""
+        if codes is None and not self.is_variational:
+            raise ValueError(
+                "sample: an AE or DAE has no prior; pass codes=model.encode(training_images).mean to draw "
+                "from a Gaussian fitted to them"
+            )
+        prior = self.network.generative_prior(
+            None if codes is None else torch.as_tensor(codes).to(self.device)
+        )
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        standard = self.network.standard_codes(n, generator).to(self.device)
+        return self.network.mean(prior.loc + temperature * standard @ prior.scale_tril.T)
+
+    @torch.no_grad()
+    def elbo(self, x: Tensor | np.ndarray, seed: int | None = None) -> Tensor:
+        """The evidence lower bound of log p(x) per image, in nats, from one sample of q(z|x): (N,)."""
+        x = self._variational_input(x, "elbo")
+        with _seeded(seed, self.device):
+            return -self.network.negative_elbo(x, x)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Tensor | np.ndarray, k: int = 100, seed: int | None = None) -> Tensor:
+        """The IWAE estimate of log p(x) per image with ``k`` importance samples, in nats: (N,). It rises
+        towards log p(x) as k grows; k = 1 is the ELBO."""
+        x = self._variational_input(x, "log_likelihood")
+        with _seeded(seed, self.device):
+            return self.network.log_likelihood(x, x, k)
+
+    def _variational_input(self, x: Tensor | np.ndarray, method: str) -> Tensor:
+        if not self.is_variational:
+            raise TypeError(f"{method}: an AE or DAE defines no density p(x); a VAE (model=vae, ...) does")
+        return self.images(x)

@@ -1,0 +1,215 @@
+"""``vae-run``: the console entry point, a thin Hydra main.
+
+Only Hydra and the pure-Python checks are imported up front, so ``--help``, ``--cfg job`` and every config
+error answer without loading torch or Lightning. The heavy work is imported once the config has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from vaerun.cli import run_state
+from vaerun.core.checkpoints import checkpoint_file, last_checkpoint
+from vaerun.core.checks import ConfigError, check_config
+from vaerun.core.errors import NonFiniteLossError, RunInterrupted, exit_with_error, first_line
+from vaerun.core.spec import MODEL_PARTS
+
+log = logging.getLogger("vaerun")
+
+#: the config groups whose chosen option is recorded with the run (model=vae, encoder=mlp, ...)
+RECORDED_GROUPS = (*MODEL_PARTS, "corruption", "data", "device", "optimizer")
+# ${dirname:...} in a config: a run directory's name cut to what a file system takes (run_state.dirname)
+OmegaConf.register_new_resolver("dirname", run_state.dirname, replace=True)
+
+
+def _discard_run_dir(run_dir: Path) -> None:
+    """Remove what Hydra wrote for a run that never started, so nothing looks like a run; a directory that
+    holds anything more (an earlier run) is left as it is."""
+    if any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for log_file in run_dir.glob("*.log"):
+        log_file.unlink(missing_ok=True)
+    # The day's directory of Hydra's default layout (outputs/DATE/TIME) goes too when this run made it the
+    # only thing in it; the parent of a hydra.run.dir of the user's choosing stays.
+    made_by_hydra = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
+    for directory in (run_dir, run_dir.parent) if made_by_hydra else (run_dir,):
+        try:
+            directory.rmdir()  # only when empty: never removes anything else
+        except OSError:
+            break
+
+
+def _process_rank() -> int:
+    """This process's rank in a distributed run, from the variables launchers set (as Lightning does)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+#: flags of Hydra's command line that a process of a distributed run must see again, with their value
+_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def _single_run_argv(argv: list[str], task_overrides: list[str]) -> list[str]:
+    """The command line of this one job: Lightning's DDP launcher starts the other processes by running
+    sys.argv again, which inside a multirun would launch the whole sweep again. The job's own overrides
+    replace the sweep's, and the config-folder flags are kept."""
+    kept, rest = [argv[0]], iter(argv[1:])
+    for token in rest:
+        if token in _CONFIG_FLAGS:
+            kept += [token, next(rest, "")]
+        elif token.split("=", 1)[0] in _CONFIG_FLAGS:
+            kept.append(token)
+    return kept + list(task_overrides)
+
+
+def _pin_run_dir_for_child_processes(run_dir: Path, task_overrides: list[str]) -> None:
+    """Lightning's DDP launcher re-runs sys.argv with hydra.run.dir=HydraConfig.get().run.dir: make both
+    name this job's directory, also inside a multirun (whose jobs live under hydra.sweep.dir)."""
+    sys.argv = _single_run_argv(sys.argv, task_overrides)
+    hydra_node = HydraConfig.get()
+    with read_write(hydra_node), open_dict(hydra_node):
+        hydra_node.run.dir = str(run_dir)
+
+
+def _continue_earlier_run(new_dir: Path, config_fingerprint: str) -> tuple[Path, run_state.Plan]:
+    """resume=true: the new, empty run directory is dropped and the earlier run continues in its own."""
+    root = new_dir.parent.parent  # outputs/DATE/TIME -> outputs
+    earlier = run_state.find_resumable(root, config_fingerprint)
+    if earlier is None:
+        _fail(f"resume=true: no unfinished run of this config with a checkpoint under {root}", new_dir)
+    _discard_run_dir(new_dir)
+    handler = logging.FileHandler(earlier / "vae_run.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    log.info("resume=true: continuing %s", earlier)
+    return earlier, run_state.Plan(resume_from=last_checkpoint(earlier))
+
+
+def _resolve_checkpoints(config: dict) -> None:
+    """``ckpt=`` and ``anomaly.background_ckpt=`` take a run directory too: its best checkpoint."""
+    if config["ckpt"] is not None:
+        config["ckpt"] = str(checkpoint_file(Path(config["ckpt"]).expanduser()))
+    if config["anomaly"].get("background_ckpt") is not None:
+        path = Path(config["anomaly"]["background_ckpt"]).expanduser()
+        config["anomaly"]["background_ckpt"] = str(checkpoint_file(path))
+
+
+def _fail(message: str, run_dir: Path) -> None:
+    _discard_run_dir(run_dir)
+    exit_with_error(message)
+
+
+def _check_config_dir_files(argv: list[str]) -> None:
+    """A YAML file of the user's --config-dir that does not parse is one line naming it and the place, not
+    Hydra's traceback from inside its config loader."""
+    import yaml
+
+    tokens = iter(argv)
+    for token in tokens:
+        name, _, value = token.partition("=")
+        if name not in ("--config-dir", "-cd"):
+            continue
+        folder = Path(value or next(tokens, "")).expanduser()
+        for path in sorted(folder.rglob("*.yaml")) if folder.is_dir() else []:
+            try:
+                OmegaConf.load(path)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark is not None else ""
+                problem = getattr(err, "problem", None) or first_line(err)
+                exit_with_error(f"--config-dir: {path}{where}: {problem}")
+
+
+def main() -> float | None:
+    """The console entry point: the user's own config files checked, then Hydra's main."""
+    _check_config_dir_files(sys.argv[1:])
+    return _hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://vaerun.configs", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        check_config(config)
+        _resolve_checkpoints(config)
+        config_fingerprint = run_state.fingerprint(config)
+        # Only rank 0 decides what to do with the directory; the other processes of a DDP run follow it.
+        plan = run_state.plan(run_dir, config_fingerprint, config["force"]) if _process_rank() == 0 else None
+    except ConfigError as err:
+        _fail(str(err), run_dir)
+    except Exception as err:  # an interpolation that does not resolve, a missing key
+        _fail(f"invalid config: {err}", run_dir)
+    if plan is None:
+        plan = run_state.Plan(resume_from=last_checkpoint(run_dir))
+    if plan.skip:
+        print(f"Finished already with this config, skipped (force=true runs it again): {run_dir}")
+        return _objective(run_dir)
+    if config["resume"] and plan.resume_from is None and _process_rank() == 0:
+        run_dir, plan = _continue_earlier_run(run_dir, config_fingerprint)
+    _pin_run_dir_for_child_processes(run_dir, list(hydra_cfg.overrides.task))
+    choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
+    overridden = {override.split("=")[0].lstrip("+~").split(".")[0] for override in hydra_cfg.overrides.task}
+
+    import warnings
+
+    # Lightning 2.6 on torch >= 2.10 calls a deprecated pytree constructor inside fit; not the user's concern.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from vaerun.stages import run
+
+    try:
+        metrics = run(
+            config,
+            run_dir,
+            choices,
+            overridden,
+            plan.resume_from,
+            record_status=partial(run_state.record, run_dir, config_fingerprint),
+        )
+    except ConfigError as err:
+        _fail(str(err), run_dir)
+    except NonFiniteLossError as err:
+        exit_with_error(f"{err} ({run_dir / 'checkpoints'})", status=3)
+    except (RunInterrupted, SIGTERMException) as err:
+        interrupted = err if isinstance(err, RunInterrupted) else RunInterrupted(signal.SIGTERM)
+        print(f"vae-run: interrupted by {interrupted}: {run_dir}", file=sys.stderr)
+        raise SystemExit(interrupted.exit_code) from None
+    if _process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
+        return None
+    log.info("Run directory: %s", run_dir)
+    # The venv's tensorboard by its full path when the venv is not on PATH (as after `make run`).
+    tensorboard = (
+        "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
+    )
+    print(f"\nRun directory: {run_dir}\nLook at it with: {tensorboard} --logdir {run_dir}")
+    return _objective(run_dir, metrics)
+
+
+def _objective(run_dir: Path, metrics: dict[str, float] | None = None) -> float | None:
+    """What a Hydra sweeper optimises: the test loss, else the validation loss."""
+    if metrics is None:
+        saved = run_dir / "metrics.json"
+        metrics = json.loads(saved.read_text()) if saved.is_file() else {}
+    return metrics.get("test/loss", metrics.get("val/loss"))
+
+
+if __name__ == "__main__":
+    main()

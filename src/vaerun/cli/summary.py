@@ -1,0 +1,34 @@
+"""``vae-run-summary DIR...``: the summary of any set of run directories (vaerun.evaluation.summaries)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vaerun.evaluation.summaries import summarize, written_beside
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``vae-run-summary``: rebuild the summary of any set of run directories."""
+    parser = argparse.ArgumentParser(
+        prog="vae-run-summary",
+        description="Summarise vae-run runs (every directory holding a metrics.json under the given paths): "
+        "summary.csv, summary.md and summary.png.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run or sweep directories, searched recursively")
+    parser.add_argument("-o", "--out", type=Path, help="where to write the summary (default: the first path)")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        parser.error(f"no such directory: {', '.join(missing)}")
+    out_dir = args.out or args.paths[0]
+    records = summarize(args.paths, out_dir)
+    if not records:
+        print(
+            f"vae-run-summary: error: no runs (no metrics.json) under {', '.join(map(str, args.paths))}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    print(f"{len(records)} runs: {out_dir / 'summary.md'} (and {written_beside(out_dir)})")

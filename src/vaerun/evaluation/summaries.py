@@ -1,0 +1,281 @@
+"""Summaries of sweeps: one row per finished run (its overrides and final metrics) as summary.csv, a readable
+summary.md and summary.png (each metric against the swept value, one line per model, with the PCA line).
+
+Used by the Hydra callback at the end of every multirun, and by ``vae-run-summary DIR...``
+(vaerun.cli.summary) on any set of run directories. Pure Python plus matplotlib: no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from vaerun.core.atomic import atomic_path, write_text_atomically
+
+log = logging.getLogger(__name__)
+
+#: metrics shown in summary.md and summary.png, in this order, where the runs have them
+HEADLINE_METRICS = (
+    "test/loss",
+    "test/nll_iwae",
+    "test/nll_ais",
+    "test/reconstruction/mse",
+    "test/reconstruction/psnr",
+    "test/reconstruction/ssim",
+    "test/corrupted_input/psnr",
+    "test/pca_fill/psnr",
+    "test/observed_kept/psnr",
+    "test/active_units",
+    "impute/mcar_0.5/model/mse",
+    "anomaly/reconstruction_error/auroc",
+    "anomaly/negative_elbo/auroc",
+    "anomaly/latent_mahalanobis/auroc",
+    "anomaly/nll_iwae_minus_png_bits/auroc",
+    "anomaly/likelihood_ratio/auroc",
+)
+#: plotted as a dashed line beside the models' metric named on the left
+BASELINES = {
+    "test/reconstruction/mse": "test/pca_mse",
+    "test/reconstruction/psnr": "test/pca_psnr",
+    "impute/mcar_0.5/model/mse": "impute/mcar_0.5/pca/mse",
+    "anomaly/reconstruction_error/auroc": "anomaly/pca_reconstruction_error/auroc",
+}
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    overrides: dict[str, str]
+    model: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Every directory under the given paths (or the paths themselves) holding a metrics.json."""
+    found: set[Path] = set()
+    for path in paths:
+        path = Path(path)
+        if (path / "metrics.json").is_file():
+            found.add(path.resolve())
+        found.update(p.parent.resolve() for p in path.rglob("metrics.json"))
+    return sorted(found)
+
+
+def _overrides(run_dir: Path) -> dict[str, str]:
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return {}
+    pairs = [str(item).split("=", 1) for item in OmegaConf.load(saved)]
+    return {key.lstrip("+~"): value for key, value in pairs if not key.startswith("hydra")}
+
+
+def _model(run_dir: Path, overrides: dict[str, str]) -> str:
+    saved = run_dir / ".hydra" / "hydra.yaml"
+    if saved.is_file():
+        choice = OmegaConf.select(OmegaConf.load(saved), "hydra.runtime.choices.model")
+        if choice:
+            return str(choice)
+    return overrides.get("model", "?")
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    numeric = {
+        k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    overrides = _overrides(run_dir)
+    return RunRecord(run_dir, overrides, _model(run_dir, overrides), numeric)
+
+
+def swept_keys(records: Sequence[RunRecord]) -> list[str]:
+    """The override keys whose value differs between runs."""
+    keys = sorted({key for record in records for key in record.overrides})
+    return [key for key in keys if len({record.overrides.get(key) for record in records}) > 1]
+
+
+def _as_number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _format(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def _write_table(records: Sequence[RunRecord], handle: Any, base: Path) -> None:
+    """run, model, every override key, every metric: one row per run."""
+    override_keys = sorted({key for record in records for key in record.overrides})
+    metric_keys = sorted({key for record in records for key in record.metrics})
+    writer = csv.writer(handle)
+    writer.writerow(["run", "model", *override_keys, *metric_keys])
+    for record in records:
+        writer.writerow(
+            [
+                _relative(record.path, base),
+                record.model,
+                *(record.overrides.get(key, "") for key in override_keys),
+                *(record.metrics.get(key, "") for key in metric_keys),
+            ]
+        )
+
+
+def write_csv(records: Sequence[RunRecord], path: Path, base: Path) -> None:
+    with atomic_path(path) as partial, open(partial, "w", newline="") as handle:
+        _write_table(records, handle, base)
+
+
+def runs(*paths: str | Path) -> Any:
+    """The runs under ``paths`` (a sweep folder, run directories; searched recursively), one row each, as
+    a pandas DataFrame: the table of a sweep's summary.csv (run, relative to the first path; model; the
+    overrides; the metrics), as pandas reads that file."""
+    import pandas as pd
+
+    if not paths:
+        raise TypeError("runs: give a sweep folder or run directories")
+    folders = [Path(path).expanduser() for path in paths]
+    missing = [str(folder) for folder in folders if not folder.exists()]
+    if missing:
+        raise FileNotFoundError(f"runs: no such directory: {', '.join(missing)}")
+    records = [load_run(run_dir) for run_dir in find_runs(folders)]
+    if not records:
+        raise FileNotFoundError(f"runs: no runs (no metrics.json) under {', '.join(map(str, folders))}")
+    table = io.StringIO()
+    _write_table(records, table, folders[0].resolve())
+    table.seek(0)
+    return pd.read_csv(table)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None:
+    """A table with one row per run: the model, the swept values and the headline metrics; the overrides
+    common to every run are listed once above it, and each run's directory below it."""
+    swept = [key for key in swept_keys(records) if key != "model"]
+    common = [
+        f"{key}={value}"
+        for key, value in sorted(records[0].overrides.items() if records else ())
+        if key not in swept and all(r.overrides.get(key) == value for r in records)
+    ]
+    metric_keys = [
+        key
+        for key in dict.fromkeys((*HEADLINE_METRICS, *BASELINES.values()))
+        if any(key in r.metrics for r in records)
+    ]
+    header = ["#", "model", *swept, *metric_keys]
+    lines = [
+        f"# Sweep summary: {len(records)} runs",
+        "",
+        f"Common to all runs: {' '.join(common) if common else '(defaults)'}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    ordered = sorted(records, key=lambda r: (r.model, *(_sort_key(r.overrides.get(k)) for k in swept)))
+    for number, record in enumerate(ordered):
+        cells = [str(number), record.model, *(record.overrides.get(key, "") for key in swept)]
+        cells += [_format(record.metrics.get(key)) for key in metric_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Run directories:", ""]
+    lines += [f"{number}. {_relative(record.path, base)}" for number, record in enumerate(ordered)]
+    write_text_atomically(path, "\n".join(lines) + "\n")
+
+
+def _sort_key(value: str | None) -> tuple[float, str]:
+    number = _as_number(value)
+    return (number if number is not None else math.inf, value or "")
+
+
+def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
+    """Each headline metric against the first numeric swept value, one line per model; False if no such
+    value (nothing to plot against)."""
+    from matplotlib.figure import Figure
+
+    numeric = [
+        key
+        for key in swept_keys(records)
+        if key != "model" and all(_as_number(r.overrides.get(key)) is not None for r in records)
+    ]
+    if not numeric:
+        return False
+    x_key = numeric[0]
+    metric_keys = [key for key in HEADLINE_METRICS if any(key in r.metrics for r in records)]
+    columns = min(3, len(metric_keys))
+    rows = math.ceil(len(metric_keys) / columns)
+    figure = Figure(figsize=(4.5 * columns, 3.8 * rows), dpi=100)
+    for index, key in enumerate(metric_keys):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for model in sorted({r.model for r in records}):
+            points = sorted(
+                (_as_number(r.overrides[x_key]), r.metrics[key])
+                for r in records
+                if r.model == model and key in r.metrics
+            )
+            if points:
+                axes.plot(*zip(*points, strict=True), marker="o", label=model)
+        baseline = BASELINES.get(key)
+        if baseline:
+            by_x = {
+                _as_number(r.overrides[x_key]): r.metrics[baseline] for r in records if baseline in r.metrics
+            }
+            if by_x:
+                axes.plot(*zip(*sorted(by_x.items()), strict=True), "k--", marker="s", label="PCA")
+        if x_key == "latent":
+            axes.set_xscale("log", base=2)
+        axes.set(xlabel=x_key, title=key)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as partial:
+        figure.savefig(partial)
+    return True
+
+
+def summarize(paths: Iterable[Path], out_dir: Path) -> list[RunRecord]:
+    """Write summary.csv, summary.md and summary.png of the runs found under ``paths`` into ``out_dir``."""
+    records = [load_run(run_dir) for run_dir in find_runs(paths)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir.resolve()
+    write_csv(records, out_dir / "summary.csv", base)
+    write_markdown(records, out_dir / "summary.md", base)
+    plotted = write_plot(records, out_dir / "summary.png") if records else False
+    if not plotted:  # no plot of these runs: an older one must not pass for theirs
+        (out_dir / "summary.png").unlink(missing_ok=True)
+    log.info(
+        "Sweep summary of %d runs: %s%s",
+        len(records),
+        out_dir / "summary.md",
+        "" if plotted else " (no plot)",
+    )
+    return records
+
+
+def written_beside(out_dir: Path) -> str:
+    """The summary files beside summary.md: the csv always, the plot where there was one to draw."""
+    return ", ".join(name for name in ("summary.csv", "summary.png") if (out_dir / name).is_file())
+
+
+class SweepSummary(Callback):
+    """Hydra callback: when a multirun ends, summarise its runs in the sweep directory."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            summarize([sweep_dir], sweep_dir)
+            print(f"Sweep summary: {sweep_dir / 'summary.md'} (and {written_beside(sweep_dir)})")

@@ -1,0 +1,144 @@
+"""The deterministic autoencoder (AE; the DAE is an AE fed corrupted inputs) and the protocols of the parts
+every model is built from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import MultivariateNormal
+
+from vaerun.models.latent_paths import lerp
+from vaerun.models.likelihoods import squared_error
+from vaerun.models.posteriors.family import PosteriorFamily
+from vaerun.models.priors import GaussianPrior
+
+
+class Architecture(Protocol):
+    def encoder(self, image_shape: Sequence[int], out_features: int) -> nn.Module: ...
+    def decoder(self, latent_dim: int, image_shape: Sequence[int]) -> nn.Module: ...
+
+
+class Likelihood(Protocol):
+    def output_channels(self, channels: int) -> int: ...
+    def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor: ...
+    def mean(self, decoder_output: Tensor) -> Tensor: ...
+
+
+class Prior(Protocol):
+    closed_form_kl: bool
+
+    def log_prob(self, z: Tensor) -> Tensor: ...
+    def kl_per_dim(self, mu: Tensor, logvar: Tensor, z: Tensor) -> Tensor: ...
+    def standard_sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor: ...
+
+
+class Autoencoder(nn.Module):
+    """z = g(x), x_hat = f(z); the loss is the likelihood's negative log-probability of the clean image
+    (binary cross-entropy for Bernoulli, scaled squared error for Gaussian), summed over pixels."""
+
+    #: paths between codes: straight lines for a code space without a prior
+    interpolate = staticmethod(lerp)
+    #: whether the forward pass itself takes gradients (a posterior that follows log p(x, z)'s), so that
+    #: validation and test need autograd and training differentiates twice
+    forward_takes_gradients = False
+
+    def __init__(
+        self,
+        architecture: Architecture,
+        likelihood: Likelihood,
+        latent_dim: int,
+        image_shape: Sequence[int],
+        prior: Prior | None = None,
+        posterior: PosteriorFamily | None = None,
+    ) -> None:
+        """``prior``, ``posterior``: accepted so that every model is built alike; a deterministic
+        autoencoder has neither."""
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+        self.image_shape = tuple(int(n) for n in image_shape)
+        self.likelihood = likelihood
+        self.encoder = architecture.encoder(
+            self.image_shape, self.encoder_features(self.latent_dim, posterior)
+        )
+        # the decoder outputs the likelihood's parameters: as many channels per image channel as it needs
+        channels, *size = self.image_shape
+        self.decoder = architecture.decoder(self.latent_dim, (likelihood.output_channels(channels), *size))
+
+    @staticmethod
+    def encoder_features(latent_dim: int, posterior: PosteriorFamily | None) -> int:
+        """How many numbers the encoder outputs per image: the code."""
+        return latent_dim
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def mean(self, z: Tensor) -> Tensor:
+        return self.likelihood.mean(self.decode(z))
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.mean(self.encode(x))
+
+    def set_training_progress(self, epochs_done: float) -> None:
+        """Nothing in a plain autoencoder's loss changes during training."""
+
+    def impute(self, observed: Tensor, mask: Tensor, iterations: int = 1) -> Tensor:
+        """One pass: the reconstruction of the image with its missing pixels zeroed (as the pixel-drop
+        corruption a denoiser learns from hides them) fills them; observed pixels stay as observed."""
+        return torch.where(mask, observed, self.reconstruct(torch.where(mask, observed, 0.0)))
+
+    def anomaly_scores(self, x: Tensor, iwae_samples: int = 0) -> dict[str, Tensor]:
+        """Per-image scores, higher for images unlike the training data: the reconstruction error."""
+        return {"reconstruction_error": squared_error(self.reconstruct(x), x)}
+
+    def standard_codes(self, count: int, generator: torch.Generator) -> Tensor:
+        """Codes of the standardised generative distribution, which ``generative_prior`` shifts and scales."""
+        return torch.randn((count, self.latent_dim), generator=generator)
+
+    def standard_quantiles(self, probabilities: Tensor) -> Tensor:
+        """The quantile function of one dimension of that standardised distribution."""
+        return GaussianPrior().icdf(probabilities)
+
+    def loss_terms(self, x_in: Tensor, target: Tensor) -> dict[str, Tensor]:
+        output = self.decode(self.encode(x_in))
+        recon = -self.likelihood.log_prob(output, target)
+        mse = squared_error(self.likelihood.mean(output), target)
+        return {"loss": recon.mean(), "recon": recon.mean(), "mse": mse.mean()}
+
+    def log_likelihood(
+        self, x_in: Tensor, target: Tensor, num_samples: int, chunk_size: int = 64
+    ) -> Tensor | None:
+        """A deterministic autoencoder defines no density p(x)."""
+        return None
+
+    def annealed_log_likelihood(
+        self,
+        x_in: Tensor,
+        target: Tensor,
+        chains: int,
+        temperatures: int,
+        leapfrog_steps: int = 5,
+        kernel: str = "hmc",
+    ) -> tuple[Tensor, Tensor] | None:
+        """A deterministic autoencoder defines no density p(x)."""
+        return None
+
+    def mcmc_posterior_samples(
+        self, x_in: Tensor, target: Tensor, steps: int, leapfrog_steps: int = 5
+    ) -> tuple[Tensor, Tensor] | None:
+        """A deterministic autoencoder has no posterior to sample."""
+        return None
+
+    def generative_prior(self, codes: Tensor) -> MultivariateNormal:
+        """A plain AE has no prior: generate from a Gaussian fitted to the codes of the training images."""
+        codes = codes.double()
+        covariance = torch.atleast_2d(torch.cov(codes.T))
+        jitter = 1e-6 * covariance.diagonal().mean().clamp_min(1e-12)
+        covariance = covariance + jitter * torch.eye(self.latent_dim, dtype=codes.dtype, device=codes.device)
+        fitted = MultivariateNormal(codes.mean(dim=0), covariance_matrix=covariance)
+        return MultivariateNormal(fitted.loc.float(), scale_tril=fitted.scale_tril.float())

@@ -1,0 +1,168 @@
+"""Encoder and decoder architectures that adapt to the data's image shape.
+
+An architecture is a small recipe object (built by Hydra from ``configs/encoder/*.yaml``) with two methods:
+``encoder(image_shape, out_features)`` maps images (N, C, H, W) to (N, out_features), and
+``decoder(latent_dim, image_shape)`` maps codes (N, K) to per-pixel outputs (N, C, H, W), unconstrained
+(logits); the likelihood turns them into means. The decoder mirrors the encoder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vaerun.core.checks import check_encoder
+from vaerun.core.spec import conv_depth
+
+Activation = Callable[[], nn.Module]
+
+
+class MLP:
+    """Fully connected: flatten, ``hidden`` layers, linear out; the decoder uses the hidden sizes reversed."""
+
+    def __init__(self, hidden: Sequence[int] = (512, 256), activation: Activation = nn.ReLU) -> None:
+        self.hidden = [int(n) for n in hidden]
+        self.activation = activation
+
+    def _stack(self, sizes: list[int]) -> list[nn.Module]:
+        layers: list[nn.Module] = []
+        for n_in, n_out in itertools.pairwise(sizes[:-1]):
+            layers += [nn.Linear(n_in, n_out), self.activation()]
+        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        return layers
+
+    def encoder(self, image_shape: Sequence[int], out_features: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), *self._stack([math.prod(image_shape), *self.hidden, out_features]))
+
+    def decoder(self, latent_dim: int, image_shape: Sequence[int]) -> nn.Module:
+        sizes = [latent_dim, *reversed(self.hidden), math.prod(image_shape)]
+        return nn.Sequential(*self._stack(sizes), nn.Unflatten(1, tuple(image_shape)))
+
+
+class ChannelsLastEncoder(nn.Sequential):
+    """Takes its input in channels-last memory order: oneDNN on a CPU and cuDNN on a GPU run convolutions
+    faster on it (transposed ones most: 2.3 times the speed of a 64-to-32-channel one forward on a CPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
+
+
+class ChannelsLastDecoder(nn.Sequential):
+    """Hands back its output in the usual contiguous order, so that callers may ``view`` it."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return super().forward(z).contiguous()
+
+
+class UnflattenChannelsLast(nn.Unflatten):
+    """``nn.Unflatten`` to (C, H, W) feature maps laid out channels-last for the transposed convolutions."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).contiguous(memory_format=torch.channels_last)
+
+
+class Conv:
+    """Strided convolutions (kernel 4, stride 2, padding 1: each halves height and width), then a linear
+    layer to the code; the decoder mirrors it with transposed convolutions that double the size.
+
+    ``channels`` None: one layer per halving the image size allows (``vaerun.core.spec.conv_depth``: 2 at
+    28 px, 3 at 32, 4 at 64), with ``base_channels`` doubling at each (32, 64, 128, 256).
+
+    Weights and feature maps are channels-last (the same values and parameter names as the usual layout):
+    a 10 epoch conv DAE on Fashion-MNIST trains about 15% faster on a 2-core CPU."""
+
+    def __init__(
+        self, channels: Sequence[int] | None = None, activation: Activation = nn.ReLU, base_channels: int = 32
+    ) -> None:
+        self.fixed_channels = [int(n) for n in channels] if channels is not None else None
+        self.activation = activation
+        self.base_channels = int(base_channels)
+
+    def channels(self, image_shape: Sequence[int]) -> list[int]:
+        check_encoder({"channels": self.fixed_channels}, tuple(image_shape))  # a ConfigError is a ValueError
+        if self.fixed_channels is not None:
+            return self.fixed_channels
+        return [self.base_channels * 2**i for i in range(conv_depth(image_shape))]
+
+    def _feature_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
+        channels = self.channels(image_shape)
+        factor = 2 ** len(channels)
+        return channels[-1], image_shape[1] // factor, image_shape[2] // factor
+
+    def encoder(self, image_shape: Sequence[int], out_features: int) -> nn.Module:
+        feature_shape = self._feature_shape(image_shape)
+        channels = self.channels(image_shape)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([image_shape[0], *channels[:-1]], channels, strict=True):
+            layers += self._down(c_in, c_out)
+        encoder = ChannelsLastEncoder(
+            *layers, nn.Flatten(), nn.Linear(math.prod(feature_shape), out_features)
+        )
+        return encoder.to(memory_format=torch.channels_last)
+
+    def decoder(self, latent_dim: int, image_shape: Sequence[int]) -> nn.Module:
+        feature_shape = self._feature_shape(image_shape)
+        layers: list[nn.Module] = [
+            nn.Linear(latent_dim, math.prod(feature_shape)),
+            self.activation(),
+            UnflattenChannelsLast(1, feature_shape),
+        ]
+        channels = self.channels(image_shape)
+        outs = [*reversed(channels[:-1]), image_shape[0]]
+        for i, (c_in, c_out) in enumerate(zip(reversed(channels), outs, strict=True)):
+            layers += self._up(c_in, c_out, last=i == len(outs) - 1)
+        return ChannelsLastDecoder(*layers).to(memory_format=torch.channels_last)
+
+    def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
+        """One stage of the encoder: halves height and width."""
+        return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), self.activation()]
+
+    def _up(self, c_in: int, c_out: int, last: bool) -> list[nn.Module]:
+        """One stage of the decoder: doubles height and width; the last one outputs the likelihood's
+        parameters, unconstrained."""
+        up = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
+        return [up] if last else [up, self.activation()]
+
+
+class ResidualBlock(nn.Module):
+    """x + conv3x3(act(conv3x3(act(x)))): the shape stays, the block learns a correction."""
+
+    def __init__(self, channels: int, activation: Activation) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            activation(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            activation(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ResNet(Conv):
+    """The conv net with ``blocks`` residual blocks at every resolution (after each downsampling in the
+    encoder, before each upsampling in the decoder): the small residual networks of CIFAR and CelebA
+    VAEs. Depth and channels follow the image size as in ``Conv``."""
+
+    def __init__(
+        self,
+        channels: Sequence[int] | None = None,
+        activation: Activation = nn.ReLU,
+        base_channels: int = 32,
+        blocks: int = 1,
+    ) -> None:
+        super().__init__(channels, activation, base_channels)
+        self.blocks = int(blocks)
+
+    def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
+        residual = [ResidualBlock(c_out, self.activation) for _ in range(self.blocks)]
+        return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), *residual, self.activation()]
+
+    def _up(self, c_in: int, c_out: int, last: bool) -> list[nn.Module]:
+        residual = [ResidualBlock(c_in, self.activation) for _ in range(self.blocks)]
+        return [*residual, *super()._up(c_in, c_out, last)]

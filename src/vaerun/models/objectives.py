@@ -1,0 +1,134 @@
+"""The math of the objectives: small pure functions on tensors (KL terms, the IWAE bound, gradient noise).
+
+Conventions: images are (N, C, H, W) in [0, 1]; every per-image quantity is summed over pixels (or latent
+dimensions) and returned with shape (N,), in nats. Averaging over images is left to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+
+def sum_pixels(values: Tensor) -> Tensor:
+    """Sum over the last three dimensions (C, H, W): (..., C, H, W) -> (...)."""
+    return values.sum(dim=(-3, -2, -1))
+
+
+def kl_normal_standard_normal_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu_d, exp(logvar_d)) || N(0, 1)) in closed form, for each latent dimension: (..., K)."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+
+
+def kl_normal_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) in closed form, summed over the latent dimensions."""
+    return kl_normal_standard_normal_per_dim(mu, logvar).sum(dim=-1)
+
+
+def normal_log_prob_per_dim(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z_d | mu_d, exp(logvar_d)) for each dimension: (..., K)."""
+    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + math.log(2 * math.pi))
+
+
+def student_t_log_prob_per_dim(z: Tensor, df: float) -> Tensor:
+    """log t_df(z_d) of the standard Student-t (location 0, scale 1) for each dimension: (..., K)."""
+    log_normaliser = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return log_normaliser - 0.5 * (df + 1) * torch.log1p(z.square() / df)
+
+
+def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
+    """The KL term with free bits (Kingma et al. 2016): each latent dimension's KL, averaged over the
+    batch, counts as at least ``free_bits`` nats, so the optimiser gains nothing by pushing a dimension's
+    KL below the floor (a cure for posterior collapse). (N, K) -> a scalar: the batch's per-image mean."""
+    return kl_per_dim.mean(dim=0).clamp_min(free_bits).sum()
+
+
+def warmup_weight(beta: float, epochs_done: float, warmup_epochs: float) -> float:
+    """The KL weight of a linear warm-up: 0 at the start, rising to ``beta`` after ``warmup_epochs``."""
+    if warmup_epochs <= 0:
+        return beta
+    return beta * min(1.0, epochs_done / warmup_epochs)
+
+
+def score_function_surrogate(
+    value: Tensor, log_q: Tensor, baseline: Tensor | float = 0.0, signal: Tensor | None = None
+) -> Tensor:
+    """REINFORCE (the score-function estimator) as a surrogate: its value is ``value`` (f(z) for a sample z
+    of q that carries no gradient), and its gradient with respect to q's parameters is
+    (f(z) - baseline) * grad log q(z), an unbiased estimate of grad E_q[f] for any baseline that does not
+    depend on z. Gradients of f's own parameters (the decoder's) flow through ``value`` unchanged.
+    ``signal``: the f(z) that weighs the score where it is more than ``value`` (every term of the loss
+    whose value depends on z, such as a Monte Carlo KL that is added to the loss separately)."""
+    signal = value if signal is None else signal
+    return value + (signal.detach() - baseline) * (log_q - log_q.detach())
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I): a sample of q(z|x) through which gradients flow."""
+    # randn_like without a generator: under torch.compile a batch size that varies (an epoch's short last
+    # batch) is symbolic, which randn_like takes and randn(shape, generator=...) refuses on CUDA. The same
+    # draws either way.
+    eps = (
+        torch.randn_like(mu)
+        if generator is None
+        else torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    )
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def gaussian_entropy(logvar: Tensor) -> Tensor:
+    """The entropy of N(mu, diag exp(logvar)) in nats, summed over the last dimension."""
+    return 0.5 * (1 + math.log(2 * math.pi) + logvar).sum(dim=-1)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z | 0, I), summed over the last dimension."""
+    return -0.5 * (z.square() + math.log(2 * math.pi)).sum(dim=-1)
+
+
+def iwae_log_likelihood(
+    posterior: Distribution,
+    log_joint: Callable[[Tensor], Tensor],
+    num_samples: int,
+    chunk_size: int = 64,
+) -> Tensor:
+    """Burda et al.'s importance-weighted estimate of log p(x), per image:
+
+        log (1/k) sum_i p(x, z_i) / q(z_i | x),   z_i ~ q(z | x),
+
+    a lower bound in expectation that tightens as k grows (k = 1 is the ELBO's single-sample estimate).
+    ``posterior`` is q(z|x) with batch shape (N,): a torch Distribution, or anything with
+    ``rsample_and_log_prob`` (a flow posterior, whose density is known at its own draws only);
+    ``log_joint(z)`` maps samples (n, N, K) to log p(x, z) of shape (n, N). Samples are drawn
+    ``chunk_size`` at a time and the log-sum-exp is accumulated, so memory stays bounded whatever k is.
+    """
+    if num_samples < 1 or chunk_size < 1:
+        raise ValueError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
+    total: Tensor | None = None
+    for start in range(0, num_samples, chunk_size):
+        shape = (min(chunk_size, num_samples - start),)
+        if isinstance(posterior, Distribution):
+            z = posterior.sample(shape)
+            log_q = posterior.log_prob(z)
+        else:
+            z, log_q = posterior.rsample_and_log_prob(shape)
+        log_weights = log_joint(z) - log_q
+        chunk = torch.logsumexp(log_weights, dim=0)
+        total = chunk if total is None else torch.logaddexp(total, chunk)
+    return total - math.log(num_samples)
+
+
+def gradient_noise(draws: Tensor) -> tuple[Tensor, Tensor]:
+    """Independent draws (S, P) of a stochastic gradient -> (the trace of their covariance, i.e. the summed
+    per-coordinate variance; the signal-to-noise ratio |mean|^2 / that trace)."""
+    variance = draws.var(dim=0).sum()
+    return variance, draws.mean(dim=0).square().sum() / variance.clamp_min(torch.finfo(draws.dtype).tiny)
+
+
+def bits_per_dim(nats_per_image: Tensor | float, num_dims: int) -> Tensor | float:
+    """Nats per image -> bits per dimension (pixel x channel)."""
+    return nats_per_image / (num_dims * math.log(2))
