@@ -21,6 +21,7 @@ from vaerun.stages.evaluate import evaluate
 from vaerun.stages.impute import impute
 from vaerun.stages.sample import sample
 from vaerun.stages.train import train, train_unless_checkpoint
+from vaerun.training.adapters import tensorboard_file_writer
 from vaerun.training.guards import Interruptions
 
 #: what each value of ``stage`` (vaerun.core.names.STAGES) runs, in order
@@ -70,7 +71,7 @@ def _pair_hparams_with_metrics(logger: TensorBoardLogger, params: dict[str, Any]
         key: value if isinstance(value, int | float | str | bool) else str(value)
         for key, value in params.items()
     }
-    writer = logger.experiment._get_file_writer()  # made on first use, as SummaryWriter.add_* do
+    writer = tensorboard_file_writer(logger.experiment)
     for summary in hparams(shown, dict.fromkeys(tags, 0.0)):
         writer.add_summary(summary)
 

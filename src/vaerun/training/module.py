@@ -22,6 +22,7 @@ from vaerun.evaluation.metrics import image_metrics
 from vaerun.models.autoencoders import Autoencoder
 from vaerun.models.build import build_autoencoder
 from vaerun.models.objectives import bits_per_dim
+from vaerun.training.adapters import step_counting_hooks
 from vaerun.training.graphs import StepGraphs
 from vaerun.training.guards import TrainingTerms
 from vaerun.training.step_groups import StepGroups
@@ -121,7 +122,7 @@ class AutoencoderModule(pl.LightningModule):
                 values = self._optimizer_step(clean)
             else:  # a replay overwrites its output: the running sums keep this step's own values
                 values = self.step_graphs.run(
-                    self._optimizer_step, clean, optimizer._on_before_step, optimizer._on_after_step
+                    self._optimizer_step, clean, *step_counting_hooks(optimizer)
                 ).clone()
             self.training_terms.add(values, self._term_names, len(clean), step)
             if (step + 1) % trainer.log_every_n_steps == 0:

@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 
 from vaerun.core.checks import ConfigError, is_int
+from vaerun.training.adapters import set_validation_interval
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,8 @@ class StepGroups:
         if not is_int(interval) or trainer.world_size > 1:
             return
         across_epochs = trainer_cfg.get("check_val_every_n_epoch", 1) is None
-        trainer.val_check_interval = self.validation_interval_in_items(
-            interval, steps_per_epoch, across_epochs
-        )
+        items = self.validation_interval_in_items(interval, steps_per_epoch, across_epochs)
+        set_validation_interval(trainer, items)
 
 
 class StepProgressBar(TQDMProgressBar):

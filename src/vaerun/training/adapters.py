@@ -1,0 +1,36 @@
+"""The few internals of Lightning and TensorBoard that vaerun relies on, each behind one function here and
+each pinned by tests/test_adapters.py, so that an upgrade that changes one fails there, loudly, instead of
+silently somewhere in a run.
+
+- A captured CUDA graph's replays are optimizer steps Lightning does not see: they are counted with the
+  hooks Lightning's manual loop installs on its optimizer wrapper (``_on_before_step``/``_on_after_step``,
+  which advance ``trainer.global_step``).
+- TensorBoard's HParams tab pairs hparams with the run's own metric tags only through the writer's
+  low-level file writer (``SummaryWriter._get_file_writer``): ``add_hparams`` would log a copy of each.
+- An integer ``val_check_interval`` counted in steps is known in items only once the data is set up, after
+  the Trainer is built; Lightning reads ``trainer.val_check_interval`` when fit starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+
+
+def step_counting_hooks(optimizer: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+    """What Lightning's manual loop calls around an optimizer step (``LightningOptimizer``'s hooks): the
+    second advances ``trainer.global_step``."""
+    return optimizer._on_before_step, optimizer._on_after_step
+
+
+def tensorboard_file_writer(experiment: Any) -> Any:
+    """The SummaryWriter's event file writer (made on first use, as ``SummaryWriter.add_*`` make it), to
+    add a ready-made summary protobuf."""
+    return experiment._get_file_writer()
+
+
+def set_validation_interval(trainer: pl.Trainer, items: int) -> None:
+    """Validate every ``items`` training items (Lightning's own count), set on a built Trainer before fit."""
+    trainer.val_check_interval = items
