@@ -164,7 +164,7 @@ def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d,
 
     vae_run(
         "stage=eval",
-        f"ckpt={ckpt}",
+        f"ckpt={vae_2d}",  # a run directory: its best checkpoint
         "data=digits",
         "hydra.run.dir=eval",
         *TINY,
@@ -215,7 +215,7 @@ def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
         (["stage=sample", "ckpt=missing.ckpt"], "ckpt: no such file or run directory: missing.ckpt"),
         (["data=digits", "device=gpu"], "device=gpu"),
         # found once the data is loaded, still before anything is written
-        (["data=digits", "+trainer.val_check_interval=8"], "trainer.val_check_interval=8: an epoch's"),
+        (["data=digits", "trainer.val_check_interval=8"], "trainer.val_check_interval=8: an epoch's"),
         # a keyword no rule knows, refused by the library while the run is built
         (["data=digits", "+encoder.bogus=1"], "encoder: MLP.__init__() got an unexpected keyword argument"),
         # torch.compile cannot differentiate through the Hamiltonian VAE's leapfrog gradients
@@ -255,16 +255,42 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("metrics.json"))
 
 
-def test_an_unknown_group_option_gets_hydras_list_of_choices(tmp_path):
-    result = vae_run("model=gan", cwd=tmp_path, check=False)
-    assert result.returncode != 0
-    assert "Could not find 'model/gan'" in result.stderr and "vae" in result.stderr
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=gan"], "model=gan: no such option (model options: ae, beta_vae, dae, vae, vae_mcmc)"),
+        (["model=vea"], "model=vea: no such option; did you mean vae?"),
+        (
+            ["trainer.max_epoch=3"],
+            "trainer.max_epoch: no such key in the config; did you mean trainer.max_epochs",
+        ),
+        (["encoder.hiden=[8]"], "did you mean encoder.hidden or encoder.channels? (to add a new key: +encoder.hiden=[8])"),
+        (["+latent=3"], "+latent: latent is in the config already; give it without the +, as latent=VALUE"),
+        (["impute.images=5"], "impute.images is now impute.test_images: give impute.test_images=5"),
+        (["latent=[1,"], "the command line: no viable alternative at input '[1,'"),
+    ],
+)
+def test_hydras_refusals_are_one_line_naming_the_key_and_what_would_work(tmp_path, args, message):
+    result = vae_run(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("vae-run: error: ") and message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_plus_on_a_trainer_key_that_the_config_now_lists_still_sets_it(tmp_path):
+    result = vae_run("data=digits", "+trainer.val_check_interval=8", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "trainer.val_check_interval=8: an epoch's" in result.stderr
 
 
 def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
-    result = vae_run("--help", cwd=tmp_path)
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "wide_vae.yaml").write_text("defaults:\n  - vae\n")
+    result = vae_run("--config-dir", "mine", "model=dae", "--help", cwd=tmp_path)
     for group in ("model", "encoder", "corruption", "data", "device"):
         assert f"{group}:" in result.stdout
+    assert "model: ae, beta_vae, dae, vae, vae_mcmc, wide_vae" in result.stdout  # the user's option too
+    assert "_target_: vaerun.models.autoencoders.Autoencoder" in result.stdout  # the composed model=dae
     assert "vae-run model=vae latent=2" in result.stdout
     job = vae_run("model=vae", "latent=2", "--cfg", "job", cwd=tmp_path)
     assert "latent: 2" in job.stdout

@@ -21,12 +21,19 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun.cli import run_state
+from vaerun.cli.help import HELP_FLAGS, help_text
+from vaerun.cli.refusals import HeldStartupErrors, one_line, without_plus_on_trainer_keys
 from vaerun.core.checkpoints import checkpoint_file, last_checkpoint
 from vaerun.core.checks import ConfigError, check_config
 from vaerun.core.errors import NonFiniteLossError, RunInterrupted, exit_with_error, first_line
 from vaerun.core.spec import MODEL_PARTS
 
 log = logging.getLogger("vaerun")
+
+#: the config groups that ship with vaerun (a link to the top-level configs/ in a source checkout)
+PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: Hydra's startup output, held back until the task function starts (vaerun.cli.refusals)
+_held_startup_errors: HeldStartupErrors | None = None
 
 #: the config groups whose chosen option is recorded with the run (model=vae, encoder=mlp, ...)
 RECORDED_GROUPS = (*MODEL_PARTS, "corruption", "data", "device", "optimizer")
@@ -114,17 +121,27 @@ def _fail(message: str, run_dir: Path) -> None:
     exit_with_error(message)
 
 
-def _check_config_dir_files(argv: list[str]) -> None:
+def _config_folders(argv: list[str]) -> tuple[list[Path], list[str]]:
+    """The config folders (the package's, then each --config-dir) and the overrides of a command line."""
+    folders, overrides = [PACKAGE_CONFIGS], []
+    tokens = iter(argv)
+    for token in tokens:
+        name, equals, value = token.partition("=")
+        if name in _CONFIG_FLAGS:
+            value = value if equals else next(tokens, "")
+            if name in ("--config-dir", "-cd"):
+                folders.append(Path(value).expanduser())
+        elif not token.startswith("-"):
+            overrides.append(token)
+    return folders, overrides
+
+
+def _check_config_dir_files(folders: list[Path]) -> None:
     """A YAML file of the user's --config-dir that does not parse is one line naming it and the place, not
     Hydra's traceback from inside its config loader."""
     import yaml
 
-    tokens = iter(argv)
-    for token in tokens:
-        name, _, value = token.partition("=")
-        if name not in ("--config-dir", "-cd"):
-            continue
-        folder = Path(value or next(tokens, "")).expanduser()
+    for folder in folders:
         for path in sorted(folder.rglob("*.yaml")) if folder.is_dir() else []:
             try:
                 OmegaConf.load(path)
@@ -135,14 +152,31 @@ def _check_config_dir_files(argv: list[str]) -> None:
                 exit_with_error(f"--config-dir: {path}{where}: {problem}")
 
 
+def _print_help(folders: list[Path], overrides: list[str]) -> None:
+    try:
+        text = help_text(folders, overrides)
+    except Exception as err:  # Hydra's refusal of an override given with --help
+        exit_with_error(one_line(str(err), folders))
+    print(text)
+
+
 def main() -> float | None:
-    """The console entry point: the user's own config files checked, then Hydra's main."""
-    _check_config_dir_files(sys.argv[1:])
-    return _hydra_main()
+    """The console entry point: the user's own config files checked, then Hydra's main, whose own
+    refusals of the command line are answered in one line."""
+    global _held_startup_errors
+    sys.argv[1:] = without_plus_on_trainer_keys(sys.argv[1:], PACKAGE_CONFIGS / "trainer" / "default.yaml")
+    folders, overrides = _config_folders(sys.argv[1:])
+    _check_config_dir_files(folders[1:])
+    if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
+        return _print_help(folders, overrides)
+    with HeldStartupErrors(folders) as _held_startup_errors:
+        return _hydra_main()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vaerun.configs", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    if _held_startup_errors is not None:
+        _held_startup_errors.release()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:

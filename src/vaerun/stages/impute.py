@@ -32,7 +32,7 @@ def impute(run: Run) -> None:
     options, seed = run.cfg["impute"], run.cfg["seed"]
     module = run.inference_model()
     model = module.model
-    raw = run.datamodule.splits.test.images[: options["images"]].to(module.device)
+    raw = run.datamodule.splits.test.images[: options["test_images"]].to(module.device)
     truth, present = run.datamodule.transform(raw), observed_cells(raw)
     train_images = run.images("train")
     pixel_means, pca = train_images.mean(dim=0), fit_pca(train_images, model.latent_dim)
@@ -59,7 +59,7 @@ def impute(run: Run) -> None:
             scores = missing_pixel_metrics(images, truth, mask, run.datamodule.unit_range)
             for metric, value in scores.items():
                 results[f"impute/{pattern}/{method}/{metric}"] = value
-        shown = slice(0, options["num_images"])  # observed (missing pixels grey) | imputed | truth
+        shown = slice(0, options["shown"])  # observed (missing pixels grey) | imputed | truth
         grid = reconstruction_grid(
             observed_only(truth, mask, 0.5)[shown], imputed["model"][shown], truth[shown]
         )

@@ -116,9 +116,9 @@ RULES: dict[str, Rule] = {
     "sample.mcmc_steps": int_at_least(0),
     "sample.temperature": number_in(0, low_open=True),
     "impute.rates": unit_interval_list,
-    "impute.images": int_at_least(1),
+    "impute.test_images": int_at_least(1),
     "impute.iterations": int_at_least(1),
-    "impute.num_images": int_at_least(1),
+    "impute.shown": int_at_least(1),
     "impute.block_size": int_at_least(1, optional=True),  # and at most the image's side
     "anomaly.iwae_samples": int_at_least(0),
     "diagnostics.gradient_variance_samples": variance_samples,

@@ -1,0 +1,42 @@
+"""``vae-run --help``: the config groups with their options, listed from the config folders themselves
+(Hydra's own help builds a config repository per group, seconds on a small machine), and the config the
+given overrides compose, as Hydra's help shows it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+HELP_FLAGS = ("--help", "-h")
+
+
+def group_options(folders: list[Path]) -> dict[str, list[str]]:
+    """Each config group under the folders (a folder of YAML files, Hydra's own ``hydra/`` aside) and its
+    options; a later folder's options join an earlier one's."""
+    groups: dict[str, set[str]] = {}
+    for folder in folders:
+        for path in folder.rglob("*.yaml"):
+            group = path.parent.relative_to(folder).as_posix()
+            if group != "." and not group.startswith("hydra") and not path.stem.startswith("_"):
+                groups.setdefault(group, set()).add(path.stem)
+    return {group: sorted(options) for group, options in sorted(groups.items())}
+
+
+def help_text(folders: list[Path], overrides: list[str]) -> str:
+    """The help: header, groups, the composed config, footer. ``folders``: the package's configs first,
+    then any --config-dir."""
+    from hydra import compose, initialize_config_module
+
+    if len(folders) > 1:  # --config-dir: searched as Hydra's main does
+        overrides = [*overrides, f"hydra.searchpath=[{','.join(f'file://{f}' for f in folders[1:])}]"]
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        config = compose("config", overrides=overrides, return_hydra_config=True)
+    text = config.hydra.help
+    groups = "\n".join(f"{name}: {', '.join(options)}" for name, options in group_options(folders).items())
+    config = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    return (
+        f"{text.header}== Configuration groups ==\nCompose your configuration from those groups "
+        f"(group=option)\n\n{groups}\n\n== Config ==\nOverride anything in the config (foo.bar=value)\n\n"
+        f"{OmegaConf.to_yaml(config)}\n{text.footer}"
+    )

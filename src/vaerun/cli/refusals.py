@@ -1,0 +1,133 @@
+"""Hydra's own refusals of a command line (a key not in the config, an option that does not exist, a
+``+`` on a key that does), answered as vae-run answers every bad input: one line that names the key and
+says what would work, exit 2.
+
+Hydra prints its refusal before any of vae-run's code runs, so what it writes to stderr until the task
+function starts is held back (``HeldStartupErrors``) and, if it ends the command, rewritten here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import re
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from omegaconf import OmegaConf
+
+from vaerun.core.errors import exit_with_error
+
+#: keys renamed since an earlier vaerun: the old name is answered with the new one
+RENAMED = {"impute.images": "impute.test_images", "impute.num_images": "impute.shown"}
+
+
+def without_plus_on_trainer_keys(argv: list[str], trainer_config: Path) -> list[str]:
+    """``+trainer.KEY=VALUE`` for a KEY that configs/trainer/default.yaml now lists (an earlier vaerun
+    needed the +) sets it, as ``trainer.KEY=VALUE`` does, instead of Hydra's refusal to add a key twice."""
+    listed = set(OmegaConf.load(trainer_config)) if trainer_config.is_file() else set()
+    return [
+        token[1:]
+        if re.fullmatch(r"\+trainer\.(\w+)=.*", token) and token[9:].split("=")[0] in listed
+        else token
+        for token in argv
+    ]
+
+
+def config_keys(folders: list[Path]) -> set[str]:
+    """Every dotted key that a config file under the folders sets (the primary config's and each group
+    option's, under the group's name): the names a mistyped key is compared with."""
+    keys: set[str] = set()
+    for folder in folders:
+        for path in folder.rglob("*.yaml"):
+            group = path.parent.relative_to(folder).as_posix()
+            if group.startswith("hydra") or group == "experiment":
+                continue
+            is_global = "@package _global_" in path.read_text()[:200]
+            prefix = "" if group == "." or is_global else group.replace("/", ".") + "."
+            keys.add(group.replace("/", "."))  # a group's name is a key too (model=vae)
+            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            if isinstance(node, dict):
+                keys.update(
+                    prefix + key for key in _dotted(node) if not key.startswith(("defaults", "hydra"))
+                )
+    return keys
+
+
+def _dotted(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in node.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(value, dict):
+            keys += _dotted(value, f"{prefix}{name}.")
+    return keys
+
+
+def _nearest(word: str, candidates: set[str] | list[str]) -> list[str]:
+    return difflib.get_close_matches(word, sorted(candidates), n=2, cutoff=0.6)
+
+
+def _did_you_mean(word: str, candidates: set[str] | list[str]) -> str:
+    close = _nearest(word, candidates)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def one_line(text: str, folders: list[Path]) -> str:
+    """Hydra's refusal (its stderr text) as one line naming the key and what would work."""
+    if found := re.search(r"Could not override '([^']+)'\.\nTo append to your config use (\S+)", text):
+        key, append = found.groups()
+        if key in RENAMED:
+            return f"{key} is now {RENAMED[key]}: give {RENAMED[key]}={append.partition('=')[2]}"
+        same_depth = {k for k in config_keys(folders) if k.count(".") == key.count(".")}
+        hint = _did_you_mean(key, same_depth - {"."})
+        return f"{key}: no such key in the config{hint} (to add a new key: {append})"
+    if found := re.search(
+        r"Could not find '([^']+)/([^'/]+)'\n+Available options in '[^']+':\n((?:\t.*\n?)*)", text
+    ):
+        group, option, listed = found.groups()
+        options = [line.strip() for line in listed.splitlines() if line.strip()]
+        hint = _did_you_mean(option, options)
+        return f"{group}={option}: no such option{hint} ({group} options: {', '.join(options)})"
+    if found := re.search(r"An item is already at '([^']+)'", text):
+        key = found.group(1)
+        return f"+{key}: {key} is in the config already; give it without the +, as {key}=VALUE"
+    if "override_grammar" in text:
+        return (
+            f"the command line: {text.strip().splitlines()[0]} (the override syntax: KEY=VALUE, see --help)"
+        )
+    lines = [line for line in text.strip().splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    return lines[0].strip() if lines else "Hydra refused the command line"
+
+
+class HeldStartupErrors:
+    """Holds back what goes to stderr until ``release()`` (called where the task function starts); if
+    the command ends before that with Hydra's exit status 1, its text becomes one vae-run error line.
+    HYDRA_FULL_ERROR=1 leaves Hydra's own output as it is."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self.held = io.StringIO()
+        self.stderr = sys.stderr
+
+    def __enter__(self) -> HeldStartupErrors:
+        if os.environ.get("HYDRA_FULL_ERROR") != "1":
+            sys.stderr = self.held
+        return self
+
+    def release(self) -> None:
+        if sys.stderr is self.held:
+            sys.stderr = self.stderr
+            self.stderr.write(self.held.getvalue())
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if sys.stderr is not self.held:
+            return
+        sys.stderr = self.stderr
+        text = self.held.getvalue()
+        if isinstance(error, SystemExit) and error.code == 1 and text.strip():
+            exit_with_error(one_line(text, self.folders))
+        self.stderr.write(text)
