@@ -264,7 +264,10 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             ["trainer.max_epoch=3"],
             "trainer.max_epoch: no such key in the config; did you mean trainer.max_epochs",
         ),
-        (["encoder.hiden=[8]"], "did you mean encoder.hidden or encoder.channels? (to add a new key: +encoder.hiden=[8])"),
+        (
+            ["encoder.hiden=[8]"],
+            "did you mean encoder.hidden or encoder.channels? (to add a new key: +encoder.hiden=[8])",
+        ),
         (["+latent=3"], "+latent: latent is in the config already; give it without the +, as latent=VALUE"),
         (["impute.images=5"], "impute.images is now impute.test_images: give impute.test_images=5"),
         (["latent=[1,"], "the command line: no viable alternative at input '[1,'"),

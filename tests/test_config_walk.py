@@ -23,7 +23,7 @@ CONFIGS = Path(cli.__file__).parents[3] / "configs"
 #: group -> its options; every option is walked with the others at their defaults. Not walked: the
 #: experiments and the inference methods, which are bundles of the other groups' options
 GROUPS = {
-    path.name: sorted(p.stem for p in path.glob("*.yaml"))
+    path.name: sorted(p.stem for p in path.glob("*.yaml") if not p.stem.startswith("_"))
     for path in sorted(CONFIGS.iterdir())
     if path.is_dir() and path.name not in ("hydra", "experiment", "inference", "__pycache__")
 }

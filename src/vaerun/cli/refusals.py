@@ -87,7 +87,7 @@ def one_line(text: str, folders: list[Path]) -> str:
         r"Could not find '([^']+)/([^'/]+)'\n+Available options in '[^']+':\n((?:\t.*\n?)*)", text
     ):
         group, option, listed = found.groups()
-        options = [line.strip() for line in listed.splitlines() if line.strip()]
+        options = [line.strip() for line in listed.splitlines() if line.strip() and "\t_" not in line]
         hint = _did_you_mean(option, options)
         return f"{group}={option}: no such option{hint} ({group} options: {', '.join(options)})"
     if found := re.search(r"An item is already at '([^']+)'", text):

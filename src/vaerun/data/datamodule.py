@@ -60,6 +60,13 @@ class ImageDataModule(pl.LightningDataModule):
         self.device_memory_fraction, self.max_host_memory_gb = device_memory_fraction, max_host_memory_gb
         self.placement: Placement | None = None
         self.training_device = torch.device("cpu")
+        if image_size is not None or channels is not None:
+            if not hasattr(source, "resized"):
+                raise ConfigError(
+                    f"data.image_size, data.channels: {type(source).__name__} does not resize its images "
+                    "(an image folder's source does)"
+                )
+            source = source.resized(image_size, channels)
         self.source = source
         # None: the data's own shape (a CSV file's columns, a folder's images), known once it is loaded;
         # a folder's images resized to a square with given channels have a known shape

@@ -12,6 +12,8 @@ labels 0..C-1 in sorted name order; images with no class folder get label 0.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -249,6 +251,13 @@ class ImageFolderSource:
         self.transform = Transform(image_size, crop, channels)
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+
+    def resized(self, image_size: int | None, channels: int | None) -> ImageFolderSource:
+        """The same folder with its images made S x S (``image_size``) with ``channels`` (the DataModule's
+        ``data.image_size`` and ``data.channels``)."""
+        source = copy.copy(self)
+        source.transform = dataclasses.replace(self.transform, image_size=image_size, channels=channels)
+        return source
 
     def load(self) -> Splits:
         listing = list_images(self.path)

@@ -138,8 +138,6 @@ RULES: dict[str, Rule] = {
     "anomaly.background_ckpt": optional_text,
     "data.device_memory_fraction": number_in(0, 1),
     "data.max_host_memory_gb": number_in(0, optional=True),
-    "data.source.image_size": int_at_least(1, optional=True),
-    "data.source.channels": choice(None, 1, 3),
     "data.source.crop": int_at_least(1, optional=True),
     "data.source.cache_dir": optional_text,
     "data.source.data_dir": text,
