@@ -47,7 +47,10 @@ def test_summary_has_one_row_per_run_with_overrides_and_metrics(sweep):
     records = summarize([sweep], sweep)
     assert len(records) == 4
     with open(sweep / "summary.csv") as handle:
+        header, *_ = csv.reader(handle)
+        handle.seek(0)
         rows = list(csv.DictReader(handle))
+    assert header[:4] == ["run", "model", "data", "latent"]  # model=... is the model column, not a second one
     assert [(r["model"], r["latent"]) for r in rows] == [("ae", "2"), ("ae", "8"), ("vae", "2"), ("vae", "8")]
     assert float(rows[1]["test/reconstruction/mse"]) == pytest.approx(0.1 / 8)
     assert rows[0]["test/nll_iwae"] == "" and float(rows[2]["test/nll_iwae"]) == 88.0

@@ -22,7 +22,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun.cli import run_state
 from vaerun.cli.help import HELP_FLAGS, help_text
-from vaerun.cli.refusals import HeldStartupErrors, one_line, without_plus_on_trainer_keys
+from vaerun.cli.refusals import (
+    HeldStartupErrors,
+    one_line,
+    release_startup_errors,
+    without_plus_on_trainer_keys,
+)
 from vaerun.core.checkpoints import checkpoint_file, last_checkpoint
 from vaerun.core.checks import ConfigError, check_config
 from vaerun.core.errors import NonFiniteLossError, RunInterrupted, exit_with_error, first_line
@@ -32,8 +37,6 @@ log = logging.getLogger("vaerun")
 
 #: the config groups that ship with vaerun (a link to the top-level configs/ in a source checkout)
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: Hydra's startup output, held back until the task function starts (vaerun.cli.refusals)
-_held_startup_errors: HeldStartupErrors | None = None
 
 #: the config groups whose chosen option is recorded with the run (model=vae, encoder=mlp, ...)
 RECORDED_GROUPS = (*MODEL_PARTS, "corruption", "data", "device", "optimizer")
@@ -163,20 +166,18 @@ def _print_help(folders: list[Path], overrides: list[str]) -> None:
 def main() -> float | None:
     """The console entry point: the user's own config files checked, then Hydra's main, whose own
     refusals of the command line are answered in one line."""
-    global _held_startup_errors
     sys.argv[1:] = without_plus_on_trainer_keys(sys.argv[1:], PACKAGE_CONFIGS / "trainer" / "default.yaml")
     folders, overrides = _config_folders(sys.argv[1:])
     _check_config_dir_files(folders[1:])
     if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
         return _print_help(folders, overrides)
-    with HeldStartupErrors(folders) as _held_startup_errors:
+    with HeldStartupErrors(folders):
         return _hydra_main()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vaerun.configs", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    if _held_startup_errors is not None:
-        _held_startup_errors.release()
+    release_startup_errors()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:

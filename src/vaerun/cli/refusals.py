@@ -101,6 +101,21 @@ def one_line(text: str, folders: list[Path]) -> str:
     return lines[0].strip() if lines else "Hydra refused the command line"
 
 
+class _HeldStream(io.StringIO):
+    """Python-level writes held back; the file descriptor stays the real stderr's, for child processes
+    (a launcher's workers) that write to it directly."""
+
+    def __init__(self, real: io.TextIOBase) -> None:
+        super().__init__()
+        self.real = real
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def isatty(self) -> bool:
+        return self.real.isatty()
+
+
 class HeldStartupErrors:
     """Holds back what goes to stderr until ``release()`` (called where the task function starts); if
     the command ends before that with Hydra's exit status 1, its text becomes one vae-run error line.
@@ -108,12 +123,13 @@ class HeldStartupErrors:
 
     def __init__(self, folders: list[Path]) -> None:
         self.folders = folders
-        self.held = io.StringIO()
         self.stderr = sys.stderr
+        self.held = _HeldStream(self.stderr)
 
     def __enter__(self) -> HeldStartupErrors:
+        global _holding
         if os.environ.get("HYDRA_FULL_ERROR") != "1":
-            sys.stderr = self.held
+            sys.stderr, _holding = self.held, self
         return self
 
     def release(self) -> None:
@@ -124,6 +140,8 @@ class HeldStartupErrors:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
+        global _holding
+        _holding = None
         if sys.stderr is not self.held:
             return
         sys.stderr = self.stderr
@@ -131,3 +149,15 @@ class HeldStartupErrors:
         if isinstance(error, SystemExit) and error.code == 1 and text.strip():
             exit_with_error(one_line(text, self.folders))
         self.stderr.write(text)
+
+
+#: the holder in force, if any: a module attribute, so that the task function (which a launcher may
+#: pickle and run in another process) refers to it through ``release_startup_errors`` alone
+_holding: HeldStartupErrors | None = None
+
+
+def release_startup_errors() -> None:
+    """Where the task function starts: what Hydra wrote so far goes to stderr, and the rest goes there
+    directly."""
+    if _holding is not None:
+        _holding.release()

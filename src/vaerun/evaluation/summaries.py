@@ -115,8 +115,8 @@ def _format(value: float | None) -> str:
 
 
 def _write_table(records: Sequence[RunRecord], handle: Any, base: Path) -> None:
-    """run, model, every override key, every metric: one row per run."""
-    override_keys = sorted({key for record in records for key in record.overrides})
+    """run, model, every other override key, every metric: one row per run."""
+    override_keys = sorted({key for record in records for key in record.overrides} - {"model"})
     metric_keys = sorted({key for record in records for key in record.metrics})
     writer = csv.writer(handle)
     writer.writerow(["run", "model", *override_keys, *metric_keys])
