@@ -18,7 +18,7 @@ def vae_2d(tmp_path_factory) -> Path:
     """One tiny VAE run with latent=2 on the 8x8 digits, shared by the tests that only read it."""
     cwd = tmp_path_factory.mktemp("vae2d")
     result = vae_run("model=vae", "latent=2", "data=digits", *TINY, "hydra.run.dir=run", cwd=cwd)
-    assert "tensorboard --logdir" in result.stdout
+    assert "tensorboard --logdir_spec run:" in result.stdout
     return cwd / "run"
 
 

@@ -82,10 +82,22 @@ def test_a_folder_of_fashion_mnist_pngs_is_the_same_tensor_as_the_idx_files(fash
     )
 
 
-def test_colour_images_with_odd_files_load_as_rgb_and_the_unreadable_are_counted(colour_folder, caplog):
+def test_colour_images_with_odd_files_load_as_rgb_and_the_unreadable_are_counted(
+    colour_folder, caplog, tmp_path
+):
+    cache = str(tmp_path / "cache")
     with caplog.at_level(logging.WARNING):
-        splits = ImageFolderSource(str(colour_folder), val_fraction=0.1, test_fraction=0.1).load()
+        splits = ImageFolderSource(
+            str(colour_folder), val_fraction=0.1, test_fraction=0.1, cache_dir=cache
+        ).load()
     assert "Skipped 2 unreadable image files" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the cached run says so too
+        ImageFolderSource(str(colour_folder), val_fraction=0.1, test_fraction=0.1, cache_dir=cache).load()
+    assert (
+        "Skipped 2 unreadable image files" in caplog.text
+        and "when the cached images were decoded" in caplog.text
+    )
     assert "truncated.png" in caplog.text or "not_an_image.png" in caplog.text
     images = torch.cat([splits.train.images, splits.val.images, splits.test.images])
     assert images.shape == (123, 3, PATCH, PATCH) and images.dtype == torch.uint8

@@ -20,8 +20,11 @@ import os
 import sys
 
 
-def _warm_up() -> None:
-    # What a training run imports anyway, in the order vae-run's own imports reach them.
+def _warm_up() -> dict[str, str]:
+    """What a training run imports anyway, in the order vae-run's own imports reach them; returns the
+    environment variables those imports set (Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK), which every
+    child sets again over the test's environment, as the same imports in a fresh process would."""
+    before = dict(os.environ)
     import hydra  # noqa: F401
     import matplotlib  # noqa: F401
     import pytorch_lightning  # noqa: F401
@@ -30,13 +33,16 @@ def _warm_up() -> None:
     import torch  # noqa: F401
     import torchvision  # noqa: F401
 
+    return {key: value for key, value in os.environ.items() if before.get(key) != value}
 
-def _become_vae_run(request: dict, script: str) -> None:
+
+def _become_vae_run(request: dict, script: str, set_by_imports: dict[str, str]) -> None:
     """In the forked child: take the run's directory, environment and output files, then do what the
     console script does. Never returns; SystemExit unwinds to the interpreter's own exit."""
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    os.environ.update(set_by_imports)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
@@ -54,19 +60,19 @@ def _become_vae_run(request: dict, script: str) -> None:
     sys.exit(main())
 
 
-def serve(script: str) -> None:
+def serve(script: str, set_by_imports: dict[str, str]) -> None:
     requests = sys.stdin
     for line in requests:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _become_vae_run(request, script)
+            _become_vae_run(request, script, set_by_imports)
         print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
 
 
 if __name__ == "__main__":
-    _warm_up()
+    set_by_imports = _warm_up()
     print(json.dumps({"ready": True}), flush=True)
-    serve(sys.argv[1])
+    serve(sys.argv[1], set_by_imports)

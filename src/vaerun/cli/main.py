@@ -234,7 +234,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     tensorboard = (
         "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
     )
-    print(f"\nRun directory: {run_dir}\nLook at it with: {tensorboard} --logdir {run_dir}")
+    # --logdir_spec names the run (TensorBoard would list a run at the top of --logdir as ".")
+    name = (
+        "/".join(run_dir.parts[-2:])
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
+        else run_dir.name
+    )
+    print(f"\nRun directory: {run_dir}\nLook at it with: {tensorboard} --logdir_spec {name}:{run_dir}")
     return _objective(run_dir, metrics)
 
 

@@ -268,7 +268,9 @@ class ImageFolderSource:
             raw = self.cache_dir / f"{cache_key(listing, self.transform, split)}.u8"
             cached = load_cached(raw, raw.with_suffix(".pt"))
             if cached is not None:
-                return self._splits(*cached, mapped=True)
+                images, index = cached
+                self._report_skipped(index.get("skipped", []), cached=True)
+                return self._splits(images, index, mapped=True)
         writer = self._writer(raw)
         try:
             index = self._decode(listing, parts, writer)
@@ -304,9 +306,7 @@ class ImageFolderSource:
                 writer.append(result, listing.files[i])
                 lengths[k] += 1
                 labels.append(listing.labels[i])
-        if failures:
-            shown = "; ".join(failures[:3])
-            log.warning("Skipped %d unreadable image files under %s: %s", len(failures), self.path, shown)
+        self._report_skipped(failures, cached=False)
         if not writer.count:
             raise ConfigError(
                 f"data.source.path: none of the {len(order)} image files under {self.path} is readable"
@@ -316,7 +316,16 @@ class ImageFolderSource:
             "labels": torch.tensor(labels, dtype=torch.int64),
             "lengths": lengths,
             "classes": list(listing.classes),
+            "skipped": failures,  # said again by every run that reads the cache
         }
+
+    def _report_skipped(self, failures: Sequence[str], cached: bool) -> None:
+        if failures:
+            when = " when the cached images were decoded" if cached else ""
+            shown = "; ".join(failures[:3])
+            log.warning(
+                "Skipped %d unreadable image files under %s%s: %s", len(failures), self.path, when, shown
+            )
 
     def _splits(self, images: Tensor, index: dict, mapped: bool) -> Splits:
         """Train, val and test are consecutive slices of the images: views, never copies, of a mapped

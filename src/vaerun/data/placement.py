@@ -86,10 +86,14 @@ def place(
         moved = [split.to(torch.device("cpu"), copy=split.mapped) for split in splits[:3]]
     else:
         moved = list(splits[:3])
+    count = sum(len(split.images) for split in splits[:3])
+    shape = "x".join(str(n) for n in splits.train.images.shape[1:])
     log.info(
-        "Data: %.2f GB of %s %s%s",
-        nbytes / 1e9,
+        "Data: %s, %d images of %s (%s), %s%s",
         splits.source,
+        count,
+        shape,
+        f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB",
         placement.value,
         " (batches copied to the device from pinned buffers)"
         if placement is not Placement.DEVICE and device.type == "cuda"
