@@ -15,7 +15,6 @@ from vaerun.evaluation.anomaly import (
     mahalanobis_scores,
     png_bits,
 )
-from vaerun.evaluation.baselines import fit_pca
 from vaerun.models.likelihoods import squared_error
 from vaerun.stages.checkpoints import load_module
 from vaerun.stages.context import Run, encode_all, in_chunks
@@ -48,7 +47,7 @@ def detect_anomalies(run: Run) -> None:
         scores["nll_iwae_minus_png_bits"] = complexity_corrected(
             scores["nll_iwae"], complexity.to(images.device)
         )
-    pca = fit_pca(train, model.latent_dim)
+    pca = run.pca(model.latent_dim)
     scores["pca_reconstruction_error"] = squared_error(run.datamodule.clip(pca.reconstruct(images)), images)
     results: dict[str, float] = {}
     for name, values in scores.items():

@@ -16,6 +16,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from vaerun.core.atomic import write_text_atomically
 from vaerun.data.datamodule import ImageDataModule
+from vaerun.evaluation.baselines import PCA, fit_pca
 from vaerun.stages.checkpoints import load_module
 from vaerun.training.module import AutoencoderModule
 from vaerun.training.visualisation import ImageSink
@@ -56,6 +57,13 @@ class Run:
         """The first ``count`` images of a split (all by default) as the model's input, on its device."""
         images = getattr(self.datamodule.splits, split).images[:count]
         return self.datamodule.transform(images.to(self.module.device))
+
+    def pca(self, k: int) -> PCA:
+        """PCA at ``k`` components of the training split as the model sees it, made float a chunk at a
+        time on the model's device (dynamic binarisation draws each pass's images afresh)."""
+        device = self.module.device
+        train = self.datamodule.splits.train.images
+        return fit_pca(train, k, transform=lambda rows: self.datamodule.transform(rows.to(device)))
 
     def inference_model(self) -> AutoencoderModule:
         """The best weights by validation loss after training (else the model as loaded), on the

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from vaerun.evaluation.baselines import PCA, active_units, fit_pca
+from vaerun.evaluation.baselines import PCA, active_units
 from vaerun.evaluation.imputation import pca_imputation
 from vaerun.evaluation.metrics import restoration_metrics
 from vaerun.models.objectives import bits_per_dim
@@ -91,7 +91,7 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     model = module.model
     clean = run.images("test")
     corrupted = module.corrupt(clean, seed=run.cfg["seed"])
-    pca = fit_pca(run.images("train"), model.latent_dim)
+    pca = run.pca(model.latent_dim)
     restored = run.datamodule.clip(pca.reconstruct(corrupted))
     results = {
         "test/pca_mse": torch.mean((restored - clean) ** 2).item(),

@@ -8,7 +8,6 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from vaerun.data import observed_cells
-from vaerun.evaluation.baselines import fit_pca
 from vaerun.evaluation.imputation import (
     column_mean_imputation,
     missing_completely_at_random,
@@ -35,7 +34,7 @@ def impute(run: Run) -> None:
     raw = run.datamodule.splits.test.images[: options["test_images"]].to(module.device)
     truth, present = run.datamodule.transform(raw), observed_cells(raw)
     train_images = run.images("train")
-    pixel_means, pca = train_images.mean(dim=0), fit_pca(train_images, model.latent_dim)
+    pixel_means, pca = train_images.mean(dim=0), run.pca(model.latent_dim)
     generator = torch.Generator().manual_seed(seed)
     patterns = {
         f"mcar_{rate:g}": missing_completely_at_random(truth.shape, rate, generator)
