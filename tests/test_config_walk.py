@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import sys
 import types
 from pathlib import Path
 from unittest import mock
 
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -92,8 +94,19 @@ def cases() -> list[tuple[str, str, str]]:
     return [(option, key, bad) for (key, bad), option in sorted(found.items())]
 
 
-with reading_configs_once():
-    CASES = cases()
+@pytest.fixture(scope="session")
+def walk(tmp_path_factory, worker_id) -> list[tuple[str, str, str]]:
+    """The cases, composed once for the whole session (~50 compositions, seconds): by the first test
+    worker that needs them, into the session's shared temporary folder, where the others read them."""
+    if worker_id == "master":  # not distributed: the folder above the session's is shared by sessions
+        with reading_configs_once():
+            return cases()
+    shared = tmp_path_factory.getbasetemp().parent / "config_walk_cases.json"
+    with FileLock(f"{shared}.lock"):
+        if not shared.is_file():
+            with reading_configs_once():
+                shared.write_text(json.dumps(cases()))
+        return [tuple(case) for case in json.loads(shared.read_text())]
 
 
 @pytest.fixture
@@ -112,18 +125,18 @@ def refuse_to_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "vaerun.stages", types.SimpleNamespace(run=run))
 
 
-def test_every_group_option_is_walked():
+def test_every_group_option_is_walked(walk):
     walked = {(group, option) for group, options in GROUPS.items() for option in options}
     assert {("model", "vae_mcmc"), ("encoder", "conv"), ("logger", "csv"), ("data", "image_folder")} <= walked
-    assert len(CASES) > 150
+    assert len(walk) > 150
 
 
 @pytest.mark.parametrize("chunk", range(4))
 def test_a_wrong_type_or_out_of_range_value_is_one_line_naming_the_key(
-    chunk, tmp_path, capsys, refuse_to_run, configs_read_once
+    chunk, walk, tmp_path, capsys, refuse_to_run, configs_read_once
 ):
     failures = []
-    for option, key, bad in CASES[chunk::4]:
+    for option, key, bad in walk[chunk::4]:
         run_dir = tmp_path / "run"
         argv = ["vae-run", *option.split(), f"{key}={bad}", f"hydra.run.dir={run_dir}"]
         GlobalHydra.instance().clear()
@@ -147,4 +160,4 @@ def test_a_wrong_type_or_out_of_range_value_is_one_line_naming_the_key(
         )
         if not ok:
             failures.append(f"{' '.join(argv[1:-1])}: exit {code}, {err.strip()[:300]!r}")
-    assert not failures, f"{len(failures)} of {len(CASES[chunk::4])}:\n" + "\n".join(failures)
+    assert not failures, f"{len(failures)} of {len(walk[chunk::4])}:\n" + "\n".join(failures)
