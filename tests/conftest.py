@@ -168,6 +168,11 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def without_times(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics less its wall times (time/*), which differ from run to run."""
+    return {key: value for key, value in metrics.items() if not key.startswith("time/")}
+
+
 def hparams_of(events) -> tuple[dict, set[str]]:
     """The hparams a run registered for TensorBoard's HParams tab, and the metric tags it pairs them with."""
     from tensorboard.plugins.hparams import plugin_data_pb2

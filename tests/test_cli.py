@@ -46,6 +46,16 @@ def test_metrics_json_holds_the_negative_elbo_and_its_terms(vae_2d):
     assert metrics["test/kl"] >= 0
 
 
+def test_metrics_json_holds_each_stages_wall_time_and_the_parts_of_eval(vae_2d):
+    metrics = read_metrics(vae_2d)
+    parts = ("test_loop", "iwae", "pca", "ais")
+    assert all(metrics[f"time/{stage}_s"] > 0 for stage in ("train", "eval", "sample"))
+    assert all(metrics[f"time/eval_{part}_s"] > 0 for part in parts)
+    assert metrics["time/eval_iwae_s"] <= metrics["time/eval_test_loop_s"]  # IWAE runs inside the test loop
+    assert sum(metrics[f"time/eval_{part}_s"] for part in parts[:1] + parts[2:]) <= metrics["time/eval_s"]
+    assert metrics["time/sample_pictures_s"] + metrics["time/sample_projector_s"] <= metrics["time/sample_s"]
+
+
 def test_metrics_json_holds_the_likelihood_estimate_with_its_protocol(vae_2d):
     metrics = read_metrics(vae_2d)
     assert metrics["test/iwae_samples"] == 10 and metrics["test/binarize"] == "none"
@@ -159,7 +169,11 @@ def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d,
     assert "ignored" in result.stderr + result.stdout
     images = {p.name for p in (tmp_path / "sample" / "images").glob("*.png")}
     assert {"sample_generated.png", "sample_manifold.png"} <= images  # a 2-D manifold: latent=2 it is
-    assert not (tmp_path / "sample" / "metrics.json").exists()
+    assert set(read_metrics(tmp_path / "sample")) == {
+        "time/sample_s",
+        "time/sample_pictures_s",
+        "time/sample_projector_s",
+    }
     assert not (tmp_path / "sample" / "checkpoints").exists()  # no training happened
 
     vae_run(

@@ -3,8 +3,10 @@ prologue and epilogue every stage after training has in common."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,26 @@ class Run:
     record: dict[str, Any] = field(default_factory=dict)
     #: the checkpoint ``module`` was loaded from by ``inference_model`` (loaded once, however many stages)
     loaded_checkpoint: str = ""
+    #: wall seconds by stage and part (``timed``), into metrics.json as time/NAME_s
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Adds the wall time of the block to ``timings[name]``; on a GPU after its queued work is done."""
+        synchronize = torch.cuda.synchronize if self.module.device.type == "cuda" else lambda: None
+        synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize()
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def write_record(self) -> None:
+        """metrics.json: the final metrics of every stage that ran, how they were measured, the times."""
+        timings = {f"time/{name}_s": round(seconds, 3) for name, seconds in self.timings.items()}
+        text = json.dumps({**self.record, **timings}, indent=2, sort_keys=True) + "\n"
+        write_text_atomically(self.run_dir / "metrics.json", text)
 
     @property
     def loggers(self) -> list[Logger]:
@@ -83,8 +105,7 @@ class Run:
         self.log_metrics(results)
         self.metrics.update(results)
         self.record.update({**results, **how_measured})
-        text = json.dumps(self.record, indent=2, sort_keys=True) + "\n"
-        write_text_atomically(self.run_dir / "metrics.json", text)
+        self.write_record()
 
 
 @torch.no_grad()

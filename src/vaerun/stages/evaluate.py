@@ -25,7 +25,9 @@ def evaluate(run: Run) -> None:
     module = run.inference_model()
     options = run.cfg["eval"]
     module.configure_evaluation(options["iwae_samples"], options["iwae_chunk"])
-    run.trainer.test(module, datamodule=run.datamodule, verbose=False)
+    with run.timed("eval_test_loop"):  # the loss terms, image metrics and IWAE over the test split
+        run.trainer.test(module, datamodule=run.datamodule, verbose=False)
+    run.timings["eval_iwae"] = module.iwae_seconds
     if not run.trainer.is_global_zero:  # the metrics are reduced across processes; rank 0 writes them
         return
     logged = scalars(run.trainer.callback_metrics, prefix="test/")  # by Lightning, during the test
@@ -91,8 +93,9 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     model = module.model
     clean = run.images("test")
     corrupted = module.corrupt(clean, seed=run.cfg["seed"])
-    pca = run.pca(model.latent_dim)
-    restored = run.datamodule.clip(pca.reconstruct(corrupted))
+    with run.timed("eval_pca"):
+        pca = run.pca(model.latent_dim)
+        restored = run.datamodule.clip(pca.reconstruct(corrupted))
     results = {
         "test/pca_mse": torch.mean((restored - clean) ** 2).item(),
         "test/active_units": float(active_units(encode_all(model, corrupted))),
@@ -105,14 +108,15 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     if options["ais_temperatures"] > 0:
         torch.manual_seed(run.cfg["seed"])
         images = options["ais_images"]
-        estimate = model.annealed_log_likelihood(
-            corrupted[:images],
-            clean[:images],
-            options["ais_chains"],
-            options["ais_temperatures"],
-            options["ais_leapfrog_steps"],
-            options["ais_kernel"],
-        )
+        with run.timed("eval_ais"):
+            estimate = model.annealed_log_likelihood(
+                corrupted[:images],
+                clean[:images],
+                options["ais_chains"],
+                options["ais_temperatures"],
+                options["ais_leapfrog_steps"],
+                options["ais_kernel"],
+            )
         if estimate is not None:
             log_px, acceptance = estimate
             results["test/nll_ais"] = -log_px.mean().item()

@@ -3,6 +3,7 @@ hyperparameters logged once at the end."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from vaerun.stages.train import train, train_unless_checkpoint
 from vaerun.training.adapters import tensorboard_file_writer
 from vaerun.training.guards import Interruptions
 
+log = logging.getLogger(__name__)
+
 #: what each value of ``stage`` (vaerun.core.names.STAGES) runs, in order
 STAGE_STEPS: dict[str, tuple[Callable[[Run], None], ...]] = {
     "all": (train, evaluate, sample),
@@ -32,6 +35,16 @@ STAGE_STEPS: dict[str, tuple[Callable[[Run], None], ...]] = {
     "sample": (sample,),
     "impute": (train_unless_checkpoint, impute),
     "anomaly": (train_unless_checkpoint, detect_anomalies),
+}
+
+#: the name each stage's time is recorded under (time/NAME_s in metrics.json)
+TIMED_AS: dict[Callable[[Run], None], str] = {
+    train: "train",
+    train_unless_checkpoint: "train",
+    evaluate: "eval",
+    sample: "sample",
+    impute: "impute",
+    detect_anomalies: "anomaly",
 }
 
 #: what Lightning's DDP launcher sets in the launching process; restored after each run of a multirun
@@ -82,6 +95,15 @@ def _record_state(record_status: Callable[[str], None] | None, status: str) -> N
         record_status(status)
 
 
+@rank_zero_only
+def _report_time(run: Run, stage: str) -> None:
+    """The stage's wall time and its parts, into the log and metrics.json."""
+    parts = sorted((name, seconds) for name, seconds in run.timings.items() if name.startswith(f"{stage}_"))
+    detail = ", ".join(f"{name.removeprefix(stage + '_')} {seconds:.1f} s" for name, seconds in parts)
+    log.info("Stage %s: %.1f s%s", stage, run.timings[stage], f" ({detail})" if detail else "")
+    run.write_record()
+
+
 def _end_distributed(saved_environment: dict[str, str | None]) -> None:
     """Close the process group and restore the environment, so that the next run of a multirun starts its
     own processes on a fresh port instead of joining the finished run's group."""
@@ -128,7 +150,9 @@ def run(
                 raise ConfigError(f"the run could not be set up ({first_line(err, with_type=True)})") from err
             _record_state(record_status, "running")
             for stage in STAGE_STEPS[cfg["stage"]]:
-                stage(state)
+                with state.timed(TIMED_AS[stage]):
+                    stage(state)
+                _report_time(state, TIMED_AS[stage])
             _log_hparams(state)
             for logger in state.loggers:
                 logger.finalize("success")

@@ -31,11 +31,13 @@ def sample(run: Run) -> None:
     prior = model.generative_prior(encode_all(model, run.images("train")))
     test = run.images("test")
     test_codes = encode_all(model, test)
-    _generated(run, prior)
-    _reconstructions(run, test)
-    _interpolations(run, test)
-    _latent_space(run, prior, test_codes)
-    _projector(run, test, test_codes)
+    with run.timed("sample_pictures"):
+        _generated(run, prior)
+        _reconstructions(run, test)
+        _interpolations(run, test)
+        _latent_space(run, prior, test_codes)
+    with run.timed("sample_projector"):
+        _projector(run, test, test_codes)
     log.info("Images: %s", run.sink.image_dir)
 
 

@@ -8,6 +8,7 @@ loads with ``weights_only=True``.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ class AutoencoderModule(pl.LightningModule):
         self.reconstruction_metrics = image_metrics("test/reconstruction/", unit_range)
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/", unit_range)
         self.iwae_samples, self.iwae_chunk = 0, 50
+        self.iwae_seconds = 0.0  # the IWAE estimate's share of the test loop
         self.training_terms = TrainingTerms()
         # Optimisation is manual (training_step), so gradient clipping is the module's: configure_training.
         self.automatic_optimization = False
@@ -204,7 +206,11 @@ class AutoencoderModule(pl.LightningModule):
         if corrupted is not clean:
             self.corrupted_input_metrics.update(corrupted, clean)
         if self.iwae_samples > 0:
+            start = time.perf_counter()
             log_likelihood = self.model.log_likelihood(corrupted, clean, self.iwae_samples, self.iwae_chunk)
+            if clean.is_cuda:  # the time of the work, not of its launch
+                torch.cuda.synchronize()
+            self.iwae_seconds += time.perf_counter() - start
             if log_likelihood is not None:
                 nll = -log_likelihood.mean()
                 bpd = bits_per_dim(nll, clean[0].numel())
