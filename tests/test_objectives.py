@@ -5,10 +5,14 @@ import torch
 from torch.distributions import Bernoulli, Independent, Normal, StudentT, kl_divergence
 
 from vaerun.models.likelihoods import (
+    BINARY,
+    DENSITY,
+    LEVELS,
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
     bernoulli_log_prob,
+    dequantization_nats,
     discretized_logistic_log_prob,
     gaussian_log_prob,
     squared_error,
@@ -139,6 +143,22 @@ def test_squared_error_is_per_pixel_mean():
 
 def test_bits_per_dim():
     assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+    # a density uniform on [0, 1] (-log p = 0) is the uniform guess over 256 levels: 8 bits
+    assert bits_per_dim(0.0, 784, dequantization_nats(DENSITY, False, True)) == pytest.approx(8.0)
+
+
+def test_bits_per_dim_are_given_only_where_they_are_bits_of_the_data():
+    assert dequantization_nats(BINARY, binary_data=True, unit_range=True) == 0.0
+    assert dequantization_nats(BINARY, binary_data=False, unit_range=True) is None  # a Bernoulli of grey
+    assert dequantization_nats(LEVELS, binary_data=False, unit_range=True) == 0.0
+    assert dequantization_nats(DENSITY, binary_data=False, unit_range=False) is None  # a table
+    assert dequantization_nats(DENSITY, binary_data=True, unit_range=True) is None
+    # the density's -log p(x) + log 256 at each level is the -log of the probability of the level's bin
+    x = (torch.arange(256, dtype=torch.float64) + 0.5) / 256
+    density = Normal(torch.tensor(0.5, dtype=torch.float64), 0.1)
+    bins = density.cdf(x + 0.5 / 256) - density.cdf(x - 0.5 / 256)
+    dequantized = -density.log_prob(x) + dequantization_nats(DENSITY, False, True)
+    torch.testing.assert_close(dequantized, -bins.log(), rtol=1e-4, atol=1e-6)
 
 
 def test_iwae_of_the_exact_posterior_is_exact_for_every_k(generator):

@@ -28,12 +28,12 @@ def without_plus_on_trainer_keys(argv: list[str], trainer_config: Path) -> list[
     """``+trainer.KEY=VALUE`` for a KEY that configs/trainer/default.yaml now lists (an earlier vaerun
     needed the +) sets it, as ``trainer.KEY=VALUE`` does, instead of Hydra's refusal to add a key twice."""
     listed = set(OmegaConf.load(trainer_config)) if trainer_config.is_file() else set()
-    return [
-        token[1:]
-        if re.fullmatch(r"\+trainer\.(\w+)=.*", token) and token[9:].split("=")[0] in listed
-        else token
-        for token in argv
-    ]
+
+    def as_set(token: str) -> str:
+        found = re.fullmatch(r"\+trainer\.(\w+)=.*", token)
+        return token[1:] if found and found.group(1) in listed else token
+
+    return [as_set(token) for token in argv]
 
 
 def config_keys(folders: list[Path]) -> set[str]:

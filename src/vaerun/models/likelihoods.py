@@ -63,8 +63,30 @@ def squared_error(mean: Tensor, x: Tensor) -> Tensor:
     return (mean - x).square().flatten(start_dim=1).mean(dim=1)
 
 
+#: what a likelihood's log_prob is of: a probability of binary values, of the 256 levels of 8-bit data, or
+#: a density on [0, 1] (dequantization_nats says what each needs to be bits of the data)
+BINARY, LEVELS, DENSITY = "binary", "levels", "density"
+
+
+def dequantization_nats(values: str, binary_data: bool, unit_range: bool) -> float | None:
+    """What -log p(x) per dimension needs added, in nats, to be the -log of a probability over the data's
+    own values, as image papers report bits/dim; None where it cannot be: a Bernoulli of grey levels is no
+    distribution over them, and a density of a table's standardised values has no levels. A density on
+    [0, 1] of 8-bit images is one over bins 1/256 wide: -log P(x) = -log p(x) + D log 256 (exact with
+    uniform dequantisation noise, a close bound for a smooth density)."""
+    if values == BINARY:
+        return 0.0 if binary_data else None
+    if not unit_range:
+        return None
+    if values == LEVELS:
+        return 0.0
+    return None if binary_data else math.log(256)
+
+
 class BernoulliLikelihood:
     """p(x|z) = Bernoulli(sigmoid(out)) per pixel, where out is the decoder's output (logits)."""
+
+    values = BINARY
 
     def output_channels(self, channels: int) -> int:
         """The decoder's output channels per image channel count: one logit per sub-pixel."""
@@ -82,6 +104,8 @@ class GaussianLikelihood:
     [0, 1]; with ``bounded=False``, mean = out (a linear decoder is then probabilistic PCA). ``learn_std``:
     the decoder outputs a standard deviation per pixel too (in ``std_range``), instead of the fixed
     ``std``."""
+
+    values = DENSITY
 
     def __init__(
         self,
@@ -118,6 +142,8 @@ class DiscretizedLogisticLikelihood:
     levels (``discretized_logistic_log_prob``), a proper probability, so -log p(x) in bits per dimension
     is what image papers report. The decoder outputs 3 x mixtures numbers per sub-pixel: the components'
     weights (logits), locations and log-scales."""
+
+    values = LEVELS
 
     #: log-scales below this are clamped: a logistic narrower than a level brings nothing more
     min_log_scale = -7.0

@@ -129,6 +129,9 @@ def gradient_noise(draws: Tensor) -> tuple[Tensor, Tensor]:
     return variance, draws.mean(dim=0).square().sum() / variance.clamp_min(torch.finfo(draws.dtype).tiny)
 
 
-def bits_per_dim(nats_per_image: Tensor | float, num_dims: int) -> Tensor | float:
-    """Nats per image -> bits per dimension (pixel x channel)."""
-    return nats_per_image / (num_dims * math.log(2))
+def bits_per_dim(
+    nats_per_image: Tensor | float, num_dims: int, dequantization: float = 0.0
+) -> Tensor | float:
+    """Nats per image -> bits per dimension (pixel x channel); ``dequantization``: nats per dimension
+    added first (vaerun.models.likelihoods.dequantization_nats)."""
+    return (nats_per_image / num_dims + dequantization) / math.log(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from vaerun.evaluation.baselines import PCA, active_units
 from vaerun.evaluation.imputation import pca_imputation
 from vaerun.evaluation.metrics import restoration_metrics
+from vaerun.models.likelihoods import BINARY, dequantization_nats
 from vaerun.models.objectives import bits_per_dim
 from vaerun.stages.context import Run, encode_all, scalars
 from vaerun.training.module import AutoencoderModule
@@ -32,6 +34,7 @@ def evaluate(run: Run) -> None:
         return
     logged = scalars(run.trainer.callback_metrics, prefix="test/")  # by Lightning, during the test
     extra = _baselines_and_diagnostics(run)
+    extra.update(_bits_per_dim({**logged, **extra}, run, module))
     test_metrics = {**logged, **extra}
     run.metrics.update(logged)
     run.record.update(logged)
@@ -44,10 +47,11 @@ def evaluate(run: Run) -> None:
     }
     run.publish(extra, **how_measured)
     if "test/nll_iwae" in test_metrics:
+        bits = test_metrics.get("test/nll_iwae_bpd")
         log.info(
-            "Test -log p(x) ~ %.3f nats per image (%.4f bits/dim): IWAE, k=%d samples, binarize=%s",
+            "Test -log p(x) ~ %.3f nats per image%s: IWAE, k=%d samples, binarize=%s",
             test_metrics["test/nll_iwae"],
-            test_metrics["test/nll_iwae_bpd"],
+            "" if bits is None else f" ({bits:.4f} bits/dim)",
             options["iwae_samples"],
             run.datamodule.binarize,
         )
@@ -62,6 +66,26 @@ def evaluate(run: Run) -> None:
             test_metrics["test/ais_accept"],
         )
     log.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
+
+
+def _bits_per_dim(metrics: dict[str, float], run: Run, module: AutoencoderModule) -> dict[str, float]:
+    """-log p(x) estimates in bits per dimension where they are bits of the data (image papers' bits/dim),
+    else none, with one line saying why."""
+    estimates = [key for key in ("test/nll_iwae", "test/nll_ais") if key in metrics]
+    if not estimates:
+        return {}
+    values = module.model.likelihood.values
+    extra = dequantization_nats(values, run.datamodule.binarize != "none", run.datamodule.unit_range)
+    if extra is None:
+        log.info(
+            "No bits/dim: a %s likelihood of %s is no probability of the data's values%s",
+            values,
+            "grey levels" if run.datamodule.unit_range else "standardised table values",
+            " (binarize the data: data.binarize=dynamic or static)" if values == BINARY else "",
+        )
+        return {}
+    dims = math.prod(run.datamodule.image_shape)
+    return {f"{key}_bpd": float(bits_per_dim(metrics[key], dims, extra)) for key in estimates}
 
 
 @torch.no_grad()
@@ -120,6 +144,5 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
         if estimate is not None:
             log_px, acceptance = estimate
             results["test/nll_ais"] = -log_px.mean().item()
-            results["test/nll_ais_bpd"] = bits_per_dim(results["test/nll_ais"], clean[0].numel())
             results["test/ais_accept"] = float(acceptance)
     return results

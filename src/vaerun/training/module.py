@@ -22,7 +22,6 @@ from vaerun.data.batches import batches_of
 from vaerun.evaluation.metrics import image_metrics
 from vaerun.models.autoencoders import Autoencoder
 from vaerun.models.build import build_autoencoder
-from vaerun.models.objectives import bits_per_dim
 from vaerun.training.adapters import step_counting_hooks
 from vaerun.training.graphs import StepGraphs
 from vaerun.training.guards import TrainingTerms
@@ -213,9 +212,7 @@ class AutoencoderModule(pl.LightningModule):
             self.iwae_seconds += time.perf_counter() - start
             if log_likelihood is not None:
                 nll = -log_likelihood.mean()
-                bpd = bits_per_dim(nll, clean[0].numel())
                 self.log("test/nll_iwae", nll, batch_size=len(clean), sync_dist=True)
-                self.log("test/nll_iwae_bpd", bpd, batch_size=len(clean), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_x_value(self.global_step)
