@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, read_metrics, vae_run
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("wheel")
+def build_and_install(tmp: Path) -> Path:
+    """The wheel built from the source tree, checked, and installed into a throwaway virtualenv in tmp."""
     subprocess.run(
         [
             sys.executable,
@@ -64,6 +64,17 @@ def installed(tmp_path_factory) -> Path:
         capture_output=True,
     )
     return venv / "bin" / "vae-run"
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory, worker_id) -> Path:
+    """Built once per session, by the first test worker that needs it (two builds at once in the same
+    source tree would collide in its build folder); the others wait for it and share it."""
+    session = tmp_path_factory.getbasetemp()
+    tmp = (session if worker_id == "master" else session.parent) / "installed_wheel"
+    with FileLock(f"{tmp}.lock"):
+        script = tmp / "venv" / "bin" / "vae-run"
+        return script if script.is_file() else build_and_install(tmp)
 
 
 def test_the_installed_wheel_runs_from_any_directory(installed, tmp_path):
