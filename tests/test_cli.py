@@ -62,6 +62,8 @@ def test_metrics_json_holds_the_likelihood_estimate_with_its_protocol(vae_2d):
     # a tighter bound than the ELBO, up to Monte-Carlo error; a Bernoulli of grey levels gives no bits/dim
     assert metrics["test/nll_iwae"] <= metrics["test/loss"] + 0.5
     assert "test/nll_iwae_bpd" not in metrics and "test/nll_ais_bpd" not in metrics
+    # each estimate with the standard error of its mean over the images it saw
+    assert 0 < metrics["test/nll_iwae_se"] < metrics["test/nll_iwae"] and metrics["test/nll_ais_se"] > 0
 
 
 def test_metrics_json_holds_image_quality_pca_and_active_units(vae_2d):

@@ -1,8 +1,10 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vaerun.evaluation.metrics import BinaryCrossEntropy, image_metrics
+from vaerun.evaluation.metrics import BinaryCrossEntropy, MeanStandardError, image_metrics, standard_error
 
 
 def test_an_identity_reconstruction_gets_the_library_maxima():
@@ -40,3 +42,13 @@ def test_binary_cross_entropy_accumulates_per_pixel_means():
     metric.update(a[:1], b[:1])
     metric.update(a[1:], b[1:])
     assert metric.compute().item() == pytest.approx(F.binary_cross_entropy(a, b).item(), rel=1e-5)
+
+
+def test_the_standard_error_accumulated_over_batches_is_that_of_all_the_values():
+    values = torch.rand(1000, generator=torch.Generator().manual_seed(0)) * 40 + 80  # nats per image
+    metric = MeanStandardError()
+    for batch in values.split(128):
+        metric.update(batch)
+    expected = values.double().std() / math.sqrt(len(values))
+    assert float(metric.compute()) == pytest.approx(float(expected), rel=1e-9)
+    assert standard_error(values) == pytest.approx(float(expected), rel=1e-12)

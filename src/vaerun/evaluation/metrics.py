@@ -3,11 +3,42 @@ evaluation and reduced across processes by torchmetrics itself."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanSquaredError, Metric, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+
+def standard_error(values: Tensor) -> float:
+    """The standard error of the mean of per-image values: their sample standard deviation / sqrt(n)."""
+    values = values.double().flatten()
+    return float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+class MeanStandardError(Metric):
+    """The standard error of the mean of per-image values, accumulated over an evaluation (sums of the
+    values and their squares, in float64) and reduced across processes."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("total", "squares", "count"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor) -> None:
+        values = values.detach().double().flatten()
+        self.total += values.sum()
+        self.squares += values.square().sum()
+        self.count += len(values)
+
+    def compute(self) -> Tensor:
+        mean = self.total / self.count
+        variance = (self.squares / self.count - mean.square()).clamp_min(0) * self.count / (self.count - 1)
+        return (variance / self.count).sqrt()
 
 
 class BinaryCrossEntropy(Metric):

@@ -11,7 +11,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from vaerun.evaluation.baselines import PCA, active_units
 from vaerun.evaluation.imputation import pca_imputation
-from vaerun.evaluation.metrics import restoration_metrics
+from vaerun.evaluation.metrics import restoration_metrics, standard_error
 from vaerun.models.likelihoods import BINARY, dequantization_nats
 from vaerun.models.objectives import bits_per_dim
 from vaerun.stages.context import Run, encode_all, scalars
@@ -49,17 +49,19 @@ def evaluate(run: Run) -> None:
     if "test/nll_iwae" in test_metrics:
         bits = test_metrics.get("test/nll_iwae_bpd")
         log.info(
-            "Test -log p(x) ~ %.3f nats per image%s: IWAE, k=%d samples, binarize=%s",
+            "Test -log p(x) ~ %.3f +- %.3f nats per image%s: IWAE, k=%d samples, binarize=%s",
             test_metrics["test/nll_iwae"],
+            test_metrics.get("test/nll_iwae_se", float("nan")),
             "" if bits is None else f" ({bits:.4f} bits/dim)",
             options["iwae_samples"],
             run.datamodule.binarize,
         )
     if "test/nll_ais" in test_metrics:
         log.info(
-            "Test -log p(x) ~ %.3f nats per image: AIS, %d temperatures x %d chains, first %d test images "
-            "(HMC acceptance %.2f)",
+            "Test -log p(x) ~ %.3f +- %.3f nats per image: AIS, %d temperatures x %d chains, first %d test "
+            "images (HMC acceptance %.2f)",
             test_metrics["test/nll_ais"],
+            test_metrics["test/nll_ais_se"],
             options["ais_temperatures"],
             options["ais_chains"],
             min(options["ais_images"], len(run.datamodule.splits.test)),
@@ -144,5 +146,6 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
         if estimate is not None:
             log_px, acceptance = estimate
             results["test/nll_ais"] = -log_px.mean().item()
+            results["test/nll_ais_se"] = standard_error(log_px)  # over the first eval.ais_images images
             results["test/ais_accept"] = float(acceptance)
     return results

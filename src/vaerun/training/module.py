@@ -19,7 +19,7 @@ from torch import Tensor
 
 from vaerun.core.spec import ModelSpec, current_targets
 from vaerun.data.batches import batches_of
-from vaerun.evaluation.metrics import image_metrics
+from vaerun.evaluation.metrics import MeanStandardError, image_metrics
 from vaerun.models.autoencoders import Autoencoder
 from vaerun.models.build import build_autoencoder
 from vaerun.training.adapters import step_counting_hooks
@@ -55,6 +55,7 @@ class AutoencoderModule(pl.LightningModule):
         # Evaluation only: model output vs clean image, and (with a corruption) the corrupted input itself
         # vs the clean image, the "do nothing" baseline of a denoiser.
         self.reconstruction_metrics = image_metrics("test/reconstruction/", unit_range)
+        self.iwae_standard_error = MeanStandardError()  # of test/nll_iwae, over the test images
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/", unit_range)
         self.iwae_samples, self.iwae_chunk = 0, 50
         self.iwae_seconds = 0.0  # the IWAE estimate's share of the test loop
@@ -213,9 +214,13 @@ class AutoencoderModule(pl.LightningModule):
             if log_likelihood is not None:
                 nll = -log_likelihood.mean()
                 self.log("test/nll_iwae", nll, batch_size=len(clean), sync_dist=True)
+                self.iwae_standard_error.update(-log_likelihood)
 
     def on_test_epoch_end(self) -> None:
         self._log_x_value(self.global_step)
+        if self.iwae_standard_error.update_called:
+            self.log("test/nll_iwae_se", self.iwae_standard_error.compute())
+            self.iwae_standard_error.reset()
         for metrics in (self.reconstruction_metrics, self.corrupted_input_metrics):
             if all(metric.update_called for metric in metrics.values()):  # no corruption: no input metrics
                 self.log_dict(metrics.compute())
