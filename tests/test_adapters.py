@@ -91,3 +91,37 @@ def test_the_tensorboard_file_writer_takes_a_summary_into_the_loggers_folder(tmp
     events = EventAccumulator(logger.log_dir)
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("check")] == [(3, 1.5)]
+
+
+def test_hydras_mode_composition_is_the_method_vae_run_skips_and_no_shipped_config_sets_the_mode():
+    import inspect
+
+    from hydra import compose, initialize_config_module
+    from hydra._internal.hydra import Hydra
+
+    from vaerun.cli.main import PACKAGE_CONFIGS
+
+    assert list(inspect.signature(Hydra.get_mode).parameters) == ["self", "config_name", "overrides"]
+    assert "return cfg.hydra.mode" in inspect.getsource(Hydra.get_mode)  # what skipping it gives up
+    presets = [f"+experiment={path.stem}" for path in (PACKAGE_CONFIGS / "experiment").glob("*.yaml")]
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        for overrides in [[], *([preset] for preset in presets)]:
+            assert compose("config", overrides=overrides, return_hydra_config=True).hydra.mode is None
+
+
+def test_the_mode_composition_is_skipped_only_where_no_config_of_the_users_could_set_the_mode(tmp_path):
+    from hydra._internal.hydra import Hydra
+
+    from vaerun.cli.main import PACKAGE_CONFIGS
+    from vaerun.cli.startup import without_mode_composition
+
+    composing = Hydra.get_mode
+    with without_mode_composition([PACKAGE_CONFIGS], ["latent=2"]):
+        assert Hydra.get_mode is not composing
+    assert Hydra.get_mode is composing  # restored
+    for folders, overrides in [
+        ([PACKAGE_CONFIGS, tmp_path], []),
+        ([PACKAGE_CONFIGS], ["hydra.mode=MULTIRUN"]),
+    ]:
+        with without_mode_composition(folders, overrides):
+            assert Hydra.get_mode is composing

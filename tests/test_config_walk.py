@@ -111,11 +111,7 @@ def walk(tmp_path_factory, worker_id) -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def configs_read_once():
-    """Each config file parsed once; and Hydra's run mode taken from the command line: before every run
-    Hydra composes the whole config once more only to read hydra.mode, which no case here sets."""
-    from hydra._internal.hydra import Hydra
-
-    with reading_configs_once(), mock.patch.object(Hydra, "get_mode", return_value=None):
+    with reading_configs_once():
         yield
 
 

@@ -28,6 +28,7 @@ from vaerun.cli.refusals import (
     release_startup_errors,
     without_plus_on_trainer_keys,
 )
+from vaerun.cli.startup import without_mode_composition
 from vaerun.core.checkpoints import checkpoint_file, last_checkpoint
 from vaerun.core.checks import ConfigError, check_config
 from vaerun.core.errors import NonFiniteLossError, RunInterrupted, exit_with_error, first_line
@@ -171,7 +172,7 @@ def main() -> float | None:
     _check_config_dir_files(folders[1:])
     if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
         return _print_help(folders, overrides)
-    with HeldStartupErrors(folders):
+    with HeldStartupErrors(folders), without_mode_composition(folders, overrides):
         return _hydra_main()
 
 
