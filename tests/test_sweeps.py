@@ -95,3 +95,10 @@ def test_a_sweep_without_a_numeric_axis_gets_no_plot_and_says_so(tmp_path, capsy
     out = capsys.readouterr().out
     assert "2 runs" in out and "(and summary.csv)" in out
     assert not (tmp_path / "summary.png").exists()  # not left to pass for a plot of these runs
+
+
+def test_a_sweep_of_training_alone_is_summarised_without_a_plot(tmp_path):
+    for number, latent in enumerate((2, 8)):  # stage=train: metrics.json holds the stage's time only
+        make_run(tmp_path / str(number), "vae", [f"latent={latent}"], {"time/train_s": 1.5 + number})
+    assert len(summarize([tmp_path], tmp_path)) == 2
+    assert (tmp_path / "summary.csv").is_file() and not (tmp_path / "summary.png").exists()

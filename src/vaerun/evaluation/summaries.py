@@ -204,7 +204,7 @@ def _sort_key(value: str | None) -> tuple[float, str]:
 
 def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
     """Each headline metric against the first numeric swept value, one line per model; False if no such
-    value (nothing to plot against)."""
+    value (nothing to plot against) or no headline metric (a sweep of stage=train: times only)."""
     from matplotlib.figure import Figure
 
     numeric = [
@@ -212,10 +212,10 @@ def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
         for key in swept_keys(records)
         if key != "model" and all(_as_number(r.overrides.get(key)) is not None for r in records)
     ]
-    if not numeric:
+    metric_keys = [key for key in HEADLINE_METRICS if any(key in r.metrics for r in records)]
+    if not numeric or not metric_keys:
         return False
     x_key = numeric[0]
-    metric_keys = [key for key in HEADLINE_METRICS if any(key in r.metrics for r in records)]
     columns = min(3, len(metric_keys))
     rows = math.ceil(len(metric_keys) / columns)
     figure = Figure(figsize=(4.5 * columns, 3.8 * rows), dpi=100)
