@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Bernoulli, Independent, Normal, StudentT, kl_divergence
 
 from vaerun.models.likelihoods import (
@@ -99,6 +100,39 @@ def test_the_discretized_logistic_sums_to_one_over_the_256_levels(generator, mix
         log_p = discretized_logistic_log_prob(weights, locations, log_scales, levels)
         assert log_p.shape == (256,)
         torch.testing.assert_close(torch.logsumexp(log_p, dim=0), torch.tensor(0.0), atol=1e-4, rtol=0)
+
+
+def pixelcnn_pp_log_prob(logit_probs, means, log_scales, x):
+    """PixelCNN++'s discretize_mixed_logistic_loss (Salimans et al. 2017, openai/pixel-cnn nn.py), without
+    its coupling of the channels, written out independently: x in [-1, 1] on 256 levels, parameters
+    (N, C, H, W, K); the per-image log-probability."""
+    x = x.unsqueeze(-1)
+    centered = x - means
+    inv_stdv = torch.exp(-log_scales)
+    plus_in = inv_stdv * (centered + 1.0 / 255.0)
+    min_in = inv_stdv * (centered - 1.0 / 255.0)
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    log_cdf_plus = plus_in - F.softplus(plus_in)
+    log_one_minus_cdf_min = -F.softplus(min_in)
+    mid_in = inv_stdv * centered
+    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
+    inner = torch.where(
+        cdf_delta > 1e-5, torch.log(torch.clamp(cdf_delta, min=1e-12)), log_pdf_mid - math.log(127.5)
+    )
+    log_probs = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, inner))
+    mixed = torch.logsumexp(log_probs + torch.log_softmax(logit_probs, dim=-1), dim=-1)
+    return mixed.flatten(1).sum(dim=1)
+
+
+@pytest.mark.parametrize("mixtures", [1, 5])
+def test_the_discretized_logistic_is_pixelcnn_pps_loss(generator, mixtures):
+    shape = (6, 3, 4, 4, mixtures)
+    weights = torch.randn(shape, generator=generator)
+    locations = torch.rand(shape, generator=generator) * 2.2 - 1.1
+    log_scales = torch.rand(shape, generator=generator) * 6 - 6.5  # from much narrower than a level
+    x = torch.randint(0, 256, shape[:4], generator=generator) / 255.0
+    expected = pixelcnn_pp_log_prob(weights, locations, log_scales, x * 2 - 1)
+    torch.testing.assert_close(discretized_logistic_log_prob(weights, locations, log_scales, x), expected)
 
 
 def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decoder(generator):
