@@ -4,6 +4,7 @@ given overrides compose, as Hydra's help shows it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -11,15 +12,23 @@ from omegaconf import OmegaConf
 HELP_FLAGS = ("--help", "-h")
 
 
-def group_options(folders: list[Path]) -> dict[str, list[str]]:
-    """Each config group under the folders (a folder of YAML files, Hydra's own ``hydra/`` aside) and its
-    options; a later folder's options join an earlier one's."""
-    groups: dict[str, set[str]] = {}
+def config_files(folders: list[Path]) -> Iterator[tuple[str, Path]]:
+    """(group, file) of every YAML file under the config folders, Hydra's own ``hydra/`` aside; the
+    primary config's group is "."."""
     for folder in folders:
         for path in folder.rglob("*.yaml"):
             group = path.parent.relative_to(folder).as_posix()
-            if group != "." and not group.startswith("hydra") and not path.stem.startswith("_"):
-                groups.setdefault(group, set()).add(path.stem)
+            if not group.startswith("hydra"):
+                yield group, path
+
+
+def group_options(folders: list[Path]) -> dict[str, list[str]]:
+    """Each config group under the folders and its options (a file named _... is a group's shared base,
+    not an option); a later folder's options join an earlier one's."""
+    groups: dict[str, set[str]] = {}
+    for group, path in config_files(folders):
+        if group != "." and not path.stem.startswith("_"):
+            groups.setdefault(group, set()).add(path.stem)
     return {group: sorted(options) for group, options in sorted(groups.items())}
 
 

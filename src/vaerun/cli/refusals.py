@@ -18,6 +18,7 @@ from types import TracebackType
 
 from omegaconf import OmegaConf
 
+from vaerun.cli.help import config_files
 from vaerun.core.errors import exit_with_error
 
 #: keys renamed since an earlier vaerun: the old name is answered with the new one
@@ -40,19 +41,15 @@ def config_keys(folders: list[Path]) -> set[str]:
     """Every dotted key that a config file under the folders sets (the primary config's and each group
     option's, under the group's name): the names a mistyped key is compared with."""
     keys: set[str] = set()
-    for folder in folders:
-        for path in folder.rglob("*.yaml"):
-            group = path.parent.relative_to(folder).as_posix()
-            if group.startswith("hydra") or group == "experiment":
-                continue
-            is_global = "@package _global_" in path.read_text()[:200]
-            prefix = "" if group == "." or is_global else group.replace("/", ".") + "."
-            keys.add(group.replace("/", "."))  # a group's name is a key too (model=vae)
-            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-            if isinstance(node, dict):
-                keys.update(
-                    prefix + key for key in _dotted(node) if not key.startswith(("defaults", "hydra"))
-                )
+    for group, path in config_files(folders):
+        if group == "experiment":
+            continue
+        is_global = "@package _global_" in path.read_text()[:200]
+        prefix = "" if group == "." or is_global else group.replace("/", ".") + "."
+        keys.add(group.replace("/", "."))  # a group's name is a key too (model=vae)
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if isinstance(node, dict):
+            keys.update(prefix + key for key in _dotted(node) if not key.startswith(("defaults", "hydra")))
     return keys
 
 
@@ -65,12 +62,8 @@ def _dotted(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _nearest(word: str, candidates: set[str] | list[str]) -> list[str]:
-    return difflib.get_close_matches(word, sorted(candidates), n=2, cutoff=0.6)
-
-
 def _did_you_mean(word: str, candidates: set[str] | list[str]) -> str:
-    close = _nearest(word, candidates)
+    close = difflib.get_close_matches(word, sorted(candidates), n=2, cutoff=0.6)
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
