@@ -59,9 +59,8 @@ class _Data:
             yield rows if mean is None else rows - mean.to(dtype)
 
     def mean(self) -> Tensor:
-        return sum(rows.sum(dim=0, dtype=torch.float64) for rows in self.chunks(dtype=torch.float32)) / len(
-            self.x
-        )
+        total = sum(rows.sum(dim=0, dtype=torch.float64) for rows in self.chunks(dtype=torch.float32))
+        return total / len(self.x)
 
 
 def _covariance_times(data: _Data, mean: Tensor, directions: Tensor) -> Tensor:
