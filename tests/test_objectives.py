@@ -290,3 +290,33 @@ def test_gaussian_entropy_matches_torch_distributions():
     mu, logvar = torch.randn(5, 3), torch.randn(5, 3)
     expected = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1).entropy()
     torch.testing.assert_close(gaussian_entropy(logvar), expected)
+
+
+def level_distribution_moments(likelihood, output):
+    """Mean and standard deviation, in image units, of the distribution over the 256 levels of a one-pixel
+    grey image that ``likelihood`` makes of the decoder ``output``."""
+    levels = (torch.arange(256) / 255.0).reshape(256, 1, 1, 1)
+    probabilities = likelihood.log_prob(output.expand(256, -1, -1, -1), levels).exp()
+    mean = (probabilities * levels.flatten()).sum()
+    return mean, ((probabilities * (levels.flatten() - mean).square()).sum()).sqrt()
+
+
+@pytest.mark.parametrize("initial_std", [0.02, 0.05, 0.1])  # narrow enough for the tails
+def test_the_discretized_logistic_starts_at_its_initial_standard_deviation(initial_std):
+    likelihood = DiscretizedLogisticLikelihood(initial_std=initial_std)
+    mean, std = level_distribution_moments(likelihood, torch.zeros(1, 3, 1, 1))  # a decoder's output at 0
+    torch.testing.assert_close(mean, torch.tensor(0.5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(std, torch.tensor(initial_std), atol=2e-3, rtol=0)  # levels: 1 / 255 apart
+    # without it, the raw output is the log-scale: at 0 a logistic wider than the image range
+    _, raw = level_distribution_moments(DiscretizedLogisticLikelihood(), torch.zeros(1, 3, 1, 1))
+    assert raw > 0.4
+    with pytest.raises(ValueError, match=r"likelihood\.initial_std must be null or a number in \(0, 1\]"):
+        DiscretizedLogisticLikelihood(initial_std=0.0)
+
+
+def test_a_learned_gaussian_std_starts_at_its_initial_std(generator):
+    output = torch.cat([torch.randn(2, 3, 4, 4, generator=generator), torch.zeros(2, 3, 4, 4)], dim=1)
+    x = torch.rand(2, 3, 4, 4, generator=generator)
+    likelihood = GaussianLikelihood(learn_std=True, initial_std=0.05)
+    expected = Independent(Normal(torch.sigmoid(output[:, :3]), 0.05), 3).log_prob(x)
+    torch.testing.assert_close(likelihood.log_prob(output, x), expected)

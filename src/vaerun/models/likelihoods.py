@@ -58,6 +58,12 @@ def discretized_logistic_log_prob(
     return sum_pixels(torch.logsumexp(log_probs + F.log_softmax(logit_weights, dim=-1), dim=-1))
 
 
+def logistic_log_scale(std: float) -> float:
+    """The log-scale, on the [-1, 1] scale of ``discretized_logistic_log_prob``, of a logistic whose
+    standard deviation is ``std`` in image units ([0, 1]): a logistic's is its scale x pi / sqrt(3)."""
+    return math.log(2 * std * math.sqrt(3) / math.pi)
+
+
 def squared_error(mean: Tensor, x: Tensor) -> Tensor:
     """Mean squared error per pixel, per image."""
     return (mean - x).square().flatten(start_dim=1).mean(dim=1)
@@ -103,7 +109,9 @@ class GaussianLikelihood:
     """p(x|z) = N(mean, std^2) per pixel, with mean = sigmoid(out) so that it stays in the image range
     [0, 1]; with ``bounded=False``, mean = out (a linear decoder is then probabilistic PCA). ``learn_std``:
     the decoder outputs a standard deviation per pixel too (in ``std_range``), instead of the fixed
-    ``std``."""
+    ``std``; it starts near ``initial_std`` (the decoder's output is its log relative to that; None: the
+    log itself, as checkpoints made before the key), since a decoder that starts as wide as the image
+    range learns its means slowly: the squared error's weight is 1 / (2 std^2)."""
 
     values = DENSITY
 
@@ -113,11 +121,14 @@ class GaussianLikelihood:
         bounded: bool = True,
         learn_std: bool = False,
         std_range: tuple[float, float] = (1e-3, 1.0),
+        initial_std: float | None = None,
     ) -> None:
         check_value("likelihood.std", std)
         check_value("likelihood.learn_std", learn_std)
+        check_value("likelihood.initial_std", initial_std)
         self.std, self.bounded, self.learn_std = float(std), bounded, learn_std
         self.log_std_range = (math.log(std_range[0]), math.log(std_range[1]))
+        self.log_std_offset = 0.0 if initial_std is None else math.log(initial_std)
 
     def output_channels(self, channels: int) -> int:
         return 2 * channels if self.learn_std else channels
@@ -126,7 +137,7 @@ class GaussianLikelihood:
         if not self.learn_std:
             return decoder_output, self.std
         location, log_std = decoder_output.chunk(2, dim=-3)
-        return location, torch.exp(log_std.clamp(*self.log_std_range))
+        return location, torch.exp((log_std + self.log_std_offset).clamp(*self.log_std_range))
 
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
         location, std = self._split(decoder_output)
@@ -141,16 +152,22 @@ class DiscretizedLogisticLikelihood:
     """p(x|z) for 8-bit images: per sub-pixel, a mixture of ``mixtures`` logistics discretized to the 256
     levels (``discretized_logistic_log_prob``), a proper probability, so -log p(x) in bits per dimension
     is what image papers report. The decoder outputs 3 x mixtures numbers per sub-pixel: the components'
-    weights (logits), locations and log-scales."""
+    weights (logits), locations and log-scales. The logistics start near a standard deviation of
+    ``initial_std`` in image units (the decoder's output is the log-scale relative to that; None: the
+    log-scale itself, as checkpoints made before the key). Left at the raw output, they start wider than
+    the image range, and a logistic's gradient on its location shrinks with its scale: after 5 epochs on
+    32-px photo patches the reconstructions were still grey blobs (MSE 0.060 against 0.021 with 0.1)."""
 
     values = LEVELS
 
     #: log-scales below this are clamped: a logistic narrower than a level brings nothing more
     min_log_scale = -7.0
 
-    def __init__(self, mixtures: int = 1) -> None:
+    def __init__(self, mixtures: int = 1, initial_std: float | None = None) -> None:
         check_value("likelihood.mixtures", mixtures)
+        check_value("likelihood.initial_std", initial_std)
         self.mixtures = int(mixtures)
+        self.log_scale_offset = 0.0 if initial_std is None else logistic_log_scale(initial_std)
 
     def output_channels(self, channels: int) -> int:
         return 3 * self.mixtures * channels
@@ -160,7 +177,7 @@ class DiscretizedLogisticLikelihood:
         *lead, _, height, width = decoder_output.shape
         parts = decoder_output.reshape(*lead, 3, self.mixtures, -1, height, width).movedim(-4, -1)
         weights, locations, log_scales = parts.unbind(dim=-5)
-        return weights, locations, log_scales.clamp_min(self.min_log_scale)
+        return weights, locations, (log_scales + self.log_scale_offset).clamp_min(self.min_log_scale)
 
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
         return discretized_logistic_log_prob(*self._parameters(decoder_output), x)

@@ -131,6 +131,7 @@ RULES: dict[str, Rule] = {
     "*.binarize_seed": seed,
     # the data
     "data.binarize": choice(*BINARIZATIONS),
+    "data.dequantize": flag,
     "data.batch_size": int_at_least(1),
     "data.normal_class": class_label,
     "data.image_size": int_at_least(1, optional=True),
@@ -158,6 +159,7 @@ RULES: dict[str, Rule] = {
     "likelihood.bounded": flag,
     "likelihood.learn_std": flag,
     "likelihood.mixtures": int_at_least(1),
+    "likelihood.initial_std": number_in(0, 1, low_open=True, optional=True),
     # the optimizer's keyword arguments (torch.optim's names)
     "optimizer.lr": number_in(0, low_open=True),
     "optimizer.betas": probability_pair,
