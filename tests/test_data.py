@@ -153,6 +153,63 @@ def test_dynamic_binarization_resamples_every_draw_and_static_is_fixed():
     )
 
 
+def test_dequantization_spreads_training_levels_over_their_bins_and_leaves_evaluation_alone(tmp_path):
+    import pytorch_lightning as pl
+
+    class Recorder(pl.LightningModule):  # what training and validation steps are handed, through a real fit
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+            self.seen: dict[str, list[torch.Tensor]] = {"train": [], "val": []}
+
+        def training_step(self, batch, batch_idx):
+            self.seen["train"].append(batch[0])
+            return self.weight * batch[0].mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.seen["val"].append(batch[0])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    datamodule = ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], batch_size=32, dequantize=True)
+    module = Recorder()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    levels = datamodule.splits.train.images.float()
+    train = torch.cat(module.seen["train"])
+    assert len(train) == 64
+    assert set(to_unit_float(datamodule.splits.val.images[:32]).unique().tolist()) == set(
+        module.seen["val"][0].unique().tolist()
+    )  # validation sees the levels k / 255
+    bins = (train * 256).floor()  # each training value lies in its own level's bin [k / 256, (k + 1) / 256)
+    assert set(bins.unique().tolist()) <= set(levels.unique().tolist())
+    assert len(train.unique()) > len(bins.unique())  # and is spread inside it
+    offsets = train * 256 - bins
+    assert 0.4 < offsets.mean() < 0.6  # uniform over the bin
+
+
+def test_dequantization_is_refused_beside_binarization_and_on_tables(tmp_path):
+    with pytest.raises(ValueError, match=r"data\.dequantize=true .* data\.binarize=dynamic"):
+        ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], binarize="dynamic", dequantize=True)
+    with pytest.raises(ValueError, match=r"data\.dequantize must be true or false"):
+        ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], dequantize="yes")
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(20)))
+    with pytest.raises(ValueError, match=r"data\.dequantize=true is for 8-bit images"):
+        ImageDataModule(CSVSource(table), image_shape=None, dequantize=True).setup()
+
+
 def test_unknown_binarization_is_refused():
     with pytest.raises(ValueError, match=r"data\.binarize must be one of none, dynamic, static"):
         ImageDataModule(DigitsSource(), image_shape=[1, 8, 8], binarize="yes")

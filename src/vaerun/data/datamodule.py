@@ -22,6 +22,11 @@ class ImageDataModule(pl.LightningDataModule):
     Bernoulli(pixel) each time it is drawn (Salakhutdinov & Murray 2008); ``static`` uses one fixed sample
     (drawn with ``binarize_seed``). The likelihoods of the literature are measured on binary data.
 
+    ``dequantize``: training batches of grey levels k become (k + u) / 256 with u ~ U(0, 1) drawn anew each
+    time, so that a density on [0, 1] (a Gaussian likelihood) is trained as a density of the 256 bins:
+    -log p(x) + D log 256 is then a bound on -log P(x) of the 8-bit data (Theis et al. 2016). Evaluation
+    scores the levels k / 255 themselves.
+
     ``normal_class``: train and validate on the images of that class only (the one-class protocol of
     anomaly detection); the test split keeps every class.
 
@@ -46,6 +51,7 @@ class ImageDataModule(pl.LightningDataModule):
         binarize: str = "none",
         binarize_seed: int = 0,
         normal_class: int | None = None,
+        dequantize: bool = False,
         steps_per_group: int = 1,
         limit_train_batches: int | float | None = None,
         image_size: int | None = None,
@@ -55,6 +61,12 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_value("data.binarize", binarize)
+        check_value("data.dequantize", dequantize)
+        if dequantize and binarize != "none":
+            raise ConfigError(
+                f"data.dequantize=true spreads grey levels over their bins; data.binarize={binarize} makes "
+                "the images binary: use one of them"
+            )
         check_value("data.device_memory_fraction", device_memory_fraction)
         check_value("data.max_host_memory_gb", max_host_memory_gb)
         self.device_memory_fraction, self.max_host_memory_gb = device_memory_fraction, max_host_memory_gb
@@ -78,6 +90,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.binarize = binarize
         self.binarize_seed = int(binarize_seed)
         self.normal_class = normal_class
+        self.dequantize = dequantize
         self.steps_per_group, self.limit_train_batches = steps_per_group, limit_train_batches
         self.splits: Splits | None = None
         self._shuffle = torch.Generator().manual_seed(self.seed)
@@ -89,11 +102,13 @@ class ImageDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         self._shuffle.set_state(state_dict["shuffle_state"])
 
-    def transform(self, images: Tensor) -> Tensor:
+    def transform(self, images: Tensor, training: bool = False) -> Tensor:
         """uint8 images (on any device) -> the model's float input in [0, 1]; standardised rows with their
         missing cells at the column mean, 0."""
         if images.is_floating_point():
             return torch.nan_to_num(images, nan=0.0)
+        if training and self.dequantize:
+            return (images.float() + torch.rand(images.shape, device=images.device)) / 256
         x = to_unit_float(images)
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
@@ -128,6 +143,8 @@ class ImageDataModule(pl.LightningDataModule):
             )
         if self.binarize != "none" and splits.train.images.is_floating_point():
             raise ConfigError(f"data.binarize={self.binarize} is for images; {splits.source} is tabular")
+        if self.dequantize and splits.train.images.is_floating_point():
+            raise ConfigError(f"data.dequantize=true is for 8-bit images; {splits.source} is tabular")
         if self.normal_class is not None:
             labels = splits.train.labels.unique().tolist()
             if self.normal_class not in labels:
@@ -149,7 +166,8 @@ class ImageDataModule(pl.LightningDataModule):
         if isinstance(batch, BatchGroup):
             return BatchGroup(self.on_after_batch_transfer(one, dataloader_idx) for one in batch)
         images, labels = batch
-        return self.transform(images), labels
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, training), labels
 
     def _batches(self, split: Split, generator: torch.Generator | None = None, **grouping) -> TensorBatches:
         trainer = self.trainer
