@@ -1,8 +1,11 @@
 """Training throughput of vaerun against the floor and the hardware.
 
     python scripts/bench.py --data mnist5k --epochs 4 --repeats 3
+    python scripts/bench.py --data image_folder --set data.source.path=DIR --encoder conv --image-size 64 \
+        --channels 3 --precision 32-true,bf16-mixed
 
-In one process, for the same MLP VAE (784-512-256-z, ReLU, Adam, Bernoulli decoder, the same seed):
+In one process, for the same VAE (the MLP 784-512-256-z by default, or --encoder conv / resnet at
+--image-size and --channels; ReLU, Adam, the config's likelihood, the same seed):
 
   a  a plain PyTorch loop over in-memory tensors: the same math with no framework (the floor);
   b  vaerun's LightningModule, DataModule and Trainer, built by the same code as `vae-run` (groups of
@@ -16,29 +19,37 @@ In one process, for the same MLP VAE (784-512-256-z, ReLU, Adam, Bernoulli decod
      CUDA graph and replayed for every batch, what one GPU can do with this model when no Python or kernel
      launch stands between steps.
 
-Images/s are the median over the epochs after the first of every repeat; the repeats are interleaved
-(a, b, c, a, b, c, ...) because whole-run throughput on shared machines drifts by up to 25%. Repeat r
-trains with seed r, so the final ELBO column gives the median and the range over seeds: the spread
-against which a change of precision is judged. Several precisions (--precision 32-true,bf16-mixed) are
+GFLOP/s count a training step's forward and backward multiply-adds x 2, measured on the model with
+torch.utils.flop_counter; the first line names the CPU and its bf16 units (AVX-512 BF16, AMX), which
+decide what bf16-mixed can gain there. Images/s are the median over the epochs after the first of every
+repeat; the repeats are interleaved (a, b, c, a, b, c, ...) because whole-run throughput on shared
+machines drifts by up to 25%. Repeat r trains with seed r, so the final ELBO column gives the median and
+the range over seeds: the spread against which a change of precision is judged. Several precisions (--precision 32-true,bf16-mixed) are
 interleaved too, and compared with the fp32 floor.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
-import math
 import os
+import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import torch
+from bench_loops import (
+    Result,
+    eval_throughput,
+    run_bare_lightning,
+    run_graph_loop,
+    run_plain_loop,
+    run_vaerun,
+    sync,
+)
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -50,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data", default="mnist5k", help="a data option of vae-run (mnist5k, fashion_mnist, ...)"
     )
+    parser.add_argument("--encoder", default="mlp", choices=["mlp", "conv", "resnet"])
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="data.image_size (an image folder's images resized)"
+    )
+    parser.add_argument("--channels", type=int, default=None, choices=[1, 3], help="data.channels")
     parser.add_argument("--latent", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=4, help="per run; the first is warm-up")
@@ -101,7 +117,7 @@ def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> d
 
     overrides = [
         "model=vae",
-        "encoder=mlp",
+        f"encoder={args.encoder}",
         f"data={args.data}",
         f"latent={args.latent}",
         f"data.batch_size={args.batch_size}",
@@ -115,6 +131,10 @@ def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> d
     ]
     if args.limit_batches:
         overrides.append(f"trainer.limit_train_batches={args.limit_batches}")
+    if args.image_size is not None:
+        overrides.append(f"data.image_size={args.image_size}")
+    if args.channels is not None:
+        overrides.append(f"data.channels={args.channels}")
     if args.steps_per_execution is not None:
         overrides.append(f"steps_per_execution={args.steps_per_execution}")
     overrides += args.set
@@ -123,11 +143,36 @@ def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> d
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def model_flops_per_image(latent: int, image_size: int, hidden: tuple[int, ...] = (512, 256)) -> float:
-    """Multiply-adds x 2 of the linear layers, forward pass; a training step is about 3x that."""
-    encoder = [image_size, *hidden, 2 * latent]
-    decoder = [latent, *reversed(hidden), image_size]
-    return sum(2 * a * b for sizes in (encoder, decoder) for a, b in itertools.pairwise(sizes))
+def training_flops_per_image(cfg: dict, datamodule) -> float:
+    """Multiply-adds x 2 of one training step (forward and backward of the loss) per image, counted by
+    torch.utils.flop_counter on the model itself: the MLP's and the conv nets' alike."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
+
+    model = AutoencoderModule(**module_hparams(cfg, {})).model
+    x = datamodule.transform(datamodule.splits.train.images[: cfg["data"]["batch_size"]])
+    with FlopCounterMode(display=False) as counter:
+        model.loss_terms(x, x)["loss"].backward()
+    return counter.get_total_flops() / len(x)
+
+
+def cpu_line() -> str:
+    """The CPU's name and the bf16 units among its flags (Linux), for any precision comparison."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    units = (("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX-BF16"))
+    bf16 = [unit for flag, unit in units if flag in flags]
+    return f"cpu: {name}; bf16 units: {', '.join(bf16) or 'none (bf16 is emulated: expect it slower)'}"
 
 
 def matmul_peak(device: str, dtype: torch.dtype, size: int) -> float:
@@ -137,245 +182,12 @@ def matmul_peak(device: str, dtype: torch.dtype, size: int) -> float:
         a @ b
     times = []
     for _ in range(5):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return 2 * size**3 / min(times)
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-class Result:
-    def __init__(self) -> None:
-        self.throughputs: list[float] = []
-        self.final_elbo: list[float] = []
-
-
-def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) -> None:
-    """(a) the floor: the same model and math, a hand-written loop over in-memory tensors."""
-    from hydra.utils import instantiate
-
-    from vaerun.data import to_unit_float
-    from vaerun.stages import module_hparams
-    from vaerun.training.module import AutoencoderModule
-
-    torch.manual_seed(cfg["seed"])
-    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
-    optimizer = instantiate(cfg["optimizer"])(model.parameters())  # vaerun's optimizer: the same math
-    images = splits.train.images.to(args.device)
-    generator = torch.Generator().manual_seed(cfg["seed"])
-    bf16 = cfg["trainer"]["precision"] == "bf16-mixed"
-    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16)
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(images), generator=generator).to(args.device)
-        batches = order.split(args.batch_size)
-        if args.limit_batches:
-            batches = batches[: args.limit_batches]
-        elbo_sum, seen = torch.zeros((), device=args.device), 0
-        _sync(args.device)
-        start = time.perf_counter()
-        for idx in batches:
-            x = to_unit_float(images[idx])
-            with autocast:
-                loss = model.loss_terms(x, x)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            elbo_sum -= loss.detach() * len(idx)  # weighted by batch size, as Lightning's epoch means
-            seen += len(idx)
-        _sync(args.device)
-        elapsed = time.perf_counter() - start
-        if epoch > 0:
-            result.throughputs.append(sum(len(i) for i in batches) / elapsed)
-    result.final_elbo.append((elbo_sum / seen).item())
-
-
-def run_graph_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) -> None:
-    """(g) the graph-captured floor, CUDA only: (a)'s step (forward, backward, Adam with capturable=True,
-    the ELBO sum) captured once as a CUDA graph and replayed for every full batch, the batch copied into
-    the graph's static input; the last short batch of an epoch is dropped."""
-    from hydra.utils import instantiate
-
-    from vaerun.data import to_unit_float
-    from vaerun.stages import module_hparams
-    from vaerun.training.module import AutoencoderModule
-
-    torch.manual_seed(cfg["seed"])
-    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
-    optimizer = instantiate(cfg["optimizer"])(model.parameters(), capturable=True)
-    images = splits.train.images.to(args.device)
-    generator = torch.Generator().manual_seed(cfg["seed"])
-    bf16 = cfg["trainer"]["precision"] == "bf16-mixed"
-    static_batch = images[: args.batch_size].clone()
-    elbo_sum = torch.zeros((), device=args.device)
-
-    def step() -> None:
-        x = to_unit_float(static_batch)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
-            loss = model.loss_terms(x, x)["loss"]
-        loss.backward()
-        optimizer.step()
-        elbo_sum.sub_(loss.detach() * len(x))
-
-    side = torch.cuda.Stream()  # warm-up off the default stream, as torch.cuda.graphs asks
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            optimizer.zero_grad(set_to_none=False)
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=False)
-    with torch.cuda.graph(graph):
-        optimizer.zero_grad(set_to_none=False)
-        step()
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(images), generator=generator).to(args.device)
-        batches = [idx for idx in order.split(args.batch_size) if len(idx) == args.batch_size]
-        if args.limit_batches:
-            batches = batches[: args.limit_batches]
-        elbo_sum.zero_()
-        _sync(args.device)
-        start = time.perf_counter()
-        for idx in batches:
-            torch.index_select(images, 0, idx, out=static_batch)
-            graph.replay()
-        _sync(args.device)
-        elapsed = time.perf_counter() - start
-        if epoch > 0:
-            result.throughputs.append(len(batches) * args.batch_size / elapsed)
-    result.final_elbo.append((elbo_sum / (len(batches) * args.batch_size)).item())
-
-
-class EpochTimer:
-    """Times each training epoch from its start to the end of its last batch (no validation)."""
-
-    def __init__(self, device: str) -> None:
-        import pytorch_lightning as pl
-
-        from vaerun.data.batches import batches_of
-
-        device_ = device
-
-        class _Timer(pl.Callback):
-            def __init__(self) -> None:
-                self.durations: list[float] = []
-                self.images: list[int] = []
-
-            def on_train_epoch_start(self, trainer, module) -> None:
-                _sync(device_)
-                self._start, self._images = time.perf_counter(), 0
-
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-                batches = batches_of(batch)  # steps_per_execution
-                self._images += sum(len(images) for images, _ in batches)
-
-            def on_train_epoch_end(self, trainer, module) -> None:
-                _sync(device_)
-                self.durations.append(time.perf_counter() - self._start)
-                self.images.append(self._images)
-
-        self.callback = _Timer()
-
-    def throughputs(self) -> list[float]:
-        pairs = list(zip(self.callback.images, self.callback.durations, strict=True))[1:]
-        return [n / t for n, t in pairs]
-
-
-def run_vaerun(cfg: dict, args: argparse.Namespace, result: Result, standard_dataloader: bool) -> None:
-    """(b) vaerun as vae-run sets it up; (c) the same module fed by a standard DataLoader."""
-    from vaerun import stages
-
-    timer = EpochTimer(args.device)
-    with tempfile.TemporaryDirectory() as run_dir:
-        run = stages.setup(dict(cfg), Path(run_dir), {}, set(), extra_callbacks=[timer.callback])
-        if standard_dataloader:
-            from torch.utils.data import DataLoader, TensorDataset
-
-            train = run.datamodule.splits.train
-            keep = args.limit_batches * args.batch_size or None  # vaerun's data path applies the limit itself
-            dataset = TensorDataset(train.images[:keep].float() / 255.0, train.labels[:keep])
-            loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
-            run.trainer.fit(run.module, train_dataloaders=loader)
-        else:
-            run.trainer.fit(run.module, datamodule=run.datamodule)
-        result.final_elbo.append(-float(run.trainer.callback_metrics["train/loss_epoch"]))
-    result.throughputs.extend(timer.throughputs())
-
-
-def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: Result) -> None:
-    """(l) Lightning's own loop around the same model and data path, and nothing else."""
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    from vaerun.stages import module_hparams
-    from vaerun.training.module import AutoencoderModule
-
-    class Bare(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = AutoencoderModule(**module_hparams(cfg, {})).model
-
-        def training_step(self, batch, batch_idx):
-            return self.model.loss_terms(batch[0], batch[0])["loss"]
-
-        def configure_optimizers(self):
-            return instantiate(cfg["optimizer"])(self.parameters())
-
-    torch.manual_seed(cfg["seed"])
-    timer = EpochTimer(args.device)
-    trainer = pl.Trainer(
-        max_epochs=args.epochs,
-        accelerator=args.device if args.device == "cpu" else "gpu",
-        devices=1,
-        precision=cfg["trainer"]["precision"],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        limit_train_batches=args.limit_batches or None,
-        callbacks=[timer.callback],
-    )
-    trainer.fit(Bare(), datamodule=datamodule)
-    result.throughputs.extend(timer.throughputs())
-
-
-@torch.no_grad()
-def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float, float]:
-    """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
-    images, so it should run at close to the decoder's forward throughput."""
-    from vaerun.data import to_unit_float
-    from vaerun.stages import module_hparams
-    from vaerun.training.module import AutoencoderModule
-
-    torch.manual_seed(cfg["seed"])
-    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval()
-    x = to_unit_float(splits.test.images[: args.eval_images].to(args.device))
-    chunk = cfg["eval"]["iwae_chunk"]
-    z = torch.randn(len(x) * chunk, args.latent, device=args.device)
-
-    def best_time(fn) -> float:
-        fn()
-        times = []
-        for _ in range(3):
-            _sync(args.device)
-            start = time.perf_counter()
-            fn()
-            _sync(args.device)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    decoder_rate = len(z) / best_time(lambda: model.mean(z))
-    iwae_rate = (
-        len(x) * args.iwae_samples / best_time(lambda: model.log_likelihood(x, x, args.iwae_samples, chunk))
-    )
-    return decoder_rate, iwae_rate
 
 
 def peak_memory_mb(device: str) -> float:
@@ -424,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     datamodule = instantiate(base["data"], _convert_="all")
     datamodule.setup()
     splits = datamodule.splits
+    for cfg in configs.values():  # an image folder's shape is known once read: every method builds that
+        cfg["data"]["image_shape"] = list(datamodule.image_shape)
 
     def runner(method: str, cfg: dict):
         return {
@@ -441,11 +255,15 @@ def main(argv: list[str] | None = None) -> None:
             for method in args.methods:
                 runner(method, cfg)(results[precision, method])
     decoder_rate, iwae_rate = eval_throughput(base, splits, args)
-    flops_per_image = 3 * model_flops_per_image(args.latent, math.prod(datamodule.image_shape))
+    flops_per_image = training_flops_per_image(base, datamodule)
     median = {key: statistics.median(r.throughputs) for key, r in results.items() if r.throughputs}
 
+    if args.device == "cpu":
+        print(cpu_line())
+    shape = "x".join(map(str, datamodule.image_shape))
     print(
-        f"\n{args.data}: {len(splits.train)} train images, batch {args.batch_size}, latent {args.latent}, "
+        f"\n{args.data} ({shape}, encoder {args.encoder}): {len(splits.train)} train images, "
+        f"batch {args.batch_size}, latent {args.latent}, "
         f"{args.device}, {torch.get_num_threads()} threads, {args.epochs} epochs x {args.repeats} repeats "
         "(seeds 0..repeats-1; images/s: median of epochs after the first; ELBO: median [range] over seeds)"
     )

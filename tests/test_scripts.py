@@ -38,6 +38,19 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
     assert "b / fp32 a = " in bf16  # the bf16 run is compared with the fp32 floor
 
 
+def test_bench_measures_a_conv_vae_against_its_plain_loop_and_names_the_cpus_bf16_units():
+    args = ["--data", "digits", "--encoder", "conv", "--epochs", "2", "--repeats", "1", "--limit-batches", "2"]
+    args += ["--matmul-size", "64", "--methods", "ab", "--eval-images", "8", "--iwae-samples", "4"]
+    out = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("cpu: ") and "bf16 units: " in out.splitlines()[0]
+    assert "digits (1x8x8, encoder conv)" in out
+    rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ")}
+    assert rows["a"][-1] == rows["b"][-1]  # the same conv net, math and seed in both loops
+    assert float(rows["b"][-3]) > 0  # GFLOP/s counted on the conv net itself
+
+
 def test_read_events_lists_scalars_and_images(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 

@@ -1,0 +1,244 @@
+"""The training loops that scripts/bench.py compares, each on the same model, data and seed (its docstring
+says what each method is), and the evaluation throughput it reports."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class Result:
+    def __init__(self) -> None:
+        self.throughputs: list[float] = []
+        self.final_elbo: list[float] = []
+
+
+def run_plain_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) -> None:
+    """(a) the floor: the same model and math, a hand-written loop over in-memory tensors."""
+    from hydra.utils import instantiate
+
+    from vaerun.data import to_unit_float
+    from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
+
+    torch.manual_seed(cfg["seed"])
+    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
+    optimizer = instantiate(cfg["optimizer"])(model.parameters())  # vaerun's optimizer: the same math
+    images = splits.train.images.to(args.device)
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    bf16 = cfg["trainer"]["precision"] == "bf16-mixed"
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16)
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(images), generator=generator).to(args.device)
+        batches = order.split(args.batch_size)
+        if args.limit_batches:
+            batches = batches[: args.limit_batches]
+        elbo_sum, seen = torch.zeros((), device=args.device), 0
+        sync(args.device)
+        start = time.perf_counter()
+        for idx in batches:
+            x = to_unit_float(images[idx])
+            with autocast:
+                loss = model.loss_terms(x, x)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            elbo_sum -= loss.detach() * len(idx)  # weighted by batch size, as Lightning's epoch means
+            seen += len(idx)
+        sync(args.device)
+        elapsed = time.perf_counter() - start
+        if epoch > 0:
+            result.throughputs.append(sum(len(i) for i in batches) / elapsed)
+    result.final_elbo.append((elbo_sum / seen).item())
+
+
+def run_graph_loop(cfg: dict, splits, args: argparse.Namespace, result: Result) -> None:
+    """(g) the graph-captured floor, CUDA only: (a)'s step (forward, backward, Adam with capturable=True,
+    the ELBO sum) captured once as a CUDA graph and replayed for every full batch, the batch copied into
+    the graph's static input; the last short batch of an epoch is dropped."""
+    from hydra.utils import instantiate
+
+    from vaerun.data import to_unit_float
+    from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
+
+    torch.manual_seed(cfg["seed"])
+    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device)
+    optimizer = instantiate(cfg["optimizer"])(model.parameters(), capturable=True)
+    images = splits.train.images.to(args.device)
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    bf16 = cfg["trainer"]["precision"] == "bf16-mixed"
+    static_batch = images[: args.batch_size].clone()
+    elbo_sum = torch.zeros((), device=args.device)
+
+    def step() -> None:
+        x = to_unit_float(static_batch)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            loss = model.loss_terms(x, x)["loss"]
+        loss.backward()
+        optimizer.step()
+        elbo_sum.sub_(loss.detach() * len(x))
+
+    side = torch.cuda.Stream()  # warm-up off the default stream, as torch.cuda.graphs asks
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=False)
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        optimizer.zero_grad(set_to_none=False)
+        step()
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(images), generator=generator).to(args.device)
+        batches = [idx for idx in order.split(args.batch_size) if len(idx) == args.batch_size]
+        if args.limit_batches:
+            batches = batches[: args.limit_batches]
+        elbo_sum.zero_()
+        sync(args.device)
+        start = time.perf_counter()
+        for idx in batches:
+            torch.index_select(images, 0, idx, out=static_batch)
+            graph.replay()
+        sync(args.device)
+        elapsed = time.perf_counter() - start
+        if epoch > 0:
+            result.throughputs.append(len(batches) * args.batch_size / elapsed)
+    result.final_elbo.append((elbo_sum / (len(batches) * args.batch_size)).item())
+
+
+class EpochTimer:
+    """Times each training epoch from its start to the end of its last batch (no validation)."""
+
+    def __init__(self, device: str) -> None:
+        import pytorch_lightning as pl
+
+        from vaerun.data.batches import batches_of
+
+        device_ = device
+
+        class _Timer(pl.Callback):
+            def __init__(self) -> None:
+                self.durations: list[float] = []
+                self.images: list[int] = []
+
+            def on_train_epoch_start(self, trainer, module) -> None:
+                sync(device_)
+                self._start, self._images = time.perf_counter(), 0
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+                batches = batches_of(batch)  # steps_per_execution
+                self._images += sum(len(images) for images, _ in batches)
+
+            def on_train_epoch_end(self, trainer, module) -> None:
+                sync(device_)
+                self.durations.append(time.perf_counter() - self._start)
+                self.images.append(self._images)
+
+        self.callback = _Timer()
+
+    def throughputs(self) -> list[float]:
+        pairs = list(zip(self.callback.images, self.callback.durations, strict=True))[1:]
+        return [n / t for n, t in pairs]
+
+
+def run_vaerun(cfg: dict, args: argparse.Namespace, result: Result, standard_dataloader: bool) -> None:
+    """(b) vaerun as vae-run sets it up; (c) the same module fed by a standard DataLoader."""
+    from vaerun import stages
+
+    timer = EpochTimer(args.device)
+    with tempfile.TemporaryDirectory() as run_dir:
+        run = stages.setup(dict(cfg), Path(run_dir), {}, set(), extra_callbacks=[timer.callback])
+        if standard_dataloader:
+            from torch.utils.data import DataLoader, TensorDataset
+
+            train = run.datamodule.splits.train
+            keep = args.limit_batches * args.batch_size or None  # vaerun's data path applies the limit itself
+            dataset = TensorDataset(train.images[:keep].float() / 255.0, train.labels[:keep])
+            loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
+            run.trainer.fit(run.module, train_dataloaders=loader)
+        else:
+            run.trainer.fit(run.module, datamodule=run.datamodule)
+        result.final_elbo.append(-float(run.trainer.callback_metrics["train/loss_epoch"]))
+    result.throughputs.extend(timer.throughputs())
+
+
+def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: Result) -> None:
+    """(l) Lightning's own loop around the same model and data path, and nothing else."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
+
+    class Bare(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = AutoencoderModule(**module_hparams(cfg, {})).model
+
+        def training_step(self, batch, batch_idx):
+            return self.model.loss_terms(batch[0], batch[0])["loss"]
+
+        def configure_optimizers(self):
+            return instantiate(cfg["optimizer"])(self.parameters())
+
+    torch.manual_seed(cfg["seed"])
+    timer = EpochTimer(args.device)
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator=args.device if args.device == "cpu" else "gpu",
+        devices=1,
+        precision=cfg["trainer"]["precision"],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        limit_train_batches=args.limit_batches or None,
+        callbacks=[timer.callback],
+    )
+    trainer.fit(Bare(), datamodule=datamodule)
+    result.throughputs.extend(timer.throughputs())
+
+
+@torch.no_grad()
+def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float, float]:
+    """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
+    images, so it should run at close to the decoder's forward throughput."""
+    from vaerun.data import to_unit_float
+    from vaerun.stages import module_hparams
+    from vaerun.training.module import AutoencoderModule
+
+    torch.manual_seed(cfg["seed"])
+    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval()
+    x = to_unit_float(splits.test.images[: args.eval_images].to(args.device))
+    chunk = cfg["eval"]["iwae_chunk"]
+    z = torch.randn(len(x) * chunk, args.latent, device=args.device)
+
+    def best_time(fn) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            sync(args.device)
+            start = time.perf_counter()
+            fn()
+            sync(args.device)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    decoder_rate = len(z) / best_time(lambda: model.mean(z))
+    iwae_rate = (
+        len(x) * args.iwae_samples / best_time(lambda: model.log_likelihood(x, x, args.iwae_samples, chunk))
+    )
+    return decoder_rate, iwae_rate
