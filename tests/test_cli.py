@@ -59,6 +59,7 @@ def test_metrics_json_holds_each_stages_wall_time_and_the_parts_of_eval(vae_2d):
 def test_metrics_json_holds_the_likelihood_estimate_with_its_protocol(vae_2d):
     metrics = read_metrics(vae_2d)
     assert metrics["test/iwae_samples"] == 10 and metrics["test/binarize"] == "none"
+    assert metrics["test/iwae_images"] == 32  # TINY's one test batch
     # a tighter bound than the ELBO, up to Monte-Carlo error; a Bernoulli of grey levels gives no bits/dim
     assert metrics["test/nll_iwae"] <= metrics["test/loss"] + 0.5
     assert "test/nll_iwae_bpd" not in metrics and "test/nll_ais_bpd" not in metrics

@@ -26,7 +26,9 @@ def evaluate(run: Run) -> None:
     (test/...)."""
     module = run.inference_model()
     options = run.cfg["eval"]
-    module.configure_evaluation(options["iwae_samples"], options["iwae_chunk"])
+    module.configure_evaluation(
+        options["iwae_samples"], options["iwae_chunk"], options["iwae_images"], run.trainer.world_size
+    )
     with run.timed("eval_test_loop"):  # the loss terms, image metrics and IWAE over the test split
         run.trainer.test(module, datamodule=run.datamodule, verbose=False)
     run.timings["eval_iwae"] = module.iwae_seconds
@@ -49,11 +51,12 @@ def evaluate(run: Run) -> None:
     if "test/nll_iwae" in test_metrics:
         bits = test_metrics.get("test/nll_iwae_bpd")
         log.info(
-            "Test -log p(x) ~ %.3f +- %.3f nats per image%s: IWAE, k=%d samples, binarize=%s",
+            "Test -log p(x) ~ %.3f +- %.3f nats per image%s: IWAE, k=%d samples, %d test images, binarize=%s",
             test_metrics["test/nll_iwae"],
             test_metrics.get("test/nll_iwae_se", float("nan")),
             "" if bits is None else f" ({bits:.4f} bits/dim)",
             options["iwae_samples"],
+            test_metrics["test/iwae_images"],
             run.datamodule.binarize,
         )
     if "test/nll_ais" in test_metrics:

@@ -58,6 +58,7 @@ class AutoencoderModule(pl.LightningModule):
         self.iwae_standard_error = MeanStandardError()  # of test/nll_iwae, over the test images
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/", unit_range)
         self.iwae_samples, self.iwae_chunk = 0, 50
+        self.iwae_images_left: int | None = None  # of this process's share of eval.iwae_images
         self.iwae_seconds = 0.0  # the IWAE estimate's share of the test loop
         self.training_terms = TrainingTerms()
         # Optimisation is manual (training_step), so gradient clipping is the module's: configure_training.
@@ -92,9 +93,13 @@ class AutoencoderModule(pl.LightningModule):
         each ``"value"``, as Lightning's Trainer arguments of the same names."""
         self.step_groups = step_groups
 
-    def configure_evaluation(self, iwae_samples: int, iwae_chunk: int) -> None:
-        """k importance samples for the IWAE estimate of -log p(x) at test time (0: none)."""
+    def configure_evaluation(
+        self, iwae_samples: int, iwae_chunk: int, iwae_images: int | None = None, world_size: int = 1
+    ) -> None:
+        """k importance samples for the IWAE estimate of -log p(x) at test time (0: none), on the first
+        ``iwae_images`` test images (None: all; shared out between the ``world_size`` processes)."""
         self.iwae_samples, self.iwae_chunk = int(iwae_samples), int(iwae_chunk)
+        self.iwae_images_left = None if iwae_images is None else -(-int(iwae_images) // world_size)
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         clean, _ = batch  # floats in [0, 1], on the device (ImageDataModule.on_after_batch_transfer)
@@ -205,7 +210,11 @@ class AutoencoderModule(pl.LightningModule):
         self.reconstruction_metrics.update(self.model.reconstruct(corrupted), clean)
         if corrupted is not clean:
             self.corrupted_input_metrics.update(corrupted, clean)
-        if self.iwae_samples > 0:
+        if self.iwae_images_left is not None:  # the estimate over the first eval.iwae_images only
+            count = min(len(clean), self.iwae_images_left)
+            self.iwae_images_left -= count
+            clean, corrupted = clean[:count], corrupted[:count]
+        if self.iwae_samples > 0 and len(clean) > 0:
             start = time.perf_counter()
             log_likelihood = self.model.log_likelihood(corrupted, clean, self.iwae_samples, self.iwae_chunk)
             if clean.is_cuda:  # the time of the work, not of its launch
@@ -215,6 +224,8 @@ class AutoencoderModule(pl.LightningModule):
                 nll = -log_likelihood.mean()
                 self.log("test/nll_iwae", nll, batch_size=len(clean), sync_dist=True)
                 self.iwae_standard_error.update(-log_likelihood)
+                # how many images the estimate saw, summed over batches and processes
+                self.log("test/iwae_images", float(len(clean)), reduce_fx="sum", sync_dist=True, batch_size=1)
 
     def on_test_epoch_end(self) -> None:
         self._log_x_value(self.global_step)

@@ -101,6 +101,7 @@ RULES: dict[str, Rule] = {
     # the stages' options
     "eval.iwae_samples": int_at_least(0),
     "eval.iwae_chunk": int_at_least(1),
+    "eval.iwae_images": int_at_least(1, optional=True),
     "eval.projector_points": int_at_least(0),
     "eval.ais_temperatures": int_at_least(0),
     "eval.ais_chains": int_at_least(1),
