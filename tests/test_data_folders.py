@@ -211,6 +211,57 @@ def test_anomaly_detection_on_a_colour_folder_scores_its_classes(colour_folder, 
         assert 0 <= metrics[f"anomaly/{score}/auroc"] <= 1
 
 
+#: fewer Markov chain steps and pictures than TINY's, for 64-px images on a CPU: every code path, not its cost
+CHEAP_PICTURES_AND_CHAINS = [
+    "eval.ais_images=4",
+    "sample.mcmc_steps=2",
+    "sample.traversal_dims=2",
+    "sample.num_interpolations=2",
+    "impute.iterations=2",
+    "impute.rates=[0.5]",
+]
+
+
+@pytest.fixture(scope="module")
+def photo_folder_64(tmp_path_factory):
+    """300 colour crops of 64 x 64, 100 from each of the three photographs, in a folder per photograph."""
+    from skimage import data as skimage_data
+    from sklearn.datasets import load_sample_images
+
+    root = tmp_path_factory.mktemp("photos64")
+    photos = [*load_sample_images().images, skimage_data.astronaut()]
+    for number, photo in enumerate(photos):
+        (root / f"photo{number}").mkdir()
+        height, width = photo.shape[:2]
+        for i in range(100):
+            top, left = (i // 10) * ((height - 64) // 9), (i % 10) * ((width - 64) // 9)
+            crop = photo[top : top + 64, left : left + 64]
+            Image.fromarray(crop).save(root / f"photo{number}" / f"crop_{i:02d}.png")
+    return root
+
+
+def test_a_64_px_colour_folder_goes_through_every_stage(photo_folder_64, tmp_path):
+    """A conv VAE with a discretized logistic on 64-px colour images: trained, evaluated (bits/dim, the
+    PCA baseline on 12,288 dimensions, every part timed) and sampled; then impute and anomaly from its
+    checkpoint."""
+    data = ["data=image_folder", f"data.source.path={photo_folder_64}", f"data.source.cache_dir={tmp_path}"]
+    run = [*data, "encoder=conv", "likelihood=discretized_logistic", *TINY, *CHEAP_PICTURES_AND_CHAINS]
+    vae_run(*run, "eval.iwae_images=5", "hydra.run.dir=all", cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "all")
+    assert metrics["test/iwae_images"] == 5 and metrics["test/nll_iwae_se"] > 0  # capped, with its error
+    assert 0 < metrics["test/nll_iwae_bpd"] < 12 and 0 < metrics["test/pca_mse"] < 0.1
+    assert {"time/train_s", "time/eval_pca_s", "time/eval_iwae_s", "time/sample_s"} <= set(metrics)
+    with Image.open(tmp_path / "all" / "images" / "sample_generated.png") as samples:
+        assert samples.mode == "RGB" and samples.width > 64 * 2
+    vae_run(*run, "stage=impute", f"ckpt={tmp_path / 'all'}", "hydra.run.dir=impute", cwd=tmp_path)
+    imputed = read_metrics(tmp_path / "impute")
+    assert imputed["impute/block_32/pca/psnr"] > 0 and "time/impute_s" in imputed
+    anomaly = ["stage=anomaly", "data.normal_class=0", "anomaly.iwae_samples=4", "hydra.run.dir=anomaly"]
+    vae_run(*run, *anomaly, f"ckpt={tmp_path / 'all'}", cwd=tmp_path)
+    scores = read_metrics(tmp_path / "anomaly")
+    assert 0 <= scores["anomaly/pca_reconstruction_error/auroc"] <= 1 and "time/anomaly_s" in scores
+
+
 def photo_patches(count: int) -> np.ndarray:
     """(count, 32, 32, 3) uint8 patches of scikit-learn's photographs, as CIFAR-10's arrays are laid out."""
     from sklearn.datasets import load_sample_images
