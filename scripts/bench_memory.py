@@ -34,22 +34,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench
 
 
-def write_folder(root: Path, count: int, size: int = 64, seed: int = 0) -> float:
-    """``count`` JPEG crops of ``size`` x ``size`` from scikit-learn's photographs; seconds."""
+def write_folder(root: Path, count: int, size: int = 64, seed: int = 0, class_folders: bool = False) -> float:
+    """``count`` JPEG crops of ``size`` x ``size`` from scikit-learn's photographs; seconds. With
+    ``class_folders``, each in the folder of its photograph (photo0, photo1: two classes)."""
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
     start = time.perf_counter()
     photos = load_sample_images().images
     rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
+    folders = [root / f"photo{k}" if class_folders else root for k in range(len(photos))]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
 
     def one(i: int) -> None:
         photo = photos[rng_choices[i, 0]]
         top = rng_choices[i, 1] % (photo.shape[0] - size)
         left = rng_choices[i, 2] % (photo.shape[1] - size)
         crop = photo[top : top + size, left : left + size]
-        Image.fromarray(crop[:, ::-1] if rng_choices[i, 3] else crop).save(root / f"{i:06d}.jpg", quality=95)
+        image = Image.fromarray(crop[:, ::-1] if rng_choices[i, 3] else crop)
+        image.save(folders[rng_choices[i, 0]] / f"{i:06d}.jpg", quality=95)
 
     # per image: which photograph, top and left (taken modulo the room left), mirrored or not
     rng_choices = np.stack([rng.integers(0, high, count) for high in (2, 10**6, 10**6, 2)], axis=1)
