@@ -55,6 +55,8 @@ def discretized_logistic_log_prob(
     inner = torch.where(mass > 1e-5, torch.log(mass.clamp_min(1e-12)), log_density_mid)
     edge = torch.where(x > 1 - half_bin, log_survival_minus, inner)
     log_probs = torch.where(x < -1 + half_bin, log_cdf_plus, edge)
+    if log_probs.shape[-1] == 1:  # one component: its weight is 1, and the log-sum-exp two passes for nothing
+        return sum_pixels(log_probs.squeeze(-1))
     return sum_pixels(torch.logsumexp(log_probs + F.log_softmax(logit_weights, dim=-1), dim=-1))
 
 
