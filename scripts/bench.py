@@ -24,8 +24,8 @@ torch.utils.flop_counter; the first line names the CPU and its bf16 units (AVX-5
 decide what bf16-mixed can gain there. Images/s are the median over the epochs after the first of every
 repeat; the repeats are interleaved (a, b, c, a, b, c, ...) because whole-run throughput on shared
 machines drifts by up to 25%. Repeat r trains with seed r, so the final ELBO column gives the median and
-the range over seeds: the spread against which a change of precision is judged. Several precisions (--precision 32-true,bf16-mixed) are
-interleaved too, and compared with the fp32 floor.
+the range over seeds: the spread against which a change of precision is judged. Several precisions
+(--precision 32-true,bf16-mixed) are interleaved too, and compared with the fp32 floor.
 """
 
 from __future__ import annotations

@@ -39,8 +39,9 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
 
 
 def test_bench_measures_a_conv_vae_against_its_plain_loop_and_names_the_cpus_bf16_units():
-    args = ["--data", "digits", "--encoder", "conv", "--epochs", "2", "--repeats", "1", "--limit-batches", "2"]
-    args += ["--matmul-size", "64", "--methods", "ab", "--eval-images", "8", "--iwae-samples", "4"]
+    args = ["--data", "digits", "--encoder", "conv", "--epochs", "2", "--repeats", "1"]
+    args += ["--limit-batches", "2", "--matmul-size", "64", "--methods", "ab"]
+    args += ["--eval-images", "8", "--iwae-samples", "4"]
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
     ).stdout
