@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -15,6 +16,7 @@ from vaerun.models.latent_paths import slerp
 from vaerun.models.likelihoods import squared_error
 from vaerun.models.mcmc import KERNELS, ais_log_likelihood, run_chains
 from vaerun.models.objectives import (
+    cpu_pass_shape,
     free_bits_kl,
     gaussian_entropy,
     iwae_log_likelihood,
@@ -273,10 +275,18 @@ class VariationalAutoencoder(Autoencoder):
 
     def log_likelihood(self, x_in: Tensor, target: Tensor, num_samples: int, chunk_size: int = 64) -> Tensor:
         """The IWAE estimate of log p(target) per image, with q(z | x_in) as the proposal (x_in is what the
-        encoder was trained to read; any proposal gives a valid importance-sampling estimate)."""
-        return iwae_log_likelihood(
-            self.posterior(x_in, target), lambda z: self.log_joint(target, z), num_samples, chunk_size
-        )
+        encoder was trained to read; any proposal gives a valid importance-sampling estimate). On a CPU the
+        images go in groups whose decoder passes stay under CPU_PASS_NUMBERS outputs (cpu_pass_shape)."""
+        group, chunk = len(target), chunk_size
+        if target.device.type == "cpu":
+            outputs_per_sample = self.likelihood.output_channels(self.image_shape[0]) * target[0, 0].numel()
+            group, chunk = cpu_pass_shape(len(target), num_samples, chunk_size, outputs_per_sample)
+        estimates = []
+        for start in range(0, len(target), group):
+            images, inputs = target[start : start + group], x_in[start : start + group]
+            posterior, log_joint = self.posterior(inputs, images), partial(self.log_joint, images)
+            estimates.append(iwae_log_likelihood(posterior, log_joint, num_samples, chunk))
+        return torch.cat(estimates)
 
     def posterior_log_density(self, target: Tensor) -> Callable[[Tensor], Tensor]:
         """z (N, K) -> log p(target, z) per image: the unnormalised log-density of p(z | target) that HMC
