@@ -70,6 +70,17 @@ def test_elbo_equals_log_likelihood_at_the_exact_posterior(ppca):
     assert elbo.item() == pytest.approx(exact.mean().item(), abs=0.05)
 
 
+def test_the_iwae_in_cpu_passes_gives_each_image_its_own_estimate(ppca, monkeypatch):
+    """Passes of 3 decoder rows (one image, 3 samples at a time) instead of one pass: at the exact
+    posterior every importance weight is p(x), so each image's estimate is its own exact log p(x)."""
+    from vaerun.models import objectives
+
+    model, x, exact = ppca
+    monkeypatch.setattr(objectives, "CPU_PASS_NUMBERS", 3 * D)
+    assert objectives.cpu_pass_shape(len(x), 7, 5, D) == (1, 3)
+    torch.testing.assert_close(model.log_likelihood(x, x, num_samples=7, chunk_size=5), exact)
+
+
 def test_iwae_with_a_poor_posterior_converges_to_the_analytic_value(ppca):
     model, x, exact = ppca
     with torch.no_grad():  # a worse q: shifted means, doubled variances

@@ -19,7 +19,9 @@ from vaerun.models.likelihoods import (
     squared_error,
 )
 from vaerun.models.objectives import (
+    CPU_PASS_NUMBERS,
     bits_per_dim,
+    cpu_pass_shape,
     free_bits_kl,
     gradient_noise,
     iwae_log_likelihood,
@@ -355,3 +357,26 @@ def test_a_learned_gaussian_std_starts_at_its_initial_std(generator):
     likelihood = GaussianLikelihood(learn_std=True, initial_std=0.05)
     expected = Independent(Normal(torch.sigmoid(output[:, :3]), 0.05), 3).log_prob(x)
     torch.testing.assert_close(likelihood.log_prob(output, x), expected)
+
+
+def test_the_discretized_logistic_has_finite_gradients_for_extreme_decoder_outputs(generator):
+    """Raw log-scales far outside [-7, 7] (a decoder fed codes far from its training data, as HMC in AIS
+    proposes) are clamped: no infinite gradient of a bin's log-mass where a logistic is vastly wide."""
+    likelihood = DiscretizedLogisticLikelihood(initial_std=0.1)
+    output = torch.randn(4, 9, 2, 2, generator=generator) * 100
+    output.requires_grad_(True)
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    log_p = likelihood.log_prob(output, x)
+    log_p.sum().backward()
+    assert torch.isfinite(log_p).all() and torch.isfinite(output.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("images", "samples", "chunk", "per_sample"),
+    [(128, 100, 50, 784), (128, 100, 50, 9 * 32 * 32), (128, 100, 50, 9 * 64 * 64), (3, 5000, 50, 784)],
+)
+def test_cpu_passes_stay_under_their_size_and_keep_images_whole(images, samples, chunk, per_sample):
+    group, samples_per_pass = cpu_pass_shape(images, samples, chunk, per_sample)
+    assert 1 <= group <= images and 1 <= samples_per_pass <= min(chunk, samples)
+    assert group * samples_per_pass * per_sample <= CPU_PASS_NUMBERS
+    assert (group + 1) * samples_per_pass * per_sample > CPU_PASS_NUMBERS or group == images  # no smaller

@@ -40,8 +40,9 @@ def discretized_logistic_log_prob(
     """log P(x) per image of a mixture of logistics per sub-pixel, discretized to ``levels`` equally spaced
     values of [0, 1] (Salimans et al. 2017, PixelCNN++, without its coupling of the channels): each level
     gets the logistic's mass over its bin, the lowest and the highest the tails beyond, so the levels'
-    probabilities sum to one. Parameters (..., C, H, W, K) for K components, on the [-1, 1] scale; x
-    (N, C, H, W) in [0, 1], on the levels (it broadcasts against leading sample dimensions).
+    probabilities sum to one. Parameters (..., C, H, W, K) for K components, on the [-1, 1] scale, the
+    log-scales within [-7, 7] (as the likelihood clamps them); x (N, C, H, W) in [0, 1], on the levels (it
+    broadcasts against leading sample dimensions).
 
     A bin's mass sigmoid(plus) - sigmoid(minus) is taken in log space, exactly and stably wherever the bin
     lies: log sigmoid(plus) - softplus(minus) + log(1 - exp(minus - plus)), whose last term depends on the
@@ -166,8 +167,9 @@ class DiscretizedLogisticLikelihood:
 
     values = LEVELS
 
-    #: log-scales below this are clamped: a logistic narrower than a level brings nothing more
-    min_log_scale = -7.0
+    #: log-scales are clamped to this range: a logistic narrower than a level brings nothing more, nor one
+    #: a thousand times wider than the image range, whose bin masses' gradients would under- and overflow
+    min_log_scale, max_log_scale = -7.0, 7.0
 
     def __init__(self, mixtures: int = 1, initial_std: float | None = None) -> None:
         check_value("likelihood.mixtures", mixtures)
@@ -183,7 +185,8 @@ class DiscretizedLogisticLikelihood:
         *lead, _, height, width = decoder_output.shape
         parts = decoder_output.reshape(*lead, 3, self.mixtures, -1, height, width).movedim(-4, -1)
         weights, locations, log_scales = parts.unbind(dim=-5)
-        return weights, locations, (log_scales + self.log_scale_offset).clamp_min(self.min_log_scale)
+        log_scales = (log_scales + self.log_scale_offset).clamp(self.min_log_scale, self.max_log_scale)
+        return weights, locations, log_scales
 
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
         return discretized_logistic_log_prob(*self._parameters(decoder_output), x)

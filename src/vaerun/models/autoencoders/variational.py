@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -279,8 +280,7 @@ class VariationalAutoencoder(Autoencoder):
         images go in groups whose decoder passes stay under CPU_PASS_NUMBERS outputs (cpu_pass_shape)."""
         group, chunk = len(target), chunk_size
         if target.device.type == "cpu":
-            outputs_per_sample = self.likelihood.output_channels(self.image_shape[0]) * target[0, 0].numel()
-            group, chunk = cpu_pass_shape(len(target), num_samples, chunk_size, outputs_per_sample)
+            group, chunk = cpu_pass_shape(len(target), num_samples, chunk_size, self._outputs_per_sample())
         estimates = []
         for start in range(0, len(target), group):
             images, inputs = target[start : start + group], x_in[start : start + group]
@@ -312,6 +312,10 @@ class VariationalAutoencoder(Autoencoder):
         return ais_log_likelihood(
             start, log_joint, chains, temperatures, leapfrog_steps, kernel=step, target_accept=target_accept
         )
+
+    def _outputs_per_sample(self) -> int:
+        """How many numbers the decoder outputs per code (the likelihood's parameters of one image)."""
+        return self.likelihood.output_channels(self.image_shape[0]) * math.prod(self.image_shape[1:])
 
     def mcmc_posterior_samples(
         self, x_in: Tensor, target: Tensor, steps: int, leapfrog_steps: int = 5
