@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vaerun.cli import run_state
+from vaerun.cli import run_lock, run_state
 from vaerun.cli.help import HELP_FLAGS, help_text
 from vaerun.cli.refusals import (
     HeldStartupErrors,
@@ -48,11 +48,13 @@ OmegaConf.register_new_resolver("dirname", run_state.dirname, replace=True)
 def _discard_run_dir(run_dir: Path) -> None:
     """Remove what Hydra wrote for a run that never started, so nothing looks like a run; a directory that
     holds anything more (an earlier run) is left as it is."""
-    if any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+    if any(p.name not in (".hydra", run_lock.LOCK_FILE) and p.suffix != ".log" for p in run_dir.iterdir()):
         return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for log_file in run_dir.glob("*.log"):
         log_file.unlink(missing_ok=True)
+    (run_dir / run_lock.LOCK_FILE).unlink(missing_ok=True)  # ours: unlinked before its lock is let go
+    run_lock.release(run_dir)
     # The day's directory of Hydra's default layout (outputs/DATE/TIME) goes too when this run made it the
     # only thing in it; the parent of a hydra.run.dir of the user's choosing stays.
     made_by_hydra = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
@@ -103,6 +105,7 @@ def _continue_earlier_run(new_dir: Path, config_fingerprint: str) -> tuple[Path,
     earlier = run_state.find_resumable(root, config_fingerprint)
     if earlier is None:
         _fail(f"resume=true: no unfinished run of this config with a checkpoint under {root}", new_dir)
+    run_lock.acquire(earlier, "resume=true")  # refused, with the owner, while that run is still going
     _discard_run_dir(new_dir)
     handler = logging.FileHandler(earlier / "vae_run.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
