@@ -1,12 +1,22 @@
 """The library internals behind vaerun.training.adapters still behave as vaerun relies on: an upgrade of
 Lightning or TensorBoard that changes one fails here."""
 
+import shutil
+import warnings
+
+import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from vaerun.training.adapters import set_validation_interval, step_counting_hooks, tensorboard_file_writer
+from vaerun.training.adapters import (
+    UNUSED_SRUN_WARNING,
+    hush_unused_srun_outside_slurm,
+    set_validation_interval,
+    step_counting_hooks,
+    tensorboard_file_writer,
+)
 
 
 class TinyRegression(pl.LightningModule):
@@ -125,3 +135,24 @@ def test_the_mode_composition_is_skipped_only_where_no_config_of_the_users_could
     ]:
         with without_mode_composition(folders, overrides):
             assert Hydra.get_mode is composing
+
+
+@pytest.mark.skipif(shutil.which("srun") is None, reason="needs Slurm's srun on PATH (make test installs it)")
+def test_lightnings_unused_srun_warning_is_the_one_hushed_outside_a_slurm_job(tmp_path, monkeypatch):
+    for variable in ("SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def trainer_warnings() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if hushed:
+                hush_unused_srun_outside_slurm()
+            pl.Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+        return [str(w.message) for w in caught]
+
+    hushed = False
+    assert any(message.startswith(UNUSED_SRUN_WARNING) for message in trainer_warnings())  # Lightning's text
+    hushed = True
+    assert not any("srun" in message for message in trainer_warnings())
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # inside a job, where srun matters, the warning stays
+    assert any(message.startswith(UNUSED_SRUN_WARNING) for message in trainer_warnings())

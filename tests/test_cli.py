@@ -19,6 +19,8 @@ def vae_2d(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("vae2d")
     result = vae_run("model=vae", "latent=2", "data=digits", *TINY, "hydra.run.dir=run", cwd=cwd)
     assert "tensorboard --logdir_spec run:" in result.stdout
+    # outside a Slurm job a run says nothing about srun, also where Slurm is installed (as make test does)
+    assert "`srun` command" not in result.stdout + result.stderr
     return cwd / "run"
 
 

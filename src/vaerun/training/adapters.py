@@ -9,14 +9,22 @@ silently somewhere in a run.
   low-level file writer (``SummaryWriter._get_file_writer``): ``add_hparams`` would log a copy of each.
 - An integer ``val_check_interval`` counted in steps is known in items only once the data is set up, after
   the Trainer is built; Lightning reads ``trainer.val_check_interval`` when fit starts.
+- Every Trainer built where ``srun`` is on PATH but not used warns so, by its text (Lightning's
+  ``SLURMEnvironment._validate_srun_used``): outside a Slurm job that is every run on a cluster's login node.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.warnings import PossibleUserWarning
+
+#: the start of Lightning's warning that srun is on PATH but the process was not started by it
+UNUSED_SRUN_WARNING = "The `srun` command is available on your system but is not used"
 
 
 def step_counting_hooks(optimizer: Any) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -34,3 +42,11 @@ def tensorboard_file_writer(experiment: Any) -> Any:
 def set_validation_interval(trainer: pl.Trainer, items: int) -> None:
     """Validate every ``items`` training items (Lightning's own count), set on a built Trainer before fit."""
     trainer.val_check_interval = items
+
+
+def hush_unused_srun_outside_slurm() -> None:
+    """Outside a Slurm job, drop Lightning's warning that ``srun`` is available but unused: true on every
+    cluster's login node, and nothing the run should change. Inside a job (SLURM_JOB_ID set), where
+    several processes not started by srun would wait for each other forever, it stays."""
+    if "SLURM_JOB_ID" not in os.environ:
+        warnings.filterwarnings("ignore", message=UNUSED_SRUN_WARNING, category=PossibleUserWarning)
