@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian's Fashion-MNIST (torchvision's idx files): real data for data=fashion_mnist without a download.
-APT_DATA := dataset-fashion-mnist
+# Debian packages the tests use: Fashion-MNIST (torchvision's idx files: real data for data=fashion_mnist
+# without a download), and Slurm with munge (its srun on PATH, as on a cluster's login node).
+APT_PACKAGES := dataset-fashion-mnist slurm-wlm munge
 
-.PHONY: install dev data-packages run test lint clean
+.PHONY: install dev apt-packages run test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +18,17 @@ install: $(BIN)/python
 dev: $(BIN)/python
 	$(BIN)/pip install -e '.[dev]'
 
-data-packages:
-	@if dpkg -s $(APT_DATA) >/dev/null 2>&1; then echo "$(APT_DATA) is installed"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(APT_DATA); \
-	elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq $(APT_DATA); \
-	else echo "warning: cannot install $(APT_DATA) (not root, no sudo); data=fashion_mnist will download"; fi
+apt-packages:
+	@missing="$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done)"; \
+	if [ -z "$$missing" ]; then echo "installed: $(APT_PACKAGES)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "warning: cannot install" $$missing "(not root, no sudo): their tests skip, data=fashion_mnist downloads"; fi
 
 run: install
 	$(BIN)/vae-run model=vae latent=2
 
-test: dev data-packages
+test: dev apt-packages
 	$(BIN)/ruff check src tests scripts configs
 	$(BIN)/python -m pytest
 
