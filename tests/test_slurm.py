@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, read_metrics, vae_run
+from conftest import TINY, VAE_RUN, read_metrics, vae_run
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a job's resources on the local node (its 2 cores and a little memory each)
@@ -61,3 +62,33 @@ def test_a_sweep_runs_as_slurm_jobs_and_is_summarised(slurm, tmp_path):
     said = result.stdout + result.stderr
     assert said.count("Slurm keeps no job accounting here") == 1
     assert "sacct error" not in said and "accounting storage is disabled" not in said
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
+    """`scontrol requeue` in the middle of training: Slurm kills the job and starts it again, the new process
+    takes the run directory over (its lock went with the killed one) and resumes from the last checkpoint."""
+    run = ["data=digits", "latent=2", *TINY, "trainer.max_epochs=8", "trainer.limit_train_batches=null"]
+    sweep = subprocess.Popen(
+        [str(VAE_RUN), "-m", "hydra/launcher=slurm", *SMALL_JOBS, *run, "hydra.sweep.dir=sweep"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run_dir = tmp_path / "sweep" / "0"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():  # an epoch done: a checkpoint to resume
+        assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()[0]
+        time.sleep(0.2)
+    queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True)
+    job = queue.stdout.split()
+    assert len(job) == 1
+    subprocess.run(["scontrol", "requeue", job[0]], check=True)
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, output
+    log = (run_dir / "vae_run.log").read_text()
+    assert "Resuming from " in log, log[-2000:]
+    vae_run(*run, "hydra.run.dir=plain", cwd=tmp_path)  # the same run, never interrupted, without Slurm
+    requeued, plain = read_metrics(run_dir), read_metrics(tmp_path / "plain")
+    for key in ("test/loss", "test/kl", "test/nll_iwae"):
+        assert requeued[key] == pytest.approx(plain[key], rel=1e-6), key
