@@ -30,7 +30,9 @@ run: install
 
 test: dev apt-packages
 	$(BIN)/ruff check src tests scripts configs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slurm"
+	@# the tests on a local Slurm cluster, on their own: their jobs need the cores the test workers would take
+	$(BIN)/python -m pytest -m slurm -n 0 tests/test_slurm.py
 
 lint: dev
 	$(BIN)/ruff check src tests scripts configs

@@ -28,7 +28,10 @@ def cannot_run_slurm() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(cannot_run_slurm() is not None, reason=str(cannot_run_slurm()))
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(cannot_run_slurm() is not None, reason=str(cannot_run_slurm())),
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def test_a_sweep_runs_as_slurm_jobs_and_is_summarised(slurm, tmp_path):
 def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
     """`scontrol requeue` in the middle of training: Slurm kills the job and starts it again, the new process
     takes the run directory over (its lock went with the killed one) and resumes from the last checkpoint."""
-    run = ["data=digits", "latent=2", *TINY, "trainer.max_epochs=8", "trainer.limit_train_batches=null"]
+    run = ["data=digits", "latent=2", *TINY, "trainer.max_epochs=6", "trainer.limit_train_batches=null"]
     sweep = subprocess.Popen(
         [str(VAE_RUN), "-m", "hydra/launcher=slurm", *SMALL_JOBS, *run, "hydra.sweep.dir=sweep"],
         cwd=tmp_path,
