@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use: Fashion-MNIST (torchvision's idx files: real data for data=fashion_mnist
-# without a download), and Slurm with munge (its srun on PATH, as on a cluster's login node).
-APT_PACKAGES := dataset-fashion-mnist slurm-wlm munge
+# without a download), and Slurm's daemons, commands and munge (slurm-wlm without its plugins for
+# InfluxDB, Elasticsearch, IPMI and RRD) for a one-node cluster (scripts/local_slurm.sh).
+APT_PACKAGES := dataset-fashion-mnist slurmctld slurmd slurm-client munge
 
 .PHONY: install dev apt-packages run test lint clean
 
@@ -21,8 +22,8 @@ dev: $(BIN)/python
 apt-packages:
 	@missing="$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done)"; \
 	if [ -z "$$missing" ]; then echo "installed: $(APT_PACKAGES)"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "warning: cannot install" $$missing "(not root, no sudo): their tests skip, data=fashion_mnist downloads"; fi
 
 run: install
