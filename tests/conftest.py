@@ -38,14 +38,18 @@ VAE_RUN = Path(sys.executable).with_name("vae-run")
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist every worker (and each vae-run it starts) gets its share of the cores, not all of
-    them: two workers with two threads each on two cores spend their time swapping. Set before torch is
-    imported, which reads it once.
+    them: two workers with two threads each on two cores spend their time swapping (the AIS tests took 4-5
+    times as long). The variable reaches the vae-runs they start; a plugin may have imported torch into
+    the worker already, which read it then, so the worker's own torch is set too.
 
     The suite tests CPU behaviour, the same on a machine with a GPU: CUDA is hidden from it (and from every
     vae-run it starts) unless the run selects the GPU tests, ``pytest -m gpu``."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if "gpu" not in (config.option.markexpr or ""):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
