@@ -4,7 +4,6 @@ says what each method is), and the evaluation throughput it reports."""
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -242,8 +241,7 @@ def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float,
 
     rows = len(z)
     if args.device == "cpu":
-        outputs_per_sample = math.prod(model.decoder(z[:1]).shape[1:])
-        images, samples = cpu_pass_shape(len(x), args.iwae_samples, chunk, outputs_per_sample)
+        images, samples = cpu_pass_shape(len(x), args.iwae_samples, chunk, model.outputs_per_sample())
         rows = images * samples
     decoder_rate = len(z) / best_time(lambda: [model.decoder(piece) for piece in z.split(rows)])
     iwae_rate = (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import signal
@@ -63,14 +62,6 @@ def _discard_run_dir(run_dir: Path) -> None:
             directory.rmdir()  # only when empty: never removes anything else
         except OSError:
             break
-
-
-def _process_rank() -> int:
-    """This process's rank in a distributed run, from the variables launchers set (as Lightning does)."""
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return 0
 
 
 #: flags of Hydra's command line that a process of a distributed run must see again, with their value
@@ -190,7 +181,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         _resolve_checkpoints(config)
         config_fingerprint = run_state.fingerprint(config)
         # Only rank 0 decides what to do with the directory; the other processes of a DDP run follow it.
-        plan = run_state.plan(run_dir, config_fingerprint, config["force"]) if _process_rank() == 0 else None
+        plan = (
+            run_state.plan(run_dir, config_fingerprint, config["force"])
+            if run_state.process_rank() == 0
+            else None
+        )
     except ConfigError as err:
         _fail(str(err), run_dir)
     except Exception as err:  # an interpolation that does not resolve, a missing key
@@ -200,7 +195,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if plan.skip:
         print(f"Finished already with this config, skipped (force=true runs it again): {run_dir}")
         return _objective(run_dir)
-    if config["resume"] and plan.resume_from is None and _process_rank() == 0:
+    if config["resume"] and plan.resume_from is None and run_state.process_rank() == 0:
         run_dir, plan = _continue_earlier_run(run_dir, config_fingerprint)
     _pin_run_dir_for_child_processes(run_dir, list(hydra_cfg.overrides.task))
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
@@ -231,7 +226,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         interrupted = err if isinstance(err, RunInterrupted) else RunInterrupted(signal.SIGTERM)
         print(f"vae-run: interrupted by {interrupted}: {run_dir}", file=sys.stderr)
         raise SystemExit(interrupted.exit_code) from None
-    if _process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
+    if run_state.process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
         return None
     log.info("Run directory: %s", run_dir)
     # The venv's tensorboard by its full path when the venv is not on PATH (as after `make run`).

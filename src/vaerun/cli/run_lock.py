@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from vaerun.cli.run_state import process_rank
 from vaerun.core.errors import exit_with_error
 
 LOCK_FILE = ".vaerun.lock"
@@ -91,27 +92,20 @@ def _read(descriptor: int) -> dict[str, Any]:
         return {}
 
 
-def _rank_zero() -> bool:
-    """Only rank 0 of a distributed run holds the lock; its other processes share rank 0's directory."""
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if key in os.environ:
-            return int(os.environ[key]) == 0
-    return True
-
-
 class RunDirLock(Callback):
     """Hydra callback: a run's directory is locked before Hydra writes into it; a sweep's directory for the
-    whole sweep; each job's directory of a sweep while the job runs."""
+    whole sweep; each job's directory of a sweep while the job runs. Only rank 0 of a distributed run
+    locks; its other processes share rank 0's directory."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if _rank_zero():
+        if process_rank() == 0:
             acquire(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         acquire(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if HydraConfig.get().mode == RunMode.MULTIRUN and _rank_zero():
+        if HydraConfig.get().mode == RunMode.MULTIRUN and process_rank() == 0:
             acquire(Path(HydraConfig.get().runtime.output_dir), "hydra.sweep.dir")
 
     def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,15 @@ ARTIFACTS = (
 )
 #: keys that do not change what a run computes
 NOT_FINGERPRINTED = ("force", "resume")
+
+
+def process_rank() -> int:
+    """This process's rank in a distributed run, from the variables launchers set (as Lightning does): only
+    rank 0 decides what to do with a run directory and holds its lock; the others follow it."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
 
 
 def fingerprint(config: dict[str, Any]) -> str:

@@ -280,7 +280,7 @@ class VariationalAutoencoder(Autoencoder):
         images go in groups whose decoder passes stay under CPU_PASS_NUMBERS outputs (cpu_pass_shape)."""
         group, chunk = len(target), chunk_size
         if target.device.type == "cpu":
-            group, chunk = cpu_pass_shape(len(target), num_samples, chunk_size, self._outputs_per_sample())
+            group, chunk = cpu_pass_shape(len(target), num_samples, chunk_size, self.outputs_per_sample())
         estimates = []
         for start in range(0, len(target), group):
             images, inputs = target[start : start + group], x_in[start : start + group]
@@ -313,7 +313,7 @@ class VariationalAutoencoder(Autoencoder):
             start, log_joint, chains, temperatures, leapfrog_steps, kernel=step, target_accept=target_accept
         )
 
-    def _outputs_per_sample(self) -> int:
+    def outputs_per_sample(self) -> int:
         """How many numbers the decoder outputs per code (the likelihood's parameters of one image)."""
         return self.likelihood.output_channels(self.image_shape[0]) * math.prod(self.image_shape[1:])
 
