@@ -10,7 +10,8 @@
 #
 # Needs root and Debian's slurm-wlm and munge (make apt-packages installs them); no systemd: munged,
 # slurmctld and slurmd are started by hand, run as root, and keep everything in DIR. The node has this
-# machine's cores and memory, one partition ("local") and no accounting (sacct has nothing to say).
+# machine's memory and cores (LOCAL_SLURM_CPUS=N declares N instead: more jobs at once than cores, as the
+# tests of array_parallelism need), one partition ("local") and no accounting (sacct has nothing to say).
 set -euo pipefail
 
 command=${1:-}
@@ -58,7 +59,9 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 MinJobAge=300
 KillWait=5
-NodeName=$node CPUs=$(nproc) RealMemory=$memory_mb State=UNKNOWN
+# slurmd takes the declared CPUs rather than the ones it counts
+SlurmdParameters=config_overrides
+NodeName=$node CPUs=${LOCAL_SLURM_CPUS:-$(nproc)} RealMemory=$memory_mb State=UNKNOWN
 PartitionName=local Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     export SLURM_CONF="$dir/slurm.conf"

@@ -3,9 +3,11 @@ in a temporary folder and stopped after). Skipped, with the reason, where this m
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -39,7 +41,9 @@ def slurm(tmp_path_factory, monkeypatch_module):
     """A running one-node cluster; SLURM_CONF points sbatch, squeue and vae-run's launcher at it."""
     folder = tmp_path_factory.mktemp("slurm")
     script = ROOT / "scripts" / "local_slurm.sh"
-    started = subprocess.run([script, "start", folder], capture_output=True, text=True)
+    # 8 CPUs declared on 2 cores: room for array_parallelism=4 and a DDP job of 2 tasks beside another job
+    declared = {**os.environ, "LOCAL_SLURM_CPUS": "8"}
+    started = subprocess.run([script, "start", folder], capture_output=True, text=True, env=declared)
     assert started.returncode == 0, started.stderr
     monkeypatch_module.setenv("SLURM_CONF", str(folder / "slurm.conf"))
     yield folder
@@ -52,15 +56,40 @@ def monkeypatch_module():
         yield patch
 
 
-def test_a_sweep_runs_as_slurm_jobs_and_is_summarised(slurm, tmp_path):
-    sweep = ["-m", "hydra/launcher=slurm", *SMALL_JOBS, "data=digits", "latent=2,4", *TINY]
-    sweep.append("hydra.sweep.dir=sweep")
-    result = vae_run(*sweep, cwd=tmp_path)
-    for job in ("0", "1"):
-        assert read_metrics(tmp_path / "sweep" / job)["test/loss"] > 0
-    assert (tmp_path / "sweep" / "summary.csv").read_text().count("\n") == 3  # the header and two runs
+class RunningJobs(threading.Thread):
+    """The most jobs squeue shows running at once, polled until stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.most, self.stopped = 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            shown = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i"], capture_output=True, text=True)
+            self.most = max(self.most, len(shown.stdout.split()))
+            time.sleep(0.2)
+
+
+def test_a_12_run_sweep_keeps_to_its_array_parallelism_and_a_failing_run_loses_no_other(slurm, tmp_path):
+    """12 jobs, at most 4 at once (Slurm's array limit, from hydra.launcher.array_parallelism), on a node
+    with room for 8; latent=0 fails in its job: the other 11 finish, the summary marks it, the sweep exits 3."""
+    latents = ",".join(str(n) for n in range(12))
+    sweep = ["-m", "hydra/launcher=slurm", *SMALL_JOBS, "hydra.launcher.array_parallelism=4", "data=digits",
+             f"latent={latents}", *TINY, "stage=train", "hydra.sweep.dir=sweep"]  # fmt: skip
+    watch = RunningJobs()
+    watch.start()
+    result = vae_run(*sweep, cwd=tmp_path, check=False)
+    watch.stopped.set()
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("vae-run: error: 1 of 12 runs failed, the others")
+    assert 2 <= watch.most <= 4
+    with open(tmp_path / "sweep" / "summary.csv") as handle:
+        rows = {row["latent"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows, key=int) == [str(n) for n in range(12)]
+    assert rows["0"]["state"] == "failed" and "latent must be an integer >= 1" in rows["0"]["error"]
+    assert all(rows[str(n)]["state"] == "finished" and float(rows[str(n)]["val/loss"]) > 0 for n in range(1, 12))
     logs = list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
-    assert len(logs) == 2  # each run was a job of its own
+    assert len(logs) == 12  # each run was a job of its own
     # no accounting here: one line says so, instead of sacct's and submitit's complaints at every poll
     said = result.stdout + result.stderr
     assert said.count("Slurm keeps no job accounting here") == 1
@@ -95,3 +124,20 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
     requeued, plain = read_metrics(run_dir), read_metrics(tmp_path / "plain")
     for key in ("test/loss", "test/kl", "test/nll_iwae"):
         assert requeued[key] == pytest.approx(plain[key], rel=1e-6), key
+
+
+def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
+    """timeout_min=1 with Slurm's --signal 50 s before it: the job gets USR2 in its first half minute (Slurm
+    looks every 30 s), submitit requeues it (up to max_num_timeout times), the new process resumes from the
+    last checkpoint, and the run ends with the metrics of one never stopped."""
+    run = ["data=digits", "latent=2", *TINY, "trainer.max_epochs=60", "trainer.limit_train_batches=null",
+           "stage=train"]  # fmt: skip
+    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50",
+              "hydra.launcher.max_num_timeout=6"]  # fmt: skip
+    vae_run("-m", "hydra/launcher=slurm", *SMALL_JOBS, *limits, *run, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    run_dir = tmp_path / "sweep" / "0"
+    said = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.*"))
+    assert "this job is timed-out" in said, said[-3000:]
+    assert "Resuming from " in (run_dir / "vae_run.log").read_text()
+    vae_run(*run, "hydra.run.dir=plain", cwd=tmp_path)
+    assert read_metrics(run_dir)["val/loss"] == pytest.approx(read_metrics(tmp_path / "plain")["val/loss"], rel=1e-6)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun.cli import run_lock, run_state
@@ -28,10 +29,12 @@ from vaerun.cli.refusals import (
     without_plus_on_trainer_keys,
 )
 from vaerun.cli.startup import without_mode_composition
+from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checkpoints import checkpoint_file, last_checkpoint
 from vaerun.core.checks import ConfigError, check_config
-from vaerun.core.errors import NonFiniteLossError, RunInterrupted, exit_with_error, first_line
+from vaerun.core.errors import ErrorExit, NonFiniteLossError, RunInterrupted, exit_with_error, first_line
 from vaerun.core.spec import MODEL_PARTS
+from vaerun.search.outcome import FAILURE_FILE
 
 log = logging.getLogger("vaerun")
 
@@ -115,7 +118,10 @@ def _resolve_checkpoints(config: dict) -> None:
 
 
 def _fail(message: str, run_dir: Path) -> None:
-    _discard_run_dir(run_dir)
+    if (
+        HydraConfig.get().mode != RunMode.MULTIRUN
+    ):  # a sweep's run keeps its .hydra and log beside its failure
+        _discard_run_dir(run_dir)
     exit_with_error(message)
 
 
@@ -173,6 +179,32 @@ def main() -> float | None:
 @hydra.main(version_base="1.3", config_path="pkg://vaerun.configs", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     release_startup_errors()
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return _run_in_sweep(cfg)
+    return _run(cfg)
+
+
+def _run_in_sweep(cfg: DictConfig) -> float | None:
+    """A run of a multirun: one that fails says why in its failure.json (which the sweep's summary and a
+    search read) and ends, so that the sweep's other runs go on; an interruption still stops the sweep."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    failure = run_dir / FAILURE_FILE
+    failure.unlink(missing_ok=True)  # an earlier attempt's
+    try:
+        return _run(cfg)
+    except ErrorExit as err:
+        reason, status = err.message, int(err.code or 1)
+        if status >= 128:  # stopped by a signal: the sweep stops too
+            raise
+    except Exception as err:  # a defect: its traceback goes to the run's log, the sweep goes on
+        log.exception("The run failed")
+        reason, status = first_line(err, with_type=True), 1
+    if run_state.process_rank() == 0:
+        write_text_atomically(failure, json.dumps({"error": reason, "exit_status": status}) + "\n")
+    return None
+
+
+def _run(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:

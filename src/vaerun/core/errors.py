@@ -29,9 +29,18 @@ class RunInterrupted(BaseException):
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
+class ErrorExit(SystemExit):
+    """How vae-run ends on an error it has explained: the line is on stderr; ``message`` keeps it for a
+    sweep, whose other runs go on (vaerun.cli.main records it in the run's failure.json)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
 def exit_with_error(message: str, status: int = 2) -> NoReturn:
     print(f"vae-run: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+    raise ErrorExit(status, message)
 
 
 def first_line(err: BaseException, with_type: bool = False) -> str:

@@ -21,6 +21,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from vaerun.core.atomic import atomic_path, write_text_atomically
+from vaerun.core.errors import exit_with_error
+from vaerun.search.outcome import FAILURE_FILE, TRIAL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +60,28 @@ class RunRecord:
     overrides: dict[str, str]
     model: str
     metrics: dict[str, float] = field(default_factory=dict)
+    #: "finished" or "failed"; a search's trial: its Optuna state (COMPLETE, PRUNED, FAIL)
+    state: str = "finished"
+    error: str = ""
+    #: a search's trial: its number and the value the study was told
+    trial: int | None = None
+    value: float | None = None
+
+
+#: the files that make a directory a run of a summary: its metrics, its failure, its trial
+RUN_FILES = ("metrics.json", FAILURE_FILE, TRIAL_FILE)
 
 
 def find_runs(paths: Iterable[Path]) -> list[Path]:
-    """Every directory under the given paths (or the paths themselves) holding a metrics.json."""
+    """Every directory under the given paths (or the paths themselves) holding a metrics.json, or the record
+    of a failure or of a search's trial."""
     found: set[Path] = set()
     for path in paths:
         path = Path(path)
-        if (path / "metrics.json").is_file():
-            found.add(path.resolve())
-        found.update(p.parent.resolve() for p in path.rglob("metrics.json"))
+        for name in RUN_FILES:
+            if (path / name).is_file():
+                found.add(path.resolve())
+            found.update(p.parent.resolve() for p in path.rglob(name))
     return sorted(found)
 
 
@@ -88,13 +102,47 @@ def _model(run_dir: Path, overrides: dict[str, str]) -> str:
     return overrides.get("model", "?")
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def load_run(run_dir: Path) -> RunRecord:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = _read_json(run_dir / "metrics.json")
     numeric = {
         k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
     overrides = _overrides(run_dir)
-    return RunRecord(run_dir, overrides, _model(run_dir, overrides), numeric)
+    record = RunRecord(run_dir, overrides, _model(run_dir, overrides), numeric)
+    failure = _read_json(run_dir / FAILURE_FILE)
+    if failure:
+        record.state, record.error = "failed", str(failure.get("error", ""))
+    trial = _read_json(run_dir / TRIAL_FILE)
+    if trial:
+        if not record.overrides:  # a trial that never ran: its overrides are in its record
+            pairs = [str(item).split("=", 1) for item in trial.get("overrides", []) if "=" in str(item)]
+            record.overrides = {key.lstrip("+~"): value for key, value in pairs}
+        record.trial, record.value = trial["trial"], trial.get("value")
+        record.state, record.error = trial["state"], str(trial.get("reason", ""))
+    return record
+
+
+def _marks(records: Sequence[RunRecord]) -> list[str]:
+    """The columns that say how each run ended, where any run needs them: a search's trial, its state and
+    value; the state of runs that failed, and why."""
+    searched = any(r.trial is not None for r in records)
+    failed = any(r.error for r in records)
+    return [
+        *(["trial"] if searched else []),
+        *(["state"] if searched or failed else []),
+        *(["value"] if searched else []),
+    ]
+
+
+def _mark(record: RunRecord, column: str) -> str:
+    value = getattr(record, column)
+    if column == "value":
+        return _format(value)
+    return "" if value is None else str(value)
 
 
 def swept_keys(records: Sequence[RunRecord]) -> list[str]:
@@ -118,15 +166,19 @@ def _write_table(records: Sequence[RunRecord], handle: Any, base: Path) -> None:
     """run, model, every other override key, every metric: one row per run."""
     override_keys = sorted({key for record in records for key in record.overrides} - {"model"})
     metric_keys = sorted({key for record in records for key in record.metrics})
+    marks = _marks(records)
+    errors = ["error"] if any(r.error for r in records) else []
     writer = csv.writer(handle)
-    writer.writerow(["run", "model", *override_keys, *metric_keys])
-    for record in records:
+    writer.writerow(["run", *marks, "model", *override_keys, *metric_keys, *errors])
+    for record in sorted(records, key=lambda r: (r.trial is None, r.trial or 0, str(r.path))):
         writer.writerow(
             [
                 _relative(record.path, base),
+                *(_mark(record, column) for column in marks),
                 record.model,
                 *(record.overrides.get(key, "") for key in override_keys),
                 *(record.metrics.get(key, "") for key in metric_keys),
+                *([record.error] if errors else []),
             ]
         )
 
@@ -178,22 +230,37 @@ def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None
         for key in dict.fromkeys((*HEADLINE_METRICS, *BASELINES.values()))
         if any(key in r.metrics for r in records)
     ]
-    header = ["#", "model", *swept, *metric_keys]
+    marks = _marks(records)
+    header = ["#", *marks, "model", *swept, *metric_keys]
+    failed = sum(r.state in ("failed", "FAIL") for r in records)
     lines = [
-        f"# Sweep summary: {len(records)} runs",
+        f"# Sweep summary: {len(records)} runs" + (f", {failed} failed" if failed else ""),
         "",
         f"Common to all runs: {' '.join(common) if common else '(defaults)'}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]
-    ordered = sorted(records, key=lambda r: (r.model, *(_sort_key(r.overrides.get(k)) for k in swept)))
+    ordered = sorted(
+        records,
+        key=lambda r: (
+            r.trial is None,
+            r.trial or 0,
+            r.model,
+            *(_sort_key(r.overrides.get(k)) for k in swept),
+        ),
+    )
     for number, record in enumerate(ordered):
-        cells = [str(number), record.model, *(record.overrides.get(key, "") for key in swept)]
+        cells = [str(number), *(_mark(record, column) for column in marks), record.model]
+        cells += [record.overrides.get(key, "") for key in swept]
         cells += [_format(record.metrics.get(key)) for key in metric_keys]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Run directories:", ""]
-    lines += [f"{number}. {_relative(record.path, base)}" for number, record in enumerate(ordered)]
+    lines += [
+        f"{number}. {_relative(record.path, base)}"
+        + (f" ({record.state}: {record.error})" if record.error else "")
+        for number, record in enumerate(ordered)
+    ]
     write_text_atomically(path, "\n".join(lines) + "\n")
 
 
@@ -276,6 +343,15 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            summarize([sweep_dir], sweep_dir)
-            print(f"Sweep summary: {sweep_dir / 'summary.md'} (and {written_beside(sweep_dir)})")
+        if not sweep_dir.is_dir():
+            return
+        records = summarize([sweep_dir], sweep_dir)
+        print(f"Sweep summary: {sweep_dir / 'summary.md'} (and {written_beside(sweep_dir)})")
+        failed = [r for r in records if r.state == "failed"]
+        if failed and not any(r.trial is not None for r in records):  # a search tolerates its failed trials
+            first = failed[0]
+            exit_with_error(
+                f"{len(failed)} of {len(records)} runs failed, the others finished (summary: "
+                f"{sweep_dir / 'summary.md'}); {_relative(first.path, sweep_dir.resolve())}: {first.error}",
+                status=3,
+            )

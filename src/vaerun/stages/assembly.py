@@ -29,6 +29,7 @@ from vaerun.core.checks import ConfigError, check_shape_dependent, leaves
 from vaerun.core.errors import first_line
 from vaerun.core.spec import MODEL_PARTS, ModelSpec
 from vaerun.data.datamodule import ImageDataModule
+from vaerun.search.study import TrialHandle
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
 from vaerun.stages.context import Run
 from vaerun.training.adapters import hush_unused_srun_outside_slurm
@@ -175,6 +176,11 @@ def build_callbacks(
     log_every = cfg["trainer"].get("log_every_n_steps") or 1
     if cfg["diagnostics"]["gradient_variance_samples"]:
         callbacks.append(EncoderGradientVariance(cfg["diagnostics"]["gradient_variance_samples"], log_every))
+    trial = TrialHandle.from_env()
+    if trial is not None:  # a trial of hydra/sweeper=optuna: its epochs go to the study, which may prune it
+        from vaerun.training.pruning import TrialPruning
+
+        callbacks.append(TrialPruning(trial))
     return checkpoint, callbacks
 
 

@@ -43,6 +43,8 @@ class Run:
     loaded_checkpoint: str = ""
     #: wall seconds by stage and part (``timed``), into metrics.json as time/NAME_s
     timings: dict[str, float] = field(default_factory=dict)
+    #: a search's pruner stopped the training: the stages after it do not run
+    pruned: bool = False
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Iterator[None]:

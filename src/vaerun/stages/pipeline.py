@@ -153,6 +153,8 @@ def run(
                 with state.timed(TIMED_AS[stage]):
                     stage(state)
                 _report_time(state, TIMED_AS[stage])
+                if state.pruned:  # an unpromising trial of a search: no evaluation spent on it
+                    break
             _log_hparams(state)
             for logger in state.loggers:
                 logger.finalize("success")

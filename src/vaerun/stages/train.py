@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from vaerun.search.outcome import PRUNED_KEY
 from vaerun.stages.context import Run, scalars
+from vaerun.training.pruning import TrialPruning
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +17,15 @@ def train(run: Run) -> None:
     # weights_only: a checkpoint to resume from is data; it cannot run code when loaded
     run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from, weights_only=True)
     run.metrics.update(scalars(run.trainer.callback_metrics, prefix="val/"))
+    # Into metrics.json (not the loggers: their val/loss curve has every epoch already): the best validation
+    # loss, what a search optimises by default, and the epoch a search's pruner stopped the run at.
+    best = run.checkpoint.best_model_score
+    if best is not None and run.checkpoint.monitor:
+        run.record[run.checkpoint.monitor] = run.metrics[run.checkpoint.monitor] = float(best)
+    pruning = next((c for c in run.trainer.callbacks if isinstance(c, TrialPruning)), None)
+    if pruning is not None and pruning.pruned_epoch is not None:
+        run.record[PRUNED_KEY] = pruning.pruned_epoch
+        run.pruned = True
     if run.trainer.is_global_zero:
         log.info(
             "Checkpoints: %s (best: %s)", run.checkpoint.dirpath, run.checkpoint.best_model_path or "none"
