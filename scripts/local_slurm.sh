@@ -59,6 +59,8 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 MinJobAge=300
 KillWait=5
+# a loaded node (more jobs starting than cores) answers slowly: a signal that times out drains the node
+MessageTimeout=60
 # slurmd takes the declared CPUs rather than the ones it counts
 SlurmdParameters=config_overrides
 NodeName=$node CPUs=${LOCAL_SLURM_CPUS:-$(nproc)} RealMemory=$memory_mb State=UNKNOWN

@@ -32,6 +32,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
         "data.batch_size=range(32, 257, 32)",
         "+model.beta=interval(0.5, 4)",
         "encoder.width=tag(int, log, interval(64, 512))",
+        "encoder.hidden=choice([256,128], [512,256])",
         "data=digits",
     )
     found = space.distributions()
@@ -41,6 +42,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
     assert found["data.batch_size"] == optuna.distributions.IntDistribution(32, 256, step=32)
     assert found["model.beta"] == optuna.distributions.FloatDistribution(0.5, 4.0)
     assert found["encoder.width"] == optuna.distributions.IntDistribution(64, 512, log=True)
+    assert found["encoder.hidden"] == optuna.distributions.CategoricalDistribution(("[256,128]", "[512,256]"))
     assert space.fixed == ("data=digits",)
     # a trial's overrides: the fixed ones, then each drawn value, with the key as it was typed
     params = {
