@@ -5,11 +5,11 @@ test_slurm.py."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from conftest import TINY, read_metrics, vae_run
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -107,7 +107,7 @@ def test_a_study_resumes_to_its_total_and_tolerates_a_failing_value(tmp_path):
         else:
             assert "latent must be an integer >= 1" in trial.user_attrs["reason"]
     stamps = {p: p.stat().st_mtime_ns for n in range(4) for p in (sweep / str(n)).rglob("*") if p.is_file()}
-    best = json.loads(json.dumps(__import__("yaml").safe_load((sweep / "best.yaml").read_text())))
+    best = yaml.safe_load((sweep / "best.yaml").read_text())
     completed = [t for t in first if t.state.name == "COMPLETE"]
     assert best["value"] == min(t.value for t in completed)
     assert f"latent={best['params']['latent']}" in best["overrides"]

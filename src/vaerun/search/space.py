@@ -52,7 +52,9 @@ def dimension(override: Override) -> Dimension:
     """The Optuna distribution of one swept override; ConfigError (naming the key) for what has none."""
     key, sweep = override.get_key_element(), override.value()
     if isinstance(sweep, ChoiceSweep):
-        choices = tuple(sweep.list)
+        # Optuna's categories are numbers, strings, booleans or None; a list or dict (encoder.hidden=
+        # choice([256,128],[512,256])) is kept as its text in Hydra's syntax, which the override reads back
+        choices = tuple(value if _is_scalar(value) else hydra_text(value) for value in sweep.list)
         if not choices:
             raise ConfigError(f"{key}: choice() needs at least one value")
         return Dimension(key, "categorical", choices=choices)
@@ -84,6 +86,19 @@ def dimension(override: Override) -> Dimension:
     raise ConfigError(
         f"{key}: the optuna sweeper does not search {type(sweep).__name__}; use choice, range or interval"
     )
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def hydra_text(value: Any) -> str:
+    """A value as the override grammar writes it: [512,256], {a:1}."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_text(item)}" for key, item in value.items()) + "}"
+    return "null" if value is None else str(value)
 
 
 def as_override(dimension: Dimension, value: Any) -> str:
