@@ -9,6 +9,8 @@ STAGES = ("all", "train", "eval", "sample", "impute", "anomaly")
 KERNEL_NAMES = ("hmc", "mala", "rwmh")
 #: the VAE's gradient estimators: reparam (z = mu + sigma * eps) or reinforce (the score function)
 ESTIMATORS = ("reparam", "reinforce")
+#: the IWAE objective's encoder gradients: reparam (of the bound) or dreg (doubly reparameterised)
+IWAE_GRADIENTS = ("reparam", "dreg")
 #: data.binarize: grey levels, a Bernoulli re-sample per draw, or one fixed sample
 BINARIZATIONS = ("none", "dynamic", "static")
 

@@ -151,3 +151,40 @@ def bits_per_dim(
     """Nats per image -> bits per dimension (pixel x channel); ``dequantization``: nats per dimension
     added first (vaerun.models.likelihoods.dequantization_nats)."""
     return (nats_per_image / num_dims + dequantization) / math.log(2)
+
+
+def iwae_bound(log_weights: Tensor) -> Tensor:
+    """log (1/k) sum_i w_i per image, from log-weights log w_i = log p(x, z_i) - log q(z_i | x) of (k, N)."""
+    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+def iwae_surrogate(
+    log_joint: Callable[[Tensor], Tensor],
+    mu: Tensor,
+    logvar: Tensor,
+    k: int,
+    gradient: str = "reparam",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The IWAE bound of a Gaussian q = N(mu, diag exp(logvar)) as a training objective (Burda et al. 2016),
+    with k reparameterised samples per image: (surrogate (N,), log-weights (k, N), samples z (k, N, K)).
+
+    The surrogate's value is the bound. Its gradient is the bound's reparameterisation gradient
+    (``gradient="reparam"``), or, for ``"dreg"``, the doubly reparameterised one of Tucker et al. (2019): in
+    q's parameters, sum_i w~_i^2 d log w_i / d z_i dz_i/dphi (log q evaluated with its parameters held
+    fixed, so that only the path through the samples remains, each weighted by the square of its normalised
+    weight w~_i); in everything else (the decoder, a learned prior) the usual sum_i w~_i grad log w_i.
+    Both are unbiased; DReG's variance in q's parameters does not grow with k as the other's does."""
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((k, *mu.shape), dtype=mu.dtype, device=mu.device)
+    if gradient == "dreg":
+        log_q = normal_log_prob_per_dim(z, mu.detach(), logvar.detach()).sum(dim=-1)
+    else:
+        log_q = normal_log_prob_per_dim(z, mu, logvar).sum(dim=-1)
+    log_weights = log_joint(z) - log_q
+    bound = iwae_bound(log_weights)
+    if gradient != "dreg":
+        return bound, log_weights, z
+    normalised = torch.softmax(log_weights.detach(), dim=0)
+    if z.requires_grad:  # each sample's path gradient gets one more factor w~_i: w~_i^2 in all
+        z.register_hook(lambda grad: grad * normalised.unsqueeze(-1))
+    surrogate = (normalised * log_weights).sum(dim=0)
+    return bound.detach() + surrogate - surrogate.detach(), log_weights, z

@@ -42,7 +42,7 @@ from vaerun.core.checks.values import (
     val_check_interval,
     variance_samples,
 )
-from vaerun.core.names import BINARIZATIONS, ESTIMATORS, KERNEL_NAMES, STAGES
+from vaerun.core.names import BINARIZATIONS, ESTIMATORS, IWAE_GRADIENTS, KERNEL_NAMES, STAGES
 
 #: Lightning's precisions (its Trainer refuses others) and accelerators
 PRECISIONS = (
@@ -77,6 +77,8 @@ RULES: dict[str, Rule] = {
     "model.kl_warmup_epochs": number_in(0),
     "model.free_bits": number_in(0),
     "model.estimator": choice(*ESTIMATORS),
+    "model.k": int_at_least(1),
+    "model.gradient": choice(*IWAE_GRADIENTS),
     "model.mcmc_steps": int_at_least(0),
     "model.leapfrog_steps": int_at_least(1),
     "model.step_size": number_in(0, low_open=True),
