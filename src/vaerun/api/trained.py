@@ -220,8 +220,7 @@ class TrainedModel:
             None if codes is None else torch.as_tensor(codes).to(self.device)
         )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        standard = self.network.standard_codes(n, generator).to(self.device)
-        return self.network.mean(prior.loc + temperature * standard @ prior.scale_tril.T)
+        return self.network.mean(self.network.sample_codes(prior, n, generator, temperature))
 
     @torch.no_grad()
     def elbo(self, x: Tensor | np.ndarray, seed: int | None = None) -> Tensor:

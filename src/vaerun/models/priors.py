@@ -7,6 +7,9 @@ sample z), and standard samples for generation.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -72,3 +75,72 @@ class StudentTPrior:
 
     def __repr__(self) -> str:
         return f"StudentTPrior(df={self.df})"
+
+
+def mixture_log_prob(z: Tensor, means: Tensor, logvars: Tensor) -> Tensor:
+    """log (1/P) sum_p N(z; means_p, diag exp(logvars_p)) for codes z (..., K) and P components (P, K), as
+    matrix products: memory grows with the codes times the components, not times the latent size too."""
+    inverse_variances = torch.exp(-logvars)  # (P, K)
+    squared = (z * z) @ inverse_variances.T - 2 * z @ (means * inverse_variances).T  # (..., P)
+    constant = (means * means * inverse_variances + logvars).sum(dim=-1)
+    constant = constant + z.shape[-1] * math.log(2 * math.pi)
+    log_components = -0.5 * (squared + constant)
+    return torch.logsumexp(log_components, dim=-1) - math.log(means.shape[0])
+
+
+class VampPrior(torch.nn.Module):
+    """The VampPrior (Tomczak & Welling 2018): p(z) = (1/P) sum_p q(z | u_p), the mixture of the encoder's
+    posteriors at P learned pseudo-inputs u_p, trained with the rest of the model. The KL is estimated by
+    Monte Carlo at the posterior's sample (log q(z|x) - log p(z), per image); new codes are drawn from a
+    component picked uniformly, its spread scaled by the sampling temperature.
+
+    The VAE binds it to its encoder and input shape (``bind``): the pseudo-inputs are parameters of the
+    model, saved in its checkpoints, starting as grey images with a little noise."""
+
+    closed_form_kl = False
+    #: its KL does not split into latent dimensions (free bits need that)
+    kl_per_dimension = False
+
+    def __init__(self, pseudo_inputs: int = 500) -> None:
+        super().__init__()
+        check_value("prior.pseudo_inputs", pseudo_inputs)
+        self.count = int(pseudo_inputs)
+        self._posterior_parameters: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+
+    def bind(
+        self, input_shape: tuple[int, ...], posterior_parameters: Callable[[Tensor], tuple[Tensor, Tensor]]
+    ) -> None:
+        generator = torch.Generator().manual_seed(0)
+        start = 0.5 + 0.05 * torch.randn((self.count, *input_shape), generator=generator)
+        self.pseudo_inputs = torch.nn.Parameter(start)
+        self._posterior_parameters = posterior_parameters
+
+    def components(self) -> tuple[Tensor, Tensor]:
+        """The mixture's means and log-variances, (P, K): the encoder's q at the pseudo-inputs."""
+        if self._posterior_parameters is None:
+            raise RuntimeError("VampPrior: bind it to a VAE's encoder first")
+        return self._posterior_parameters(self.pseudo_inputs)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        means, logvars = self.components()
+        return mixture_log_prob(z, means.to(z.dtype), logvars.to(z.dtype))
+
+    def kl_per_dim(self, mu: Tensor, logvar: Tensor, z: Tensor) -> Tensor:
+        """log q(z|x) - log p(z) at the sample, per image (N,): the mixture's density does not factorise."""
+        return normal_log_prob_per_dim(z, mu, logvar).sum(dim=-1) - self.log_prob(z)
+
+    def sample_codes(self, count: int, generator: torch.Generator | None, temperature: float) -> Tensor:
+        means, logvars = (part.detach() for part in self.components())
+        picked = torch.randint(self.count, (count,), generator=generator).to(means.device)
+        noise = torch.randn((count, means.shape[-1]), generator=generator).to(means.device)
+        return means[picked] + temperature * torch.exp(0.5 * logvars[picked]) * noise
+
+    def standard_sample(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        return torch.randn(shape, generator=generator)
+
+    def icdf(self, probabilities: Tensor) -> Tensor:
+        """A standard Gaussian's quantiles (for the latent manifold's grid): a mixture has none."""
+        return torch.distributions.Normal(0.0, 1.0).icdf(probabilities)
+
+    def extra_repr(self) -> str:
+        return f"pseudo_inputs={self.count}"

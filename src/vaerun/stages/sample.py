@@ -44,8 +44,8 @@ def sample(run: Run) -> None:
 def _generated(run: Run, prior: MultivariateNormal) -> None:
     """Codes of the standardised prior, shifted and scaled by the generative prior, at the temperature."""
     options, model = run.cfg["sample"], run.module.model
-    z = model.standard_codes(options["num_images"], torch.Generator().manual_seed(run.cfg["seed"]))
-    z = prior.loc + options["temperature"] * z.to(prior.loc.device) @ prior.scale_tril.T
+    generator = torch.Generator().manual_seed(run.cfg["seed"])
+    z = model.sample_codes(prior, options["num_images"], generator, options["temperature"])
     run.sink.grid("sample/generated", image_grid(model.mean(z), nrow=8), run.step)
 
 

@@ -85,6 +85,7 @@ RULES: dict[str, Rule] = {
     "model.target_accept": number_in(0, 1, low_open=True, high_open=True, optional=True),
     "model.mcmc_kernel": choice(*KERNEL_NAMES),
     "prior.df": number_in(0, low_open=True),
+    "prior.pseudo_inputs": int_at_least(1),
     "posterior.flows": int_at_least(1),
     "posterior.hidden": int_at_least(1),
     "posterior.steps": int_in(1, MAX_CHAIN_STEPS, " (training follows all 2^steps accept/reject paths)"),

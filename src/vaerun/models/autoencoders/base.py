@@ -102,6 +102,14 @@ class Autoencoder(nn.Module):
         """Codes of the standardised generative distribution, which ``generative_prior`` shifts and scales."""
         return torch.randn((count, self.latent_dim), generator=generator)
 
+    def sample_codes(
+        self, prior: MultivariateNormal, count: int, generator: torch.Generator | None, temperature: float
+    ) -> Tensor:
+        """New codes: the standardised distribution's, shifted and scaled by the generative prior
+        (``generative_prior``), its spread scaled by ``temperature``."""
+        standard = self.standard_codes(count, generator).to(prior.loc.device)
+        return prior.loc + temperature * standard @ prior.scale_tril.T
+
     def standard_quantiles(self, probabilities: Tensor) -> Tensor:
         """The quantile function of one dimension of that standardised distribution."""
         return GaussianPrior().icdf(probabilities)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from vaerun.core.checks import check_flow_training, check_value
+from vaerun.core.checks import ConfigError, check_flow_training, check_value
 from vaerun.models.autoencoders.base import Architecture, Autoencoder, Likelihood, Prior
 from vaerun.models.latent_paths import slerp
 from vaerun.models.likelihoods import squared_error
@@ -89,6 +89,10 @@ class VariationalAutoencoder(Autoencoder):
         check_value("model.estimator", estimator)
         check_flow_training(posterior.is_flow, free_bits, estimator)
         self.prior = prior if prior is not None else GaussianPrior()
+        if hasattr(self.prior, "bind"):  # a learned prior on the encoder (the VampPrior)
+            self.prior.bind(tuple(self.image_shape), self.posterior_parameters)
+            if free_bits != 0:
+                raise ConfigError("model.free_bits: the VampPrior's KL does not split into dimensions; set 0")
         self.posterior_family = posterior
         self.flow = posterior.build(self.latent_dim)
         self.beta, self.kl_warmup_epochs = float(beta), float(kl_warmup_epochs)
@@ -118,6 +122,14 @@ class VariationalAutoencoder(Autoencoder):
 
     def standard_quantiles(self, probabilities: Tensor) -> Tensor:
         return self.prior.icdf(probabilities)
+
+    def sample_codes(
+        self, prior: MultivariateNormal, count: int, generator: torch.Generator | None, temperature: float
+    ) -> Tensor:
+        """New codes from the model's prior: its own sampler where it has one (a mixture), else the base's."""
+        if hasattr(self.prior, "sample_codes"):
+            return self.prior.sample_codes(count, generator, temperature)
+        return super().sample_codes(prior, count, generator, temperature)
 
     @staticmethod
     def encoder_features(latent_dim: int, posterior: PosteriorFamily | None) -> int:
