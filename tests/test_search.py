@@ -89,11 +89,14 @@ def rows_of(sweep: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_a_study_resumes_to_its_total_and_tolerates_a_failing_value(tmp_path):
-    """4 trials (latent=-1 fails in its job: FAIL, and the study goes on), then the same command with
-    n_trials=6 adds two and leaves the first four as they were."""
-    search = [*SEARCH, "latent=choice(-1, 2, 3)", "optimizer.lr=tag(log, interval(1e-3, 1e-2))"]
-    vae_run(*search, "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler=random", cwd=tmp_path)
+def test_a_study_resumes_to_its_total_reruns_a_killed_trial_and_tolerates_a_failing_value(tmp_path):
+    """4 trials (latent=-1 fails in its job: FAIL, and the study goes on); a trial left RUNNING, as by a
+    search that was killed; then the same command with n_trials=7, two trials at once through joblib: the
+    killed trial runs again with its own parameters, two new ones are added, the first four stay as they
+    were."""
+    search = [*SEARCH, "latent=choice(-1, 2, 3)", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+              "hydra.sweeper.sampler=random"]  # fmt: skip
+    vae_run(*search, "hydra.sweeper.n_trials=4", cwd=tmp_path)
     sweep = tmp_path / "sweep"
     first = trials_of(sweep)
     assert len(first) == 4
@@ -114,34 +117,28 @@ def test_a_study_resumes_to_its_total_and_tolerates_a_failing_value(tmp_path):
     assert {"history.png", "importances.png", "summary.md"} <= {p.name for p in sweep.iterdir()}
     assert list((sweep / "tensorboard").glob("events.out.tfevents.*"))
 
-    vae_run(*search, "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler=random", cwd=tmp_path)
+    study = load_study(storage_url(None, sweep), "vaerun")
+    study.enqueue_trial({"latent": 2, "optimizer.lr": 0.003})
+    killed = study.ask(space_of(*search[-3:-1]).distributions())
+    assert killed.number == 4  # never told: RUNNING, as when its search was killed
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
+    vae_run(*search, *parallel, "hydra.sweeper.n_trials=7", cwd=tmp_path)
     after = trials_of(sweep)
-    assert len(after) == 6
+    assert len(after) == 7 and after[4].params == killed.params
     assert [(t.number, t.state, t.params, t.value) for t in after[:4]] == [
         (t.number, t.state, t.params, t.value) for t in first
     ]
+    assert all(t.state.name == ("FAIL" if t.params["latent"] == -1 else "COMPLETE") for t in after[4:])
     kept = {p: p.stat().st_mtime_ns for n in range(4) for p in (sweep / str(n)).rglob("*") if p.is_file()}
     assert kept == stamps  # the first four runs were neither run nor rewritten
+    for trial in after[5:]:  # the two new trials, launched together through joblib
+        assert "Stage train" in (sweep / str(trial.number) / "vae_run.log").read_text()
     rows = rows_of(sweep)
-    assert sorted(int(r["trial"]) for r in rows) == list(range(6))
+    assert sorted(int(r["trial"]) for r in rows) == list(range(7))
     for row in rows:
         assert row["state"] == after[int(row["trial"])].state.name
         assert row["latent"] == str(after[int(row["trial"])].params["latent"])
         assert (row["state"] == "FAIL") == bool(row["error"])
-
-
-def test_a_trial_left_running_by_a_killed_sweep_runs_again_and_counts_once(tmp_path):
-    search = [*SEARCH, "latent=choice(2, 3)"]
-    vae_run(*search, "hydra.sweeper.n_trials=1", cwd=tmp_path)
-    sweep = tmp_path / "sweep"
-    study = load_study(storage_url(None, sweep), "vaerun")
-    killed = study.ask({"latent": optuna.distributions.CategoricalDistribution((2, 3))})  # never told
-    assert killed.number == 1
-    vae_run(*search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
-    trials = trials_of(sweep)
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert trials[1].params == killed.params
-    assert read_metrics(sweep / "1")["val/loss"] == trials[1].value
 
 
 def test_the_median_pruner_stops_a_hopeless_trial_early_and_it_skips_evaluation(tmp_path):
@@ -164,16 +161,6 @@ def test_the_median_pruner_stops_a_hopeless_trial_early_and_it_skips_evaluation(
     assert (sweep / "3" / "checkpoints" / "last.ckpt").is_file()
     assert "test/loss" in read_metrics(sweep / "0")
     assert sorted(trials[0].intermediate_values) == [0, 1, 2]
-
-
-def test_two_trials_at_once_through_joblib(tmp_path):
-    search = [*SEARCH, "latent=choice(2, 3)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-              "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2"]  # fmt: skip
-    vae_run(*search, cwd=tmp_path)
-    trials = trials_of(tmp_path / "sweep")
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    logs = [(tmp_path / "sweep" / str(n) / "vae_run.log").read_text() for n in (0, 1)]
-    assert all("Stage train" in log for log in logs)
 
 
 def test_a_study_where_no_trial_completes_ends_with_one_line(tmp_path):
