@@ -260,6 +260,7 @@ def test_a_64_px_colour_folder_goes_through_every_stage(photo_folder_64, tmp_pat
     vae_run(*run, *anomaly, f"ckpt={tmp_path / 'all'}", cwd=tmp_path)
     scores = read_metrics(tmp_path / "anomaly")
     assert 0 <= scores["anomaly/pca_reconstruction_error/auroc"] <= 1 and "time/anomaly_s" in scores
+    assert {"time/anomaly_model_scores_s", "time/anomaly_mahalanobis_s", "time/anomaly_pca_s"} <= set(scores)
 
 
 def photo_patches(count: int) -> np.ndarray:

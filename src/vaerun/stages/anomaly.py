@@ -34,21 +34,27 @@ def detect_anomalies(run: Run) -> None:
     images = run.images("test")
     labels = run.datamodule.splits.test.labels.to(module.device)
     torch.manual_seed(run.cfg["seed"])
-    scores = in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
+    with run.timed("anomaly_model_scores"):  # reconstruction error, -ELBO and the IWAE estimate
+        scores = in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
     background = run.cfg["anomaly"]["background_ckpt"]
     if background is not None and "nll_iwae" in scores:
-        scores["likelihood_ratio"] = likelihood_ratio(
-            scores["nll_iwae"], _background_nll(run, background, images)
-        )
-    train = run.images("train")
-    scores["latent_mahalanobis"] = mahalanobis_scores(encode_all(model, images), encode_all(model, train))
+        with run.timed("anomaly_background"):
+            scores["likelihood_ratio"] = likelihood_ratio(
+                scores["nll_iwae"], _background_nll(run, background, images)
+            )
+    with run.timed("anomaly_mahalanobis"):
+        train = run.images("train")
+        scores["latent_mahalanobis"] = mahalanobis_scores(encode_all(model, images), encode_all(model, train))
     if "nll_iwae" in scores and run.datamodule.unit_range:
-        complexity = png_bits(run.datamodule.splits.test.images)
+        with run.timed("anomaly_png_bits"):
+            complexity = png_bits(run.datamodule.splits.test.images)
         scores["nll_iwae_minus_png_bits"] = complexity_corrected(
             scores["nll_iwae"], complexity.to(images.device)
         )
-    pca = run.pca(model.latent_dim)
-    scores["pca_reconstruction_error"] = squared_error(run.datamodule.clip(pca.reconstruct(images)), images)
+    with run.timed("anomaly_pca"):
+        pca = run.pca(model.latent_dim)
+        reconstructed = run.datamodule.clip(pca.reconstruct(images))
+        scores["pca_reconstruction_error"] = squared_error(reconstructed, images)
     results: dict[str, float] = {}
     for name, values in scores.items():
         for metric, value in detection_metrics(values, labels != normal_class).items():
