@@ -78,6 +78,8 @@ RULES: dict[str, Rule] = {
     "model.free_bits": number_in(0),
     "model.estimator": choice(*ESTIMATORS),
     "model.k": int_at_least(1),
+    "model.latents": positive_ints(),
+    "model.hidden": positive_ints(),
     "model.gradient": choice(*IWAE_GRADIENTS),
     "model.mcmc_steps": int_at_least(0),
     "model.leapfrog_steps": int_at_least(1),

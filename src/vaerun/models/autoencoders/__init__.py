@@ -14,9 +14,16 @@ model they hold:
 """
 
 from vaerun.models.autoencoders.base import Autoencoder
+from vaerun.models.autoencoders.hierarchical import TwoLayerVAE
 from vaerun.models.autoencoders.importance_weighted import ImportanceWeightedAutoencoder
 from vaerun.models.autoencoders.refined import MCMCRefinedVAE
 from vaerun.models.autoencoders.variational import VariationalAutoencoder
 
 # the configs and the checkpoints name the models vaerun.models.autoencoders.NAME
-__all__ = ["Autoencoder", "ImportanceWeightedAutoencoder", "MCMCRefinedVAE", "VariationalAutoencoder"]
+__all__ = [
+    "Autoencoder",
+    "ImportanceWeightedAutoencoder",
+    "MCMCRefinedVAE",
+    "TwoLayerVAE",
+    "VariationalAutoencoder",
+]

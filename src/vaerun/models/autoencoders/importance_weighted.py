@@ -12,6 +12,21 @@ from vaerun.models.likelihoods import squared_error
 from vaerun.models.objectives import iwae_surrogate
 
 
+def require_the_plain_bound(model: VariationalAutoencoder, name: str) -> None:
+    """A model trained on the IWAE bound as it is: a Gaussian q, and none of the ELBO's modifications."""
+    if model.posterior_is_flow or model.posterior_family.is_chain:
+        raise ConfigError(f"model={name}: the posterior must be posterior=gaussian")
+    changed = {
+        "beta": model.beta != 1.0,
+        "kl_warmup_epochs": model.kl_warmup_epochs != 0,
+        "free_bits": model.free_bits != 0,
+        "estimator": model.estimator != "reparam",
+    }
+    for key, is_changed in changed.items():
+        if is_changed:
+            raise ConfigError(f"model.{key}: model={name} trains the IWAE bound itself; leave {key} unset")
+
+
 class ImportanceWeightedAutoencoder(VariationalAutoencoder):
     """Burda et al. (2016): the loss is minus the IWAE bound log (1/k) sum_i p(x, z_i) / q(z_i | x) with k
     samples of q per image, a tighter bound on log p(x) than the ELBO (k = 1 is the ELBO, at a sample). The
@@ -27,17 +42,7 @@ class ImportanceWeightedAutoencoder(VariationalAutoencoder):
         super().__init__(*args, **kwargs)
         check_value("model.gradient", gradient)
         check_value("model.k", k)
-        if self.posterior_is_flow or self.posterior_family.is_chain:
-            raise ConfigError("model=iwae: the posterior must be posterior=gaussian")
-        changed = {
-            "beta": self.beta != 1.0,
-            "kl_warmup_epochs": self.kl_warmup_epochs != 0,
-            "free_bits": self.free_bits != 0,
-            "estimator": self.estimator != "reparam",
-        }
-        for key, is_changed in changed.items():
-            if is_changed:
-                raise ConfigError(f"model.{key}: model=iwae trains the IWAE bound itself; leave {key} unset")
+        require_the_plain_bound(self, "iwae")
         self.k, self.gradient = k, gradient
 
     def objective(
