@@ -115,16 +115,41 @@ def test_what_belongs_to_the_elbo_is_refused(kwargs, message):
         linear_gaussian(**kwargs)
 
 
-def test_vae_run_trains_and_evaluates_model_iwae_with_dreg(tmp_path):
-    vae_run(
-        "model=iwae",
-        "model.k=3",
-        "model.gradient=dreg",
-        "data=digits",
-        *TINY,
-        "hydra.run.dir=run",
-        cwd=tmp_path,
-    )
-    metrics = read_metrics(tmp_path / "run")
-    assert metrics["test/loss"] == pytest.approx(-metrics["test/iwae_bound"])
-    assert metrics["test/nll_iwae"] > 0
+def test_bound_elbo_trains_the_elbo_of_the_same_samples_and_refuses_dreg():
+    model = linear_gaussian(k=6, bound="elbo")
+    x = images(3)
+    terms = model.loss_terms(x, x)
+    torch.testing.assert_close(terms["loss"], -terms["elbo"])
+    assert terms["elbo"] <= terms["iwae_bound"]
+    with pytest.raises(ConfigError, match="dreg is a gradient of the IWAE bound"):
+        linear_gaussian(bound="elbo", gradient="dreg")
+
+
+def test_burdas_schedule_is_eight_passes_of_3_to_the_i_epochs():
+    from vaerun.training.schedules import burda_passes
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = burda_passes(optimizer)
+    rates = []
+    for _ in range(3281):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    starts = [0, 1, 4, 13, 40, 121, 364, 1093]  # pass i starts after 1 + 3 + ... + 3^(i-1) epochs
+    for i, start in enumerate(starts):
+        assert rates[start] == pytest.approx(1e-3 * 10 ** (-i / 7))
+        assert start == 0 or rates[start - 1] == pytest.approx(1e-3 * 10 ** (-(i - 1) / 7))
+    assert rates[3279] == rates[3280] == pytest.approx(1e-4)  # 3,280 epochs in all, then the last rate
+
+
+def test_the_iwae_table_preset_runs_both_depths_tiny_on_mnist5k(tmp_path):
+    """+experiment=iwae_table, cut to one k and one bound: the one-layer and the two-layer model, Burda et
+    al.'s architectures, dynamic binarisation, the schedule."""
+    table = ["-m", "+experiment=iwae_table", "data=mnist5k", "model.k=2", "model.bound=iwae", *TINY,
+             "hydra.sweep.dir=table"]  # fmt: skip
+    vae_run(*table, cwd=tmp_path)
+    for run in ("iwae-iwae-k2", "vae2-iwae-k2"):
+        metrics = read_metrics(tmp_path / "table" / run)
+        assert metrics["test/nll_iwae"] > 0 and metrics["test/binarize"] == "dynamic"
+    config = (tmp_path / "table" / "vae2-iwae-k2" / ".hydra" / "config.yaml").read_text()
+    assert "burda_passes" in config and "hidden:\n  - 200\n  - 200" in config

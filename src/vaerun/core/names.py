@@ -11,6 +11,8 @@ KERNEL_NAMES = ("hmc", "mala", "rwmh")
 ESTIMATORS = ("reparam", "reinforce")
 #: the IWAE objective's encoder gradients: reparam (of the bound) or dreg (doubly reparameterised)
 IWAE_GRADIENTS = ("reparam", "dreg")
+#: what a model on k samples per image trains: the IWAE bound, or the ELBO estimated with the k samples
+BOUNDS = ("iwae", "elbo")
 #: data.binarize: grey levels, a Bernoulli re-sample per draw, or one fixed sample
 BINARIZATIONS = ("none", "dynamic", "static")
 

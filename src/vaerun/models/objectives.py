@@ -164,6 +164,7 @@ def iwae_surrogate(
     logvar: Tensor,
     k: int,
     gradient: str = "reparam",
+    bound: str = "iwae",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The IWAE bound of a Gaussian q = N(mu, diag exp(logvar)) as a training objective (Burda et al. 2016),
     with k reparameterised samples per image: (surrogate (N,), log-weights (k, N), samples z (k, N, K)).
@@ -173,18 +174,22 @@ def iwae_surrogate(
     q's parameters, sum_i w~_i^2 d log w_i / d z_i dz_i/dphi (log q evaluated with its parameters held
     fixed, so that only the path through the samples remains, each weighted by the square of its normalised
     weight w~_i); in everything else (the decoder, a learned prior) the usual sum_i w~_i grad log w_i.
-    Both are unbiased; DReG's variance in q's parameters does not grow with k as the other's does."""
+    Both are unbiased; DReG's variance in q's parameters does not grow with k as the other's does.
+    ``bound="elbo"``: the mean of the k log-weights instead (the ELBO estimated with k samples, Burda et
+    al.'s "VAE, k samples"), with the reparameterisation gradient."""
     z = mu + torch.exp(0.5 * logvar) * torch.randn((k, *mu.shape), dtype=mu.dtype, device=mu.device)
-    if gradient == "dreg":
+    if gradient == "dreg" and bound == "iwae":
         log_q = normal_log_prob_per_dim(z, mu.detach(), logvar.detach()).sum(dim=-1)
     else:
         log_q = normal_log_prob_per_dim(z, mu, logvar).sum(dim=-1)
     log_weights = log_joint(z) - log_q
-    bound = iwae_bound(log_weights)
+    if bound == "elbo":
+        return log_weights.mean(dim=0), log_weights, z
+    bound_value = iwae_bound(log_weights)
     if gradient != "dreg":
-        return bound, log_weights, z
+        return bound_value, log_weights, z
     normalised = torch.softmax(log_weights.detach(), dim=0)
     if z.requires_grad:  # each sample's path gradient gets one more factor w~_i: w~_i^2 in all
         z.register_hook(lambda grad: grad * normalised.unsqueeze(-1))
     surrogate = (normalised * log_weights).sum(dim=0)
-    return bound.detach() + surrogate - surrogate.detach(), log_weights, z
+    return bound_value.detach() + surrogate - surrogate.detach(), log_weights, z

@@ -52,6 +52,7 @@ def module_hparams(
     image_shape = datamodule.image_shape if datamodule is not None else cfg["data"]["image_shape"] or ()
     hparams = ModelSpec.from_config(cfg, image_shape).as_dict()
     hparams.update(corruption=cfg["corruption"], optimizer=cfg["optimizer"], choices=choices)
+    hparams.update(lr_schedule=cfg.get("lr_schedule"))
     if datamodule is not None:
         hparams.update(unit_range=datamodule.unit_range)
     return hparams

@@ -42,6 +42,7 @@ class AutoencoderModule(pl.LightningModule):
         choices: dict[str, str] | None = None,
         unit_range: bool = True,
         posterior: dict[str, Any] | None = None,
+        lr_schedule: dict[str, Any] | None = None,
     ) -> None:
         """The config groups' dicts build the parts; ``choices`` (the group options picked, such as
         model=vae) is kept for the record only. ``unit_range``: the data are images in [0, 1]; False for
@@ -250,10 +251,17 @@ class AutoencoderModule(pl.LightningModule):
         if "cuda_rng_states" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng_states"])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         make = instantiate(self.hparams.optimizer)
         graphs = self.step_graphs
         capturable = graphs is not None and graphs.backend.capturable_optimizer
         if capturable and "capturable" in inspect.signature(make).parameters:
             return make(self.parameters(), capturable=True)  # its step count on the device: capturable
-        return make(self.parameters())
+        optimizer = make(self.parameters())
+        schedule = self.hparams.get("lr_schedule")
+        if not schedule:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": instantiate(schedule)(optimizer), "interval": "epoch"},
+        }

@@ -182,4 +182,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_training_loop(cfg["steps_per_execution"], cfg["trainer"])
     check_shape_dependent(cfg, image_shape)
     check_model(cfg["model"], cfg["prior"], cfg["posterior"])
+    if cfg.get("lr_schedule") and cfg["cuda_graphs"]:
+        raise ConfigError(
+            "lr_schedule: a CUDA graph keeps the learning rate it captured; set cuda_graphs=false"
+        )
     check_anomaly(cfg["stage"], cfg["data"].get("normal_class"), cfg["anomaly"])

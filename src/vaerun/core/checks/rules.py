@@ -42,7 +42,7 @@ from vaerun.core.checks.values import (
     val_check_interval,
     variance_samples,
 )
-from vaerun.core.names import BINARIZATIONS, ESTIMATORS, IWAE_GRADIENTS, KERNEL_NAMES, STAGES
+from vaerun.core.names import BINARIZATIONS, BOUNDS, ESTIMATORS, IWAE_GRADIENTS, KERNEL_NAMES, STAGES
 
 #: Lightning's precisions (its Trainer refuses others) and accelerators
 PRECISIONS = (
@@ -81,6 +81,7 @@ RULES: dict[str, Rule] = {
     "model.latents": positive_ints(),
     "model.hidden": positive_ints(),
     "model.gradient": choice(*IWAE_GRADIENTS),
+    "model.bound": choice(*BOUNDS),
     "model.mcmc_steps": int_at_least(0),
     "model.leapfrog_steps": int_at_least(1),
     "model.step_size": number_in(0, low_open=True),

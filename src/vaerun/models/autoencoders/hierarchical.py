@@ -84,9 +84,10 @@ class TwoLayerVAE(VariationalAutoencoder):
     """Two stochastic layers (Burda et al. 2016, section 5): p(z2) = N(0, I), p(z1 | z2) and q(z2 | z1)
     Gaussian through ``hidden`` tanh layers, p(x | z1) the configured decoder and q(z1 | x) the configured
     encoder. The loss is minus the IWAE bound with ``k`` joint samples per image (k = 1: the ELBO, at a
-    sample), with the reparameterisation gradient. The model's code is the joint (z1, z2): its size is
-    the sum of ``latents`` (the top-level ``latent`` is not used); the decoder reads z1, and new images
-    are drawn ancestrally, z2, then z1 given z2."""
+    sample; ``bound="elbo"``: the ELBO estimated with the k samples), with the reparameterisation
+    gradient. The model's code is the joint (z1, z2): its size is the sum of ``latents`` (the top-level
+    ``latent`` is not used); the decoder reads z1, and new images are drawn ancestrally, z2, then z1
+    given z2."""
 
     def __init__(
         self,
@@ -99,17 +100,19 @@ class TwoLayerVAE(VariationalAutoencoder):
         latents: Sequence[int] = (100, 50),
         hidden: Sequence[int] = (100, 100),
         k: int = 1,
+        bound: str = "iwae",
         **kwargs,
     ) -> None:
         latents = [int(n) for n in latents]
         if len(latents) != 2 or min(latents) < 1:
             raise ConfigError(f"model.latents must be two sizes >= 1 (z1, then z2), got {latents}")
         check_value("model.k", k)
+        check_value("model.bound", bound)
         if prior is not None and not isinstance(prior, GaussianPrior):
             raise ConfigError("prior: model=vae2 has its own prior, p(z2) p(z1 | z2); use prior=gaussian")
         super().__init__(architecture, likelihood, sum(latents), image_shape, prior, posterior, **kwargs)
         require_the_plain_bound(self, "vae2")
-        self.latents, self.k = latents, k
+        self.latents, self.k, self.bound = latents, k, bound
         lower, upper = latents
         channels, *size = self.image_shape
         self.encoder = architecture.encoder(self.image_shape, 2 * lower)  # q(z1 | x)
@@ -149,8 +152,9 @@ class TwoLayerVAE(VariationalAutoencoder):
         log_prior = diagonal_log_prob(z1, self.generative_upper(z2)) + standard_normal_log_prob(z2)
         log_weights = log_likelihood + log_prior - log_q
         bound = iwae_bound(log_weights)
+        objective = bound if self.bound == "iwae" else log_weights.mean(dim=0)
         terms = {
-            "loss": -bound.mean(),
+            "loss": -objective.mean(),
             "iwae_bound": bound.detach().mean(),
             "elbo": log_weights.detach().mean(),
             "recon": -log_likelihood.detach().mean(),

@@ -9,7 +9,7 @@ from torch import Tensor
 from vaerun.core.checks import ConfigError, check_value
 from vaerun.models.autoencoders.variational import VariationalAutoencoder
 from vaerun.models.likelihoods import squared_error
-from vaerun.models.objectives import iwae_surrogate
+from vaerun.models.objectives import iwae_bound, iwae_surrogate
 
 
 def require_the_plain_bound(model: VariationalAutoencoder, name: str) -> None:
@@ -32,18 +32,24 @@ class ImportanceWeightedAutoencoder(VariationalAutoencoder):
     samples of q per image, a tighter bound on log p(x) than the ELBO (k = 1 is the ELBO, at a sample). The
     encoder's gradient is the bound's reparameterisation gradient, or with ``gradient="dreg"`` the doubly
     reparameterised one (Tucker et al. 2019), whose signal-to-noise does not fall as k grows.
+    ``bound="elbo"`` trains the ELBO estimated with the same k samples instead (Burda et al.'s "VAE, k").
 
     What is logged beside the loss: ``iwae_bound`` (the bound, nats per image), ``elbo`` (the mean of the
     k log-weights: the ELBO at these samples), ``recon`` and ``kl`` (their two parts, sample means), ``mse``
     (of the first sample's reconstruction). Evaluation (test/nll_iwae with eval.iwae_samples) is the VAE's.
     The posterior is the Gaussian; beta, the KL warm-up, free bits and REINFORCE belong to the ELBO."""
 
-    def __init__(self, *args, k: int = 5, gradient: str = "reparam", **kwargs) -> None:
+    def __init__(self, *args, k: int = 5, gradient: str = "reparam", bound: str = "iwae", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         check_value("model.gradient", gradient)
         check_value("model.k", k)
+        check_value("model.bound", bound)
+        if bound == "elbo" and gradient == "dreg":
+            raise ConfigError(
+                "model.gradient: dreg is a gradient of the IWAE bound; with model.bound=elbo use reparam"
+            )
         require_the_plain_bound(self, "iwae")
-        self.k, self.gradient = k, gradient
+        self.k, self.gradient, self.bound = k, gradient, bound
 
     def objective(
         self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]
@@ -59,11 +65,11 @@ class ImportanceWeightedAutoencoder(VariationalAutoencoder):
 
         # the estimator matters only for a gradient: evaluation takes the plain bound
         gradient = self.gradient if self.training else "reparam"
-        bound, log_weights, z = iwae_surrogate(log_joint, mu, logvar, self.k, gradient)
+        objective, log_weights, z = iwae_surrogate(log_joint, mu, logvar, self.k, gradient, self.bound)
         log_likelihood, log_weights = parts["log_likelihood"].detach(), log_weights.detach()
         terms = {
-            "loss": -bound.mean(),
-            "iwae_bound": bound.detach().mean(),
+            "loss": -objective.mean(),
+            "iwae_bound": iwae_bound(log_weights).mean(),
             "elbo": log_weights.mean(),
             "recon": -log_likelihood.mean(),
             "kl": (log_likelihood - log_weights).mean(),
