@@ -64,3 +64,17 @@ def test_the_likelihood_ratio_cancels_what_both_models_find_likely():
     background = torch.tensor([60.0, 150.0, 118.0])  # under a model of every class
     # the simple image (first) is likely under both: its ratio is not the lowest score any more
     torch.testing.assert_close(likelihood_ratio(model, background), torch.tensor([20.0, 150.0, 2.0]))
+
+
+def test_a_mutation_replaces_a_share_of_the_values_by_uniform_levels():
+    from vaerun.data.datamodule import mutate_pixels
+
+    torch.manual_seed(0)
+    images = torch.full((200, 3, 32, 32), 7, dtype=torch.uint8)
+    mutated = mutate_pixels(images, 0.15)
+    assert mutated.dtype == torch.uint8
+    changed = mutated != images
+    assert changed.float().mean().item() == pytest.approx(0.15 * 255 / 256, abs=0.003)  # a draw of 7 keeps it
+    counts = torch.bincount(mutated[changed].long(), minlength=256)[torch.arange(256) != 7].float()
+    assert counts.std() / counts.mean() < 0.1  # the new levels are uniform
+    assert torch.equal(mutate_pixels(images, 0.0), images)

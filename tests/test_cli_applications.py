@@ -80,6 +80,21 @@ def test_a_background_model_adds_the_likelihood_ratio_score(tmp_path):
     )
 
 
+def test_the_one_class_protocol_trains_its_own_background_on_mutated_normal_images(tmp_path):
+    """anomaly.background_mutation_rate: the background is trained in the run on the normal class's own
+    training images, mutated (Ren et al.), and sees no other class: its data are the run's."""
+    anomaly = ["data=digits", "stage=anomaly", "data.normal_class=1", "anomaly.iwae_samples=5", *TINY]
+    vae_run(*anomaly, "anomaly.background_mutation_rate=0.15", "hydra.run.dir=run", cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "run")
+    assert 0 <= metrics["anomaly/likelihood_ratio/auroc"] <= 1 and metrics["time/anomaly_background_s"] > 0
+    assert list((tmp_path / "run" / "background" / "checkpoints").glob("best-*.ckpt"))
+    log = (tmp_path / "run" / "vae_run.log").read_text()
+    data_lines = [line.split(" - ", 1)[1] for line in log.splitlines() if "][vaerun.data.placement]" in line]
+    assert len(data_lines) == 2 and data_lines[0] == data_lines[1]  # the same normal-class images
+    wrong = vae_run(*anomaly, "anomaly.background_mutation_rate=1.5", cwd=tmp_path, check=False)
+    assert wrong.returncode == 2 and "anomaly.background_mutation_rate" in wrong.stderr
+
+
 def test_anomaly_needs_a_normal_class_that_exists(tmp_path):
     missing = vae_run("stage=anomaly", "data=digits", cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "stage=anomaly needs data.normal_class=K" in missing.stderr

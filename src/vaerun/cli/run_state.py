@@ -36,6 +36,7 @@ ARTIFACTS = (
     "hparams.yaml",
     "projector_config.pbtxt",
     "[0-9][0-9][0-9][0-9][0-9]",  # the projector's data, one folder per global step
+    "background",  # stage=anomaly's own background model (anomaly.background_mutation_rate)
 )
 #: keys that do not change what a run computes
 NOT_FINGERPRINTED = ("force", "resume")

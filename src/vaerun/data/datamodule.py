@@ -15,6 +15,14 @@ from vaerun.data.placement import Placement, place
 from vaerun.data.splits import Split, Splits, as_trained, to_unit_float
 
 
+def mutate_pixels(images: Tensor, rate: float) -> Tensor:
+    """Each pixel (each value of a colour pixel) replaced, with probability ``rate``, by a uniformly drawn
+    level 0..255: Ren et al. (2019)'s perturbation for a background model (uint8 in, uint8 out)."""
+    replaced = torch.rand(images.shape, device=images.device) < rate
+    levels = torch.randint(0, 256, images.shape, device=images.device, dtype=images.dtype)
+    return torch.where(replaced, levels, images)
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Serves a source's splits as uint8 batches; training batches are reshuffled each epoch (``seed``).
 
@@ -52,6 +60,7 @@ class ImageDataModule(pl.LightningDataModule):
         binarize_seed: int = 0,
         normal_class: int | None = None,
         dequantize: bool = False,
+        mutation_rate: float = 0.0,
         steps_per_group: int = 1,
         limit_train_batches: int | float | None = None,
         image_size: int | None = None,
@@ -67,6 +76,8 @@ class ImageDataModule(pl.LightningDataModule):
                 f"data.dequantize=true spreads grey levels over their bins; data.binarize={binarize} makes "
                 "the images binary: use one of them"
             )
+        check_value("data.mutation_rate", mutation_rate)
+        self.mutation_rate = float(mutation_rate)
         check_value("data.device_memory_fraction", device_memory_fraction)
         check_value("data.max_host_memory_gb", max_host_memory_gb)
         self.device_memory_fraction, self.max_host_memory_gb = device_memory_fraction, max_host_memory_gb
@@ -107,6 +118,8 @@ class ImageDataModule(pl.LightningDataModule):
         missing cells at the column mean, 0."""
         if images.is_floating_point():
             return torch.nan_to_num(images, nan=0.0)
+        if training and self.mutation_rate > 0:
+            images = mutate_pixels(images, self.mutation_rate)
         if training and self.dequantize:
             return (images.float() + torch.rand(images.shape, device=images.device)) / 256
         x = to_unit_float(images)

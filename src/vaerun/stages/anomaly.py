@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import shutil
 
 import torch
 from pytorch_lightning.utilities import rank_zero_only
@@ -15,9 +17,12 @@ from vaerun.evaluation.anomaly import (
     mahalanobis_scores,
     png_bits,
 )
+from vaerun.models.autoencoders import Autoencoder, VariationalAutoencoder
 from vaerun.models.likelihoods import squared_error
+from vaerun.stages.assembly import setup
 from vaerun.stages.checkpoints import load_module
 from vaerun.stages.context import Run, encode_all, in_chunks
+from vaerun.stages.train import train
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +42,16 @@ def detect_anomalies(run: Run) -> None:
     with run.timed("anomaly_model_scores"):  # reconstruction error, -ELBO and the IWAE estimate
         scores = in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
     background = run.cfg["anomaly"]["background_ckpt"]
-    if background is not None and "nll_iwae" in scores:
+    mutation_rate = run.cfg["anomaly"].get("background_mutation_rate")
+    if (background is not None or mutation_rate is not None) and "nll_iwae" in scores:
         with run.timed("anomaly_background"):
+            background_model = (
+                _load_background(run, background)
+                if background is not None
+                else _train_background(run, mutation_rate)
+            )
             scores["likelihood_ratio"] = likelihood_ratio(
-                scores["nll_iwae"], _background_nll(run, background, images)
+                scores["nll_iwae"], _background_nll(run, background_model, images)
             )
     with run.timed("anomaly_mahalanobis"):
         train = run.images("train")
@@ -72,20 +83,47 @@ def detect_anomalies(run: Run) -> None:
     )
 
 
-def _background_nll(run: Run, checkpoint: str, images: torch.Tensor) -> torch.Tensor:
-    """The IWAE estimate of -log p_background(x) of each test image, with the same k and seed."""
+def _load_background(run: Run, checkpoint: str) -> Autoencoder:
     try:
         background = load_module(checkpoint, run.datamodule.image_shape).model
     except ConfigError as err:
         raise ConfigError(f"anomaly.background_ckpt: {str(err).removeprefix('ckpt: ')}") from None
+    if not isinstance(background, VariationalAutoencoder):
+        raise ConfigError(f"anomaly.background_ckpt: {checkpoint} is not a VAE: it defines no likelihood")
+    return background
+
+
+def _train_background(run: Run, mutation_rate: float) -> Autoencoder:
+    """Ren et al. (2019)'s background model, trained here: this run's config on the same training images of
+    the normal class with ``mutation_rate`` of their pixels replaced by random levels at every draw, so
+    that it learns what the images share with noise and no other class is seen. Its own run (checkpoints,
+    TensorBoard events) is RUN/background, in one process."""
+    cfg = copy.deepcopy(run.cfg)
+    cfg["data"]["mutation_rate"] = mutation_rate
+    cfg["data"].pop("source_used", None)  # what this run's setup recorded: setup records it again
+    cfg["stage"], cfg["ckpt"] = "train", None
+    cfg["trainer"] = {**cfg["trainer"], "devices": 1, "num_nodes": 1, "strategy": "auto"}
+    log.info(
+        "Training the background model on mutated images (rate %s): %s",
+        mutation_rate,
+        run.run_dir / "background",
+    )
+    shutil.rmtree(run.run_dir / "background", ignore_errors=True)  # a killed run's, made again from scratch
+    with torch.enable_grad():
+        background = setup(
+            cfg, run.run_dir / "background", dict(run.module.hparams.get("choices", {})), set()
+        )
+        train(background)
+    return background.inference_model().model
+
+
+def _background_nll(run: Run, background: Autoencoder, images: torch.Tensor) -> torch.Tensor:
+    """The IWAE estimate of -log p_background(x) of each test image, with the same k and seed."""
     background = background.to(images.device).eval()
     samples = run.cfg["anomaly"]["iwae_samples"]
     torch.manual_seed(run.cfg["seed"])
 
     def negative_log_likelihood(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        log_px = background.log_likelihood(x, x, samples)
-        if log_px is None:
-            raise ConfigError(f"anomaly.background_ckpt: {checkpoint} is not a VAE: it defines no likelihood")
-        return {"nll": -log_px}
+        return {"nll": -background.log_likelihood(x, x, samples)}
 
     return in_chunks(negative_log_likelihood, images)["nll"]

@@ -144,6 +144,8 @@ RULES: dict[str, Rule] = {
     "data.image_size": int_at_least(1, optional=True),
     "data.channels": choice(None, 1, 3),
     "anomaly.background_ckpt": optional_text,
+    "anomaly.background_mutation_rate": number_in(0, 1, optional=True, high_open=True),
+    "data.mutation_rate": number_in(0, 1, high_open=True),
     "data.device_memory_fraction": number_in(0, 1),
     "data.max_host_memory_gb": number_in(0, optional=True),
     "data.source.crop": int_at_least(1, optional=True),
