@@ -123,36 +123,42 @@ def uninterrupted_metrics(tmp_path: Path) -> dict[str, float]:
     return _uninterrupted
 
 
-def wait_for_a_checkpoint(run_dir: Path, sweep: subprocess.Popen) -> None:
-    """Until the job's run has finished an epoch (a checkpoint to resume from)."""
-    deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():
-        assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()[0]
-        time.sleep(0.2)
-
-
-def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
-    """`scontrol requeue` in the middle of training: Slurm kills the job and starts it again, the new process
-    takes the run directory over (its lock went with the killed one) and resumes from the last checkpoint."""
+def stopped_half_way(tmp_path: Path, launcher: list[str], stop: list[str]) -> Path:
+    """RESUMED_RUN as the job of a Slurm sweep; once its run has a checkpoint (an epoch done), ``stop`` is
+    run with the job's id; returns the run directory once the sweep has ended, as it must, without error."""
+    command = [str(VAE_RUN), "-m", "hydra/launcher=slurm", *SMALL_JOBS, *launcher, *RESUMED_RUN]
     sweep = subprocess.Popen(
-        [str(VAE_RUN), "-m", "hydra/launcher=slurm", *SMALL_JOBS, *RESUMED_RUN, "hydra.sweep.dir=sweep"],
+        [*command, "hydra.sweep.dir=sweep"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     run_dir = tmp_path / "sweep" / "0"
-    wait_for_a_checkpoint(run_dir, sweep)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()[0]
+        time.sleep(0.2)
     job = [job for _, job in queued_jobs()]
     assert len(job) == 1
-    subprocess.run(["scontrol", "requeue", job[0]], check=True)
+    subprocess.run([*stop, job[0]], check=True)
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output
-    log = (run_dir / "vae_run.log").read_text()
-    assert "Resuming from " in log, log[-2000:]
-    requeued, plain = read_metrics(run_dir), uninterrupted_metrics(tmp_path)
+    return run_dir
+
+
+def ends_as_if_never_stopped(run_dir: Path, tmp_path: Path) -> None:
+    assert "Resuming from " in (run_dir / "vae_run.log").read_text()
+    resumed, plain = read_metrics(run_dir), uninterrupted_metrics(tmp_path)
     for key in ("test/loss", "test/kl", "test/nll_iwae"):
-        assert requeued[key] == pytest.approx(plain[key], rel=1e-6), key
+        assert resumed[key] == pytest.approx(plain[key], rel=1e-6), key
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
+    """`scontrol requeue` in the middle of training: Slurm kills the job and starts it again, the new process
+    takes the run directory over (its lock went with the killed one) and resumes from the last checkpoint."""
+    run_dir = stopped_half_way(tmp_path, [], ["scontrol", "requeue"])
+    ends_as_if_never_stopped(run_dir, tmp_path)
 
 
 def test_a_ddp_run_over_two_slurm_tasks_ends_as_the_same_run_without_slurm(slurm, tmp_path):
@@ -196,34 +202,9 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_by_submitit_and_ends_
     allowed timeout, max_num_timeout=1), and the new process resumes and ends as a run never stopped."""
     limits = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=50",
               "hydra.launcher.max_num_timeout=1"]  # fmt: skip
-    earlier = {array for array, _ in queued_jobs()}
-    sweep = subprocess.Popen(
-        [
-            str(VAE_RUN),
-            "-m",
-            "hydra/launcher=slurm",
-            *SMALL_JOBS,
-            *limits,
-            *RESUMED_RUN,
-            "hydra.sweep.dir=sweep",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    run_dir = tmp_path / "sweep" / "0"
-    wait_for_a_checkpoint(run_dir, sweep)
-    job = [job for array, job in queued_jobs() if array not in earlier]
-    assert len(job) == 1
-    subprocess.run(["scancel", "--signal=USR2", job[0]], check=True)
-    output, _ = sweep.communicate(timeout=300)
-    assert sweep.returncode == 0, output
+    run_dir = stopped_half_way(tmp_path, limits, ["scancel", "--signal=USR2"])
     script = next((tmp_path / "sweep" / ".submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --signal=USR2@50" in script and "#SBATCH --time=10" in script
     said = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.*"))
     assert "this job is timed-out" in said and "(0 remaining timeouts)" in said, said[-3000:]
-    assert "Resuming from " in (run_dir / "vae_run.log").read_text()
-    resumed, plain = read_metrics(run_dir), uninterrupted_metrics(tmp_path)
-    for key in ("test/loss", "test/kl", "test/nll_iwae"):
-        assert resumed[key] == pytest.approx(plain[key], rel=1e-6), key
+    ends_as_if_never_stopped(run_dir, tmp_path)

@@ -10,12 +10,11 @@ from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
 from vaerun.core.checks import ConfigError, check_value
-from vaerun.models.autoencoders.base import Architecture, Likelihood, Prior
+from vaerun.models.autoencoders.base import Architecture, Likelihood
 from vaerun.models.autoencoders.importance_weighted import require_the_plain_bound
 from vaerun.models.autoencoders.variational import VariationalAutoencoder
 from vaerun.models.likelihoods import squared_error
 from vaerun.models.objectives import iwae_bound, normal_log_prob_per_dim, standard_normal_log_prob
-from vaerun.models.posteriors.family import PosteriorFamily
 from vaerun.models.priors import GaussianPrior
 
 Gaussian = tuple[Tensor, Tensor]  # (mean, log-variance)
@@ -94,23 +93,23 @@ class TwoLayerVAE(VariationalAutoencoder):
         architecture: Architecture,
         likelihood: Likelihood,
         latent_dim: int,
-        image_shape: Sequence[int],
-        prior: Prior | None = None,
-        posterior: PosteriorFamily | None = None,
+        *args,
         latents: Sequence[int] = (100, 50),
         hidden: Sequence[int] = (100, 100),
         k: int = 1,
         bound: str = "iwae",
         **kwargs,
     ) -> None:
+        """``latent_dim`` (the top-level ``latent``) gives way to ``latents``; the rest is the VAE's."""
         latents = [int(n) for n in latents]
         if len(latents) != 2 or min(latents) < 1:
             raise ConfigError(f"model.latents must be two sizes >= 1 (z1, then z2), got {latents}")
         check_value("model.k", k)
         check_value("model.bound", bound)
+        prior = kwargs.get("prior")
         if prior is not None and not isinstance(prior, GaussianPrior):
             raise ConfigError("prior: model=vae2 has its own prior, p(z2) p(z1 | z2); use prior=gaussian")
-        super().__init__(architecture, likelihood, sum(latents), image_shape, prior, posterior, **kwargs)
+        super().__init__(architecture, likelihood, sum(latents), *args, **kwargs)
         require_the_plain_bound(self, "vae2")
         self.latents, self.k, self.bound = latents, k, bound
         lower, upper = latents
