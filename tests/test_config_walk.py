@@ -23,11 +23,11 @@ from vaerun.core.checks import leaves, rule_for
 
 CONFIGS = Path(cli.__file__).parents[3] / "configs"
 #: group -> its options; every option is walked with the others at their defaults. Not walked: the
-#: experiments and the inference methods, which are bundles of the other groups' options
+#: experiments, the searches and the inference methods, which are bundles of the other groups' options
 GROUPS = {
     path.name: sorted(p.stem for p in path.glob("*.yaml") if not p.stem.startswith("_"))
     for path in sorted(CONFIGS.iterdir())
-    if path.is_dir() and path.name not in ("hydra", "experiment", "inference", "__pycache__")
+    if path.is_dir() and path.name not in ("hydra", "experiment", "inference", "search", "__pycache__")
 }
 WRONG_TYPE = {bool: "12345", int: "abc", float: "abc", str: "12345", list: "abc", type(None): "[1,x]"}
 

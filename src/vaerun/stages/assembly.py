@@ -206,7 +206,7 @@ def build_module(
     except ConfigError:
         raise
     except Exception as err:
-        model_keys = (*MODEL_PARTS, "corruption", "optimizer")
+        model_keys = (*MODEL_PARTS, "corruption", "optimizer", "lr_schedule")
         raise refusal(err, {key: cfg[key] for key in model_keys}) from None
     if cfg["compile"] and module.model.forward_takes_gradients:
         raise ConfigError(

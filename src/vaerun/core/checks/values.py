@@ -46,6 +46,12 @@ def optional_text(key: str, value: Any) -> None:
         text(key, value)
 
 
+def no_block(key: str, value: Any) -> None:
+    """A key that is null, or a block with a ``_target_`` (then its leaves are checked, not the key)."""
+    if value is not None:
+        _fail(key, "null, or a block with a _target_ (and _partial_: true)", value)
+
+
 def target(key: str, value: Any) -> None:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", value):
         _fail(key, "a dotted import path (module.Class)", value)
