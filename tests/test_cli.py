@@ -279,7 +279,7 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model=gan"], "model=gan: no such option (model options: ae, beta_vae, dae, vae, vae_mcmc)"),
+        (["model=gan"], "model=gan: no such option (model options: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc)"),
         (["model=vea"], "model=vea: no such option; did you mean vae?"),
         (
             ["trainer.max_epoch=3"],
