@@ -279,7 +279,10 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["model=gan"], "model=gan: no such option (model options: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc)"),
+        (
+            ["model=gan"],
+            "model=gan: no such option (model options: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc)",
+        ),
         (["model=vea"], "model=vea: no such option; did you mean vae?"),
         (
             ["trainer.max_epoch=3"],
@@ -287,7 +290,7 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
         ),
         (
             ["encoder.hiden=[8]"],
-            "did you mean encoder.hidden or encoder.channels? (to add a new key: +encoder.hiden=[8])",
+            "did you mean encoder.hidden or model.hidden? (to add a new key: +encoder.hiden=[8])",
         ),
         (["+latent=3"], "+latent: latent is in the config already; give it without the +, as latent=VALUE"),
         (["impute.images=5"], "impute.images is now impute.test_images: give impute.test_images=5"),
@@ -313,7 +316,9 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     result = vae_run("--config-dir", "mine", "model=dae", "--help", cwd=tmp_path)
     for group in ("model", "encoder", "corruption", "data", "device"):
         assert f"{group}:" in result.stdout
-    assert "model: ae, beta_vae, dae, vae, vae_mcmc, wide_vae" in result.stdout  # the user's option too
+    assert (
+        "model: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc, wide_vae" in result.stdout
+    )  # the user's option too
     assert "_target_: vaerun.models.autoencoders.Autoencoder" in result.stdout  # the composed model=dae
     assert "vae-run model=vae latent=2" in result.stdout
     job = vae_run("model=vae", "latent=2", "--cfg", "job", cwd=tmp_path)

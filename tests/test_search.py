@@ -52,6 +52,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
         "data.batch_size": 64,
         "model.beta": 1.5,
         "encoder.width": 128,
+        "encoder.hidden": "[512,256]",
     }
     assert space.overrides(params) == [
         "data=digits",
@@ -61,6 +62,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
         "data.batch_size=64",
         "+model.beta=1.5",
         "encoder.width=128",
+        "encoder.hidden=[512,256]",
     ]
 
 
