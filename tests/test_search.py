@@ -116,7 +116,9 @@ def test_a_study_resumes_to_its_total_reruns_a_killed_trial_and_tolerates_a_fail
     completed = [t for t in first if t.state.name == "COMPLETE"]
     assert best["value"] == min(t.value for t in completed)
     assert f"latent={best['params']['latent']}" in best["overrides"]
-    assert {"history.png", "importances.png", "summary.md"} <= {p.name for p in sweep.iterdir()}
+    assert {"history.png", "importances.png", "summary.md", "summary.png"} <= {
+        p.name for p in sweep.iterdir()
+    }
     assert list((sweep / "tensorboard").glob("events.out.tfevents.*"))
 
     study = load_study(storage_url(None, sweep), "vaerun")

@@ -314,6 +314,42 @@ def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
     return True
 
 
+def write_search_plot(records: Sequence[RunRecord], path: Path) -> bool:
+    """A search's value against each searched parameter, a panel each: completed trials as dots, pruned ones
+    (at the value they were told) as grey crosses; False where no trial has a value."""
+    from matplotlib.figure import Figure
+
+    told = [r for r in records if r.trial is not None and r.value is not None]
+    keys = [key for key in swept_keys(told) if key != "model"]
+    if not told or not keys:
+        return False
+    columns = min(3, len(keys))
+    figure = Figure(figsize=(4.5 * columns, 3.8 * math.ceil(len(keys) / columns)), dpi=100)
+    for index, key in enumerate(keys):
+        axes = figure.add_subplot(math.ceil(len(keys) / columns), columns, index + 1)
+        values = [r.overrides.get(key, "") for r in told]
+        numbers = [_as_number(value) for value in values]
+        if all(number is not None for number in numbers):
+            positions = numbers
+            if min(numbers) > 0 and max(numbers) / min(numbers) > 20:
+                axes.set_xscale("log")
+        else:  # categories at 0, 1, ... in the order of their sort keys
+            levels = sorted(set(values), key=_sort_key)
+            positions = [levels.index(value) for value in values]
+            axes.set_xticks(range(len(levels)), levels, rotation=20, fontsize="small")
+        for state, marker, colour in (("COMPLETE", "o", None), ("PRUNED", "x", "grey")):
+            points = [(x, r.value) for x, r in zip(positions, told, strict=True) if r.state == state]
+            if points:
+                axes.plot(*zip(*points, strict=True), marker, color=colour, label=state.lower())
+        axes.set(xlabel=key, ylabel="value", title=f"value by {key}")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as partial:
+        figure.savefig(partial)
+    return True
+
+
 def summarize(paths: Iterable[Path], out_dir: Path) -> list[RunRecord]:
     """Write summary.csv, summary.md and summary.png of the runs found under ``paths`` into ``out_dir``."""
     records = [load_run(run_dir) for run_dir in find_runs(paths)]
@@ -321,7 +357,9 @@ def summarize(paths: Iterable[Path], out_dir: Path) -> list[RunRecord]:
     base = out_dir.resolve()
     write_csv(records, out_dir / "summary.csv", base)
     write_markdown(records, out_dir / "summary.md", base)
-    plotted = write_plot(records, out_dir / "summary.png") if records else False
+    searched = any(record.trial is not None for record in records)
+    plot = write_search_plot if searched else write_plot
+    plotted = plot(records, out_dir / "summary.png") if records else False
     if not plotted:  # no plot of these runs: an older one must not pass for theirs
         (out_dir / "summary.png").unlink(missing_ok=True)
     log.info(
