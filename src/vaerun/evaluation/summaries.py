@@ -305,9 +305,17 @@ def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
                 axes.plot(*zip(*sorted(by_x.items()), strict=True), "k--", marker="s", label="PCA")
         if x_key == "latent":
             axes.set_xscale("log", base=2)
-        axes.set(xlabel=x_key, title=key)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+        _finish_panel(axes, xlabel=x_key, title=key)
+    return _save_figure(figure, path)
+
+
+def _finish_panel(axes: Any, **labels: str) -> None:
+    axes.set(**labels)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+
+
+def _save_figure(figure: Any, path: Path) -> bool:
     figure.tight_layout()
     with atomic_path(path) as partial:
         figure.savefig(partial)
@@ -341,13 +349,8 @@ def write_search_plot(records: Sequence[RunRecord], path: Path) -> bool:
             points = [(x, r.value) for x, r in zip(positions, told, strict=True) if r.state == state]
             if points:
                 axes.plot(*zip(*points, strict=True), marker, color=colour, label=state.lower())
-        axes.set(xlabel=key, ylabel="value", title=f"value by {key}")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
-    figure.tight_layout()
-    with atomic_path(path) as partial:
-        figure.savefig(partial)
-    return True
+        _finish_panel(axes, xlabel=key, ylabel="value", title=f"value by {key}")
+    return _save_figure(figure, path)
 
 
 def summarize(paths: Iterable[Path], out_dir: Path) -> list[RunRecord]:
