@@ -25,17 +25,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaerun.cli import run_lock
 from vaerun.core.atomic import write_text_atomically
+from vaerun.core.checks import check_values
 from vaerun.core.errors import ConfigError, exit_with_error, first_line
 from vaerun.search.outcome import TRIAL_FILE, Outcome, read_outcome
 from vaerun.search.space import SearchSpace, search_space
 from vaerun.search.study import (
-    DIRECTIONS,
-    PRUNERS,
-    SAMPLERS,
     TRIAL_VARIABLE,
     PrunerSpec,
     TrialHandle,
-    check_choice,
     make_sampler,
     open_storage,
     storage_url,
@@ -79,13 +76,14 @@ class StudySweeper(Sweeper):
         )
 
     def _check(self) -> None:
-        check_choice("hydra.sweeper.direction", self.direction, DIRECTIONS)
-        check_choice("hydra.sweeper.sampler", self.sampler_name, SAMPLERS)
-        check_choice("hydra.sweeper.pruner", self.pruner_name, PRUNERS, none_allowed=True)
-        for key in ("n_trials", "n_jobs"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"hydra.sweeper.{key} must be an integer >= 1, got {value!r}")
+        keys = {
+            "direction": self.direction,
+            "sampler": self.sampler_name,
+            "pruner": self.pruner_name,
+            "n_trials": self.n_trials,
+            "n_jobs": self.n_jobs,
+        }
+        check_values("hydra.sweeper", keys)
         if self.pruner_name and not self.metric.startswith("val/") and self.direction != "minimize":
             raise ConfigError(
                 f"hydra.sweeper.pruner: trials are pruned on val/loss, which is minimized, while the "

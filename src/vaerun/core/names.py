@@ -11,6 +11,10 @@ KERNEL_NAMES = ("hmc", "mala", "rwmh")
 ESTIMATORS = ("reparam", "reinforce")
 #: the IWAE objective's encoder gradients: reparam (of the bound) or dreg (doubly reparameterised)
 IWAE_GRADIENTS = ("reparam", "dreg")
+#: hydra/sweeper=optuna's samplers, pruners and directions
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("median", "hyperband")
+DIRECTIONS = ("minimize", "maximize")
 #: what a model on k samples per image trains: the IWAE bound, or the ELBO estimated with the k samples
 BOUNDS = ("iwae", "elbo")
 #: data.binarize: grey levels, a Bernoulli re-sample per draw, or one fixed sample

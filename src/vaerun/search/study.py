@@ -15,24 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaerun.core.errors import ConfigError
-
 #: what the sweeper sets in each trial's environment: {"storage", "study", "trial", "monitor"}
 TRIAL_VARIABLE = "VAERUN_OPTUNA_TRIAL"
 #: the default storage's file in the sweep folder (Optuna's journal: appends, file-locked, NFS-safe)
 JOURNAL_FILE = "optuna-journal.log"
-
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("median", "hyperband")
-DIRECTIONS = ("minimize", "maximize")
-
-
-def check_choice(key: str, value: Any, allowed: tuple[str, ...], none_allowed: bool = False) -> None:
-    if value is None and none_allowed:
-        return
-    if value not in allowed:
-        options = ", ".join((*allowed, "null") if none_allowed else allowed)
-        raise ConfigError(f"{key} must be one of {options}, got {value!r}")
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:

@@ -43,7 +43,17 @@ from vaerun.core.checks.values import (
     val_check_interval,
     variance_samples,
 )
-from vaerun.core.names import BINARIZATIONS, BOUNDS, ESTIMATORS, IWAE_GRADIENTS, KERNEL_NAMES, STAGES
+from vaerun.core.names import (
+    BINARIZATIONS,
+    BOUNDS,
+    DIRECTIONS,
+    ESTIMATORS,
+    IWAE_GRADIENTS,
+    KERNEL_NAMES,
+    PRUNERS,
+    SAMPLERS,
+    STAGES,
+)
 
 #: Lightning's precisions (its Trainer refuses others) and accelerators
 PRECISIONS = (
@@ -149,6 +159,12 @@ RULES: dict[str, Rule] = {
     "anomaly.background_mutation_rate": number_in(0, 1, optional=True, high_open=True),
     "data.mutation_rate": number_in(0, 1, high_open=True),
     "data.device_memory_fraction": number_in(0, 1),
+    # hydra/sweeper=optuna's keys, checked by the sweeper itself (vaerun.cli.study_sweeper)
+    "hydra.sweeper.direction": choice(*DIRECTIONS),
+    "hydra.sweeper.sampler": choice(*SAMPLERS),
+    "hydra.sweeper.pruner": choice(*PRUNERS, None),
+    "hydra.sweeper.n_trials": int_at_least(1),
+    "hydra.sweeper.n_jobs": int_at_least(1),
     "data.max_host_memory_gb": number_in(0, optional=True),
     "data.source.crop": int_at_least(1, optional=True),
     "data.source.cache_dir": optional_text,

@@ -149,7 +149,8 @@ def latent(key: str, value: Any) -> None:
 def choice(*allowed: Any) -> Rule:
     def rule(key: str, value: Any) -> None:
         if value not in allowed:
-            _fail(key, f"one of {', '.join(map(str, allowed))}", value)
+            # None as the config files spell it
+            _fail(key, f"one of {', '.join('null' if a is None else str(a) for a in allowed)}", value)
 
     return rule
 
