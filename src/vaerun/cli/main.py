@@ -118,9 +118,8 @@ def _resolve_checkpoints(config: dict) -> None:
 
 
 def _fail(message: str, run_dir: Path) -> None:
-    if (
-        HydraConfig.get().mode != RunMode.MULTIRUN
-    ):  # a sweep's run keeps its .hydra and log beside its failure
+    # a sweep's run keeps its .hydra and log beside its failure.json
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
         _discard_run_dir(run_dir)
     exit_with_error(message)
 
@@ -186,7 +185,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def _run_in_sweep(cfg: DictConfig) -> float | None:
     """A run of a multirun: one that fails says why in its failure.json (which the sweep's summary and a
-    search read) and ends, so that the sweep's other runs go on; an interruption still stops the sweep."""
+    search read) and ends, so that the sweep's other runs go on. An interruption is a plain SystemExit
+    (128 + N), not caught here: it still stops the sweep."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     failure = run_dir / FAILURE_FILE
     failure.unlink(missing_ok=True)  # an earlier attempt's
@@ -194,8 +194,6 @@ def _run_in_sweep(cfg: DictConfig) -> float | None:
         return _run(cfg)
     except ErrorExit as err:
         reason, status = err.message, int(err.code or 1)
-        if status >= 128:  # stopped by a signal: the sweep stops too
-            raise
     except Exception as err:  # a defect: its traceback goes to the run's log, the sweep goes on
         log.exception("The run failed")
         reason, status = first_line(err, with_type=True), 1

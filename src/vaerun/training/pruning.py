@@ -42,9 +42,8 @@ class TrialPruning(pl.Callback):
             value = trainer.callback_metrics.get(self.handle.monitor)
             if value is not None and math.isfinite(float(value)):
                 trial = self._open_trial()
-                with (
-                    warnings.catch_warnings()
-                ):  # a resumed run reports its epochs again: Optuna keeps the first
+                # a resumed run reports its epochs again: Optuna keeps the first
+                with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*already reported.*")
                     trial.report(float(value), step=trainer.current_epoch)
                 prune = trial.should_prune()
