@@ -131,24 +131,26 @@ class TwoLayerVAE(VariationalAutoencoder):
     def code_and_logvar(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.posterior(x).mean_and_logvar()
 
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z1 | z2) + log p(z2) of joint codes z (..., K1 + K2)."""
+        z1, z2 = z[..., : self.latents[0]], z[..., self.latents[0] :]
+        return diagonal_log_prob(z1, self.generative_upper(z2)) + standard_normal_log_prob(z2)
+
+    def _decoded(self, z: Tensor, decode: Callable[[Tensor], Tensor]) -> Tensor:
+        """The decoder's outputs for codes z (n, N, K), as (n, N, ...)."""
+        output = decode(z.reshape(-1, z.shape[-1]))
+        return output.reshape(*z.shape[:2], *output.shape[1:])
+
     def log_joint(self, x: Tensor, z: Tensor, decode: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """log p(x | z1) + log p(z1 | z2) + log p(z2) for joint codes z (n, N, K1 + K2)."""
-        n, batch = z.shape[:2]
-        output = (decode or self.decode)(z.reshape(n * batch, -1))
-        output = output.reshape(n, batch, *output.shape[1:])
-        z1, z2 = z[..., : self.latents[0]], z[..., self.latents[0] :]
-        prior = diagonal_log_prob(z1, self.generative_upper(z2)) + standard_normal_log_prob(z2)
-        return self.likelihood.log_prob(output, x) + prior
+        return self.likelihood.log_prob(self._decoded(z, decode or self.decode), x) + self.log_prior(z)
 
     def objective(
         self, x_in: Tensor, target: Tensor, decode: Callable[[Tensor], Tensor]
     ) -> tuple[dict[str, Tensor], Tensor]:
         z, log_q = self.posterior(x_in).rsample_and_log_prob((self.k,))
-        output = decode(z.reshape(-1, z.shape[-1]))
-        output = output.reshape(*z.shape[:2], *output.shape[1:])
-        log_likelihood = self.likelihood.log_prob(output, target)
-        z1, z2 = z[..., : self.latents[0]], z[..., self.latents[0] :]
-        log_prior = diagonal_log_prob(z1, self.generative_upper(z2)) + standard_normal_log_prob(z2)
+        output = self._decoded(z, decode)
+        log_likelihood, log_prior = self.likelihood.log_prob(output, target), self.log_prior(z)
         log_weights = log_likelihood + log_prior - log_q
         bound = iwae_bound(log_weights)
         objective = bound if self.bound == "iwae" else log_weights.mean(dim=0)
