@@ -174,6 +174,7 @@ def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d,
     assert {"sample_generated.png", "sample_manifold.png"} <= images  # a 2-D manifold: latent=2 it is
     assert set(read_metrics(tmp_path / "sample")) == {
         "time/sample_s",
+        "time/generative_prior_fit_s",
         "time/sample_pictures_s",
         "time/sample_projector_s",
     }
@@ -281,7 +282,7 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
     [
         (
             ["model=gan"],
-            "model=gan: no such option (model options: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc)",
+            "model=gan: no such option (model options: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc, vqvae)",
         ),
         (["model=vea"], "model=vea: no such option; did you mean vae?"),
         (
@@ -317,7 +318,7 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     for group in ("model", "encoder", "corruption", "data", "device"):
         assert f"{group}:" in result.stdout
     assert (
-        "model: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc, wide_vae" in result.stdout
+        "model: ae, beta_vae, dae, iwae, vae, vae2, vae_mcmc, vqvae, wide_vae" in result.stdout
     )  # the user's option too
     assert "_target_: vaerun.models.autoencoders.Autoencoder" in result.stdout  # the composed model=dae
     assert "vae-run model=vae latent=2" in result.stdout

@@ -178,7 +178,8 @@ class TrainedModel:
 
     @torch.no_grad()
     def encode(self, x: Tensor | np.ndarray) -> Encoding:
-        """The codes of images: (N, latent) means, and for a VAE the log-variances of q(z|x)."""
+        """The codes of images: (N, latent) means, and for a VAE the log-variances of q(z|x); a VQ-VAE's code
+        is its grid of code vectors, flattened (N, grid height x width x latent)."""
         x = self.images(x)
         if self.is_variational:
             return Encoding(*self.network.code_and_logvar(x))
@@ -188,7 +189,7 @@ class TrainedModel:
     def decode(self, z: Tensor) -> Tensor:
         """The images (N, C, H, W) that codes (N, latent) stand for: the likelihood's mean."""
         return self.network.mean(
-            torch.as_tensor(z, dtype=torch.float32, device=self.device).reshape(-1, self.latent_dim)
+            torch.as_tensor(z, dtype=torch.float32, device=self.device).reshape(-1, self.network.code_size)
         )
 
     @torch.no_grad()
@@ -210,11 +211,11 @@ class TrainedModel:
     ) -> Tensor:
         """``n`` new images from the model's prior, its spread scaled by ``temperature``. An AE has no
         prior: pass ``codes`` (say ``encode(training_images).mean``) to draw from a Gaussian fitted to
-        them."""
+        them; a VQ-VAE fits its PixelCNN code prior to them (``model.code_prior``)."""
         if codes is None and not self.is_variational:
             raise ValueError(
-                "sample: an AE or DAE has no prior; pass codes=model.encode(training_images).mean to draw "
-                "from a Gaussian fitted to them"
+                "sample: an AE, DAE or VQ-VAE has no prior of its own; pass "
+                "codes=model.encode(training_images).mean to fit one to them"
             )
         prior = self.network.generative_prior(
             None if codes is None else torch.as_tensor(codes).to(self.device)

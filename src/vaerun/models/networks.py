@@ -117,6 +117,30 @@ class Conv:
             layers += self._up(c_in, c_out, last=i == len(outs) - 1)
         return ChannelsLastDecoder(*layers).to(memory_format=torch.channels_last)
 
+    def grid_encoder(self, image_shape: Sequence[int], code_channels: int) -> nn.Module:
+        """The same convolutions without the linear layer: images to a grid of ``code_channels``-vectors,
+        one per position of the last feature map (a VQ-VAE's code grid)."""
+        channels = self.channels(image_shape)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([image_shape[0], *channels[:-1]], channels, strict=True):
+            layers += self._down(c_in, c_out)
+        layers.append(nn.Conv2d(channels[-1], code_channels, kernel_size=1))
+        return ChannelsLastEncoder(*layers).to(memory_format=torch.channels_last)
+
+    def grid_decoder(self, code_channels: int, image_shape: Sequence[int]) -> nn.Module:
+        """The mirror of ``grid_encoder``: a grid of code vectors to the likelihood's parameters."""
+        channels = self.channels(image_shape)
+        first = nn.Conv2d(code_channels, channels[-1], kernel_size=3, padding=1)
+        layers: list[nn.Module] = [first, self.activation()]
+        outs = [*reversed(channels[:-1]), image_shape[0]]
+        for i, (c_in, c_out) in enumerate(zip(reversed(channels), outs, strict=True)):
+            layers += self._up(c_in, c_out, last=i == len(outs) - 1)
+        return ChannelsLastDecoder(*layers).to(memory_format=torch.channels_last)
+
+    def grid_shape(self, image_shape: Sequence[int]) -> tuple[int, int]:
+        """Height and width of the code grid of ``grid_encoder``."""
+        return self._feature_shape(image_shape)[1:]
+
     def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
         """One stage of the encoder: halves height and width."""
         return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), self.activation()]

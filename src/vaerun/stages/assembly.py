@@ -121,6 +121,8 @@ def refusal(err: Exception, cfg: dict[str, Any], within: str = "") -> ConfigErro
     """A library's refusal of the config while the run is built, as one line that names the config key:
     the node under ``within`` whose ``_target_`` the message names (Hydra names the class it failed to
     locate or call; torch names the class whose __init__ refused a keyword), else ``within`` itself."""
+    if isinstance(err.__cause__, ConfigError):  # a part's own check, which names its key already
+        return err.__cause__
     message = str(err)
     node = cfg
     for part in filter(None, within.split(".")):

@@ -45,6 +45,8 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     #: a search's pruner stopped the training: the stages after it do not run
     pruned: bool = False
+    #: (the checkpoint it was fitted for, the distribution) of ``generative_prior``
+    fitted_prior: tuple[str, Any] | None = None
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -96,6 +98,16 @@ class Run:
         if best and best != self.loaded_checkpoint:
             self.module, self.loaded_checkpoint = load_module(best, self.datamodule.image_shape), best
         return self.module.to(self.trainer.strategy.root_device).eval()
+
+    def generative_prior(self) -> Any:
+        """The inference model's distribution of new codes, given the training images' codes: fitted once
+        per loaded model however many stages use it (a VQ-VAE's PixelCNN takes a while)."""
+        model = self.inference_model().model
+        if self.fitted_prior is None or self.fitted_prior[0] != self.loaded_checkpoint:
+            with self.timed("generative_prior_fit"):
+                prior = model.generative_prior(encode_all(model, self.images("train")))
+            self.fitted_prior = (self.loaded_checkpoint, prior)
+        return self.fitted_prior[1]
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         for logger in self.loggers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_only
@@ -28,21 +29,23 @@ def sample(run: Run) -> None:
     """Generated images, reconstructions and interpolations of test images, the latent manifold and a
     scatter (latent=2) or traversals of every latent dimension, and the projector of test-set codes."""
     model = run.inference_model().model
-    prior = model.generative_prior(encode_all(model, run.images("train")))
+    prior = run.generative_prior()
     test = run.images("test")
     test_codes = encode_all(model, test)
     with run.timed("sample_pictures"):
         _generated(run, prior)
         _reconstructions(run, test)
         _interpolations(run, test)
-        _latent_space(run, prior, test_codes)
+        if not model.discrete_codes:  # a grid of codebook indices has no quantiles to walk
+            _latent_space(run, prior, test_codes)
     with run.timed("sample_projector"):
         _projector(run, test, test_codes)
     log.info("Images: %s", run.sink.image_dir)
 
 
-def _generated(run: Run, prior: MultivariateNormal) -> None:
-    """Codes of the standardised prior, shifted and scaled by the generative prior, at the temperature."""
+def _generated(run: Run, prior: Any) -> None:
+    """New codes from the generative prior at the temperature (for a Gaussian: codes of the standardised
+    prior, shifted and scaled by it; for a VQ-VAE: grids drawn from its code prior)."""
     options, model = run.cfg["sample"], run.module.model
     generator = torch.Generator().manual_seed(run.cfg["seed"])
     z = model.sample_codes(prior, options["num_images"], generator, options["temperature"])

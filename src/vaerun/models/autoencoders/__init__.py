@@ -11,6 +11,9 @@ model they hold:
 - ``set_training_progress(epochs)``: schedules that follow training (the KL warm-up).
 - ``impute(observed, mask, iterations)``: the missing pixels (mask False) filled in, observed ones kept.
 - ``anomaly_scores(x, k)``: per-image scores, higher for images unlike the training data.
+
+The VQ-VAE's codes are discrete (``discrete_codes``): its ``generative_prior`` is fitted to the codes, and
+``rate_bits(prior, codes)`` gives their bits per image.
 """
 
 from vaerun.models.autoencoders.base import Autoencoder
@@ -18,9 +21,11 @@ from vaerun.models.autoencoders.hierarchical import TwoLayerVAE
 from vaerun.models.autoencoders.importance_weighted import ImportanceWeightedAutoencoder
 from vaerun.models.autoencoders.refined import MCMCRefinedVAE
 from vaerun.models.autoencoders.variational import VariationalAutoencoder
+from vaerun.models.autoencoders.vector_quantized import VQVAE
 
 # the configs and the checkpoints name the models vaerun.models.autoencoders.NAME
 __all__ = [
+    "VQVAE",
     "Autoencoder",
     "ImportanceWeightedAutoencoder",
     "MCMCRefinedVAE",

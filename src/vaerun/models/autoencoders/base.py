@@ -43,6 +43,9 @@ class Autoencoder(nn.Module):
 
     #: paths between codes: straight lines for a code space without a prior
     interpolate = staticmethod(lerp)
+    #: whether codes are indices into a codebook (the VQ-VAE): no traversals or manifold of a continuous
+    #: latent space; the stages fit a prior over the codes (``generative_prior``) and report their rate
+    discrete_codes = False
     #: whether the forward pass itself takes gradients (a posterior that follows log p(x, z)'s), so that
     #: validation and test need autograd and training differentiates twice
     forward_takes_gradients = False
@@ -62,12 +65,22 @@ class Autoencoder(nn.Module):
         self.latent_dim = int(latent_dim)
         self.image_shape = tuple(int(n) for n in image_shape)
         self.likelihood = likelihood
-        self.encoder = architecture.encoder(
-            self.image_shape, self.encoder_features(self.latent_dim, posterior)
-        )
-        # the decoder outputs the likelihood's parameters: as many channels per image channel as it needs
+        self.encoder, self.decoder = self.build_networks(architecture, posterior)
+
+    def build_networks(
+        self, architecture: Architecture, posterior: PosteriorFamily | None
+    ) -> tuple[nn.Module, nn.Module]:
+        """The encoder (images to ``encoder_features`` numbers) and the decoder (codes to the likelihood's
+        parameters: as many channels per image channel as it needs)."""
+        encoder = architecture.encoder(self.image_shape, self.encoder_features(self.latent_dim, posterior))
         channels, *size = self.image_shape
-        self.decoder = architecture.decoder(self.latent_dim, (likelihood.output_channels(channels), *size))
+        output_shape = (self.likelihood.output_channels(channels), *size)
+        return encoder, architecture.decoder(self.latent_dim, output_shape)
+
+    @property
+    def code_size(self) -> int:
+        """How many numbers one image's code has (``encode``'s second dimension)."""
+        return self.latent_dim
 
     @staticmethod
     def encoder_features(latent_dim: int, posterior: PosteriorFamily | None) -> int:
