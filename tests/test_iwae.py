@@ -148,8 +148,8 @@ def test_the_iwae_table_preset_runs_both_depths_tiny_on_mnist5k(tmp_path):
     table = ["-m", "+experiment=iwae_table", "data=mnist5k", "model.k=2", "model.bound=iwae", *TINY,
              "hydra.sweep.dir=table"]  # fmt: skip
     vae_run(*table, cwd=tmp_path)
-    for run in ("iwae-iwae-k2", "vae2-iwae-k2"):
+    for run in ("iwae-iwae-k2-seed0", "vae2-iwae-k2-seed0"):
         metrics = read_metrics(tmp_path / "table" / run)
         assert metrics["test/nll_iwae"] > 0 and metrics["test/binarize"] == "dynamic"
-    config = (tmp_path / "table" / "vae2-iwae-k2" / ".hydra" / "config.yaml").read_text()
+    config = (tmp_path / "table" / "vae2-iwae-k2-seed0" / ".hydra" / "config.yaml").read_text()
     assert "burda_passes" in config and "hidden:\n  - 200\n  - 200" in config
