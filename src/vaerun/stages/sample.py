@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def sample(run: Run) -> None:
     """Generated images, reconstructions and interpolations of test images, the latent manifold and a
-    scatter (latent=2) or traversals of every latent dimension, and the projector of test-set codes."""
+    scatter (latent=2) or traversals of every latent dimension (not of a VQ-VAE's discrete codes), and the
+    projector of test-set codes."""
     model = run.inference_model().model
     prior = run.generative_prior()
     test = run.images("test")
