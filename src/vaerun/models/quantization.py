@@ -56,7 +56,7 @@ class EMACodebook(nn.Module):
     The first ``update`` sets the codebook to random vectors of that batch. Under DDP the counts and sums
     are summed over the processes, so every process keeps the same codebook."""
 
-    def __init__(self, num_codes: int, dim: int, decay: float = 0.99, restart_below: float = 1.0) -> None:
+    def __init__(self, num_codes: int, dim: int, decay: float = 0.99, restart_below: float = 0.1) -> None:
         super().__init__()
         self.num_codes, self.dim = int(num_codes), int(dim)
         self.decay, self.restart_below = float(decay), float(restart_below)
@@ -104,10 +104,10 @@ class EMACodebook(nn.Module):
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(start, src=0)
         self.codebook.copy_(start)
-        # each code counted as used ``restart_below`` times, as a restarted one: a code the next batch
-        # leaves unused falls below that and restarts (as Jukebox's)
-        self.cluster_size.fill_(self.restart_below)
-        self.vector_sum.copy_(start * self.restart_below)
+        # each code counted as used once (as Jukebox's): codes stay where they start until used, and
+        # one that batches leave unused falls below ``restart_below`` within a few steps and restarts
+        self.cluster_size.fill_(1.0)
+        self.vector_sum.copy_(start)
         self.initialised.fill_(True)
 
     def _restart_dead_codes(self, vectors: Tensor) -> None:

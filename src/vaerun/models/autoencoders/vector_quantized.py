@@ -44,7 +44,7 @@ class VQVAE(Autoencoder):
         codebook_size: int = 512,
         commitment: float = 0.25,
         decay: float = 0.99,
-        restart_below: float = 1.0,
+        restart_below: float = 0.1,
         code_prior: CodePriorFit | None = None,
     ) -> None:
         if prior is not None and not isinstance(prior, GaussianPrior):
