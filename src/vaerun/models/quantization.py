@@ -92,17 +92,17 @@ class EMACodebook(nn.Module):
         self.codebook.copy_(ema_codebook(self.cluster_size, self.vector_sum))
         self._restart_dead_codes(vectors)
 
-    def _random_rows(self, vectors: Tensor, count: int) -> Tensor:
-        """``count`` rows of ``vectors`` drawn with replacement (a batch may hold fewer than K)."""
-        picks = torch.randint(len(vectors), (count,), device=vectors.device)
+    @staticmethod
+    def _random_rows(vectors: Tensor, count: int) -> Tensor:
+        """``count`` rows of ``vectors`` drawn with replacement (a batch may hold fewer than K); under DDP
+        the first process's, so that every process starts and restarts its codes alike."""
+        rows = vectors[torch.randint(len(vectors), (count,), device=vectors.device)]
         if dist.is_available() and dist.is_initialized():
-            dist.broadcast(picks, src=0)  # every process restarts alike (the rows differ by shard)
-        return vectors[picks]
+            dist.broadcast(rows, src=0)
+        return rows
 
     def _initialise(self, vectors: Tensor) -> None:
         start = self._random_rows(vectors, self.num_codes)
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(start, src=0)
         self.codebook.copy_(start)
         # each code counted as used once (as Jukebox's): codes stay where they start until used, and
         # one that batches leave unused falls below ``restart_below`` within a few steps and restarts
@@ -116,8 +116,6 @@ class EMACodebook(nn.Module):
         if count == 0:
             return
         fresh = self._random_rows(vectors, count)
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(fresh, src=0)
         self.codebook[dead] = fresh
         self.cluster_size[dead] = self.restart_below
         self.vector_sum[dead] = fresh * self.restart_below
