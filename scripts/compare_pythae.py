@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -145,9 +144,10 @@ def train_pythae(name: str, args: argparse.Namespace, run_dir: Path, splits) -> 
 
 
 def codebook_perplexity(indices: torch.Tensor, num_codes: int) -> float:
-    counts = torch.bincount(indices.flatten(), minlength=num_codes).double()
-    p = counts / counts.sum()
-    return math.exp(-(p[p > 0] * p[p > 0].log()).sum().item())
+    """The perplexity of all the codes given, with vaerun's own function for both libraries."""
+    from vaerun.models.quantization import code_counts, perplexity
+
+    return perplexity(code_counts(indices, num_codes)).item()
 
 
 @torch.no_grad()

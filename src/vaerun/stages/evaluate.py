@@ -114,13 +114,13 @@ def _hidden_pixel_baselines(
     }
 
 
-def _code_rate(run: Run, corrupted: torch.Tensor) -> dict[str, float]:
-    """A VQ-VAE's codes of the test images: their bits per image under the code prior fitted to the
-    training images' codes (what an entropy coder with that prior would spend), with its standard error,
-    and the bits of the code grid stored at log2 K per position."""
+def _code_rate(run: Run, codes: torch.Tensor) -> dict[str, float]:
+    """A VQ-VAE's codes of the test images (as ``encode`` gives them): their bits per image under the code
+    prior fitted to the training images' codes (what an entropy coder with that prior would spend), with
+    its standard error, and the bits of the code grid stored at log2 K per position."""
     model = run.inference_model().model
     prior = run.generative_prior()
-    bits = torch.cat([model.rate_bits(prior, model.encode(part)) for part in corrupted.split(1000)])
+    bits = torch.cat([model.rate_bits(prior, part) for part in codes.split(1000)])
     return {
         "test/rate_bits": bits.mean().item(),
         "test/rate_bits_se": standard_error(bits),
@@ -139,13 +139,14 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     with run.timed("eval_pca"):
         pca = run.pca(model.latent_dim)
         restored = run.datamodule.clip(pca.reconstruct(corrupted))
+    codes = encode_all(model, corrupted)
     results = {
         "test/pca_mse": torch.mean((restored - clean) ** 2).item(),
-        "test/active_units": float(active_units(encode_all(model, corrupted))),
+        "test/active_units": float(active_units(codes)),
     }
     if model.discrete_codes:
         with run.timed("eval_rate"):
-            results.update(_code_rate(run, corrupted))
+            results.update(_code_rate(run, codes))
     if run.datamodule.unit_range:
         per_image = peak_signal_noise_ratio(restored, clean, data_range=1.0, dim=(1, 2, 3))
         results["test/pca_psnr"] = per_image.item()  # the mean over images of each one's PSNR
