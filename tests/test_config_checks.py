@@ -31,6 +31,16 @@ def test_the_shipped_configs_pass(overrides):
     check_config(composed(*overrides))
 
 
+def test_the_celeba64_preset_picks_the_bounded_eval_and_anomaly_options_and_a_user_can_undo_them():
+    faces = ["data=celeba64", "data.source.path=faces"]
+    preset = composed(*faces)
+    assert (preset["eval"]["iwae_images"], preset["eval"]["ais_images"]) == (2000, 16)
+    assert preset["anomaly"]["iwae_samples"] == 16
+    assert composed(*faces, "anomaly=default", "eval=default")["anomaly"]["iwae_samples"] == 100
+    assert composed(*faces, "anomaly.iwae_samples=40")["anomaly"]["iwae_samples"] == 40
+    assert composed()["anomaly"]["iwae_samples"] == 100
+
+
 def test_the_latent_sweep_preset_sweeps_models_and_latent_sizes():
     with initialize_config_module("vaerun.configs", version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=latent_sweep"], return_hydra_config=True)
