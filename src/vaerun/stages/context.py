@@ -100,9 +100,12 @@ class Run:
         return self.module.to(self.trainer.strategy.root_device).eval()
 
     def generative_prior(self) -> Any:
-        """The inference model's distribution of new codes, given the training images' codes: fitted once
-        per loaded model however many stages use it (a VQ-VAE's PixelCNN takes a while)."""
+        """The inference model's distribution of new codes: its own prior, or one fitted to the training
+        images' codes once per loaded model however many stages use it (a VQ-VAE's PixelCNN takes a while;
+        encoding CelebA's training split, a minute)."""
         model = self.inference_model().model
+        if not model.prior_is_fitted:
+            return model.generative_prior(None)
         if self.fitted_prior is None or self.fitted_prior[0] != self.loaded_checkpoint:
             with self.timed("generative_prior_fit"):
                 prior = model.generative_prior(encode_all(model, self.images("train")))

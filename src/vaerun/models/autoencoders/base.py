@@ -157,6 +157,9 @@ class Autoencoder(nn.Module):
         """A deterministic autoencoder has no posterior to sample."""
         return None
 
+    #: whether ``generative_prior`` is fitted to the training images' codes (a VAE has its own prior)
+    prior_is_fitted = True
+
     def generative_prior(self, codes: Tensor) -> MultivariateNormal:
         """A plain AE has no prior: generate from a Gaussian fitted to the codes of the training images."""
         codes = codes.double()

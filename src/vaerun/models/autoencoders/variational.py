@@ -338,6 +338,8 @@ class VariationalAutoencoder(Autoencoder):
         z, _, _ = run_chains(z_q, self.posterior_log_density(target), steps, 0.05, leapfrog_steps)
         return z_q, z
 
+    prior_is_fitted = False
+
     def generative_prior(self, codes: Tensor | None = None) -> MultivariateNormal:
         """The location and scale of the model's own prior (0 and I; the shape of its standard samples
         comes from ``standard_codes``); the codes are not needed."""
