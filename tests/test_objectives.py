@@ -184,6 +184,21 @@ def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decod
     assert mean.shape == (4, 3, 2, 2) and mean.min() >= 0 and mean.max() <= 1
 
 
+def test_bounded_locations_are_tanh_of_the_decoders_location_outputs_and_nothing_else(generator):
+    """With bounded=True, the likelihood at output (w, m, s) is the unbounded one at (w, tanh m, s): the
+    mixture's mean stays in the image range however far the output goes."""
+    output = torch.randn(4, 18, 2, 2, generator=generator) * 3
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    squashed = output.clone()
+    squashed[:, 6:12] = torch.tanh(output[:, 6:12])  # (weights, locations, log-scales) x 2 components x 3
+    bounded = DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2, bounded=True)
+    unbounded = DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2)
+    torch.testing.assert_close(bounded.log_prob(output, x), unbounded.log_prob(squashed, x))
+    torch.testing.assert_close(bounded.mean(output), unbounded.mean(squashed))
+    with pytest.raises(ValueError, match=r"likelihood\.bounded"):
+        DiscretizedLogisticLikelihood(bounded="yes")
+
+
 def test_a_learned_gaussian_std_is_read_from_the_decoder_per_pixel(generator):
     likelihood = GaussianLikelihood(learn_std=True)
     location, log_std = (
