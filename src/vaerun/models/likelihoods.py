@@ -168,8 +168,8 @@ class DiscretizedLogisticLikelihood:
     than the first residuals, widen first and stall the reconstructions for epochs (0.032).
 
     ``bounded``: the locations are tanh of the decoder's output, within the image range, as the Gaussian's
-    mean is a sigmoid (False: the output itself, as checkpoints made before the key): 0.2 bits/dim lower
-    after 5 epochs on the photo patches, in each of four seeds (docs/images.md)."""
+    mean is a sigmoid (False: the output itself, as checkpoints made before the key): 0.15-0.6 bits/dim lower
+    after 5 epochs on the photo patches, in each of three seeds (docs/images.md)."""
 
     values = LEVELS
 
