@@ -185,18 +185,21 @@ def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decod
 
 
 def test_bounded_locations_are_tanh_of_the_decoders_location_outputs_and_nothing_else(generator):
-    """With bounded=True, the likelihood at output (w, m, s) is the unbounded one at (w, tanh m, s): the
-    mixture's mean stays in the image range however far the output goes."""
+    """With bounded=True, the likelihood at output (w, m, s) is the unbounded one at (w, tanh(m + c), s),
+    where c spreads the components' starts over [-1, 1]: the mixture's mean stays in the image range
+    however far the output goes."""
     output = torch.randn(4, 18, 2, 2, generator=generator) * 3
     x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
-    squashed = output.clone()
-    squashed[:, 6:12] = torch.tanh(output[:, 6:12])  # (weights, locations, log-scales) x 2 components x 3
+    squashed = output.clone()  # channels: (weights, locations, log-scales) x 2 components x 3 colours
+    squashed[:, 6:9], squashed[:, 9:12] = torch.tanh(output[:, 6:9] - 1), torch.tanh(output[:, 9:12] + 1)
     bounded = DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2, bounded=True)
     unbounded = DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2)
     torch.testing.assert_close(bounded.log_prob(output, x), unbounded.log_prob(squashed, x))
     torch.testing.assert_close(bounded.mean(output), unbounded.mean(squashed))
     with pytest.raises(ValueError, match=r"likelihood\.bounded"):
         DiscretizedLogisticLikelihood(bounded="yes")
+    one = DiscretizedLogisticLikelihood(initial_std=0.2, bounded=True)  # one component starts at grey
+    torch.testing.assert_close(one.mean(torch.zeros(1, 9, 2, 2)), torch.full((1, 3, 2, 2), 0.5))
 
 
 def test_a_learned_gaussian_std_is_read_from_the_decoder_per_pixel(generator):
