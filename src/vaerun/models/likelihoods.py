@@ -195,16 +195,16 @@ class DiscretizedLogisticLikelihood:
         *lead, _, height, width = decoder_output.shape
         parts = decoder_output.reshape(*lead, 3, self.mixtures, -1, height, width).movedim(-4, -1)
         weights, locations, log_scales = parts.unbind(dim=-5)
-        if self.bounded:
+        if self.bounded and self.mixtures > 1:
             locations = torch.tanh(locations + self._component_offsets(locations))
+        elif self.bounded:  # one component starts at 0: no offset to add (a pass over k x N x D in IWAE)
+            locations = torch.tanh(locations)
         log_scales = (log_scales + self.log_scale_offset).clamp(self.min_log_scale, self.max_log_scale)
         return weights, locations, log_scales
 
-    def _component_offsets(self, locations: Tensor) -> Tensor | float:
+    def _component_offsets(self, locations: Tensor) -> Tensor:
         """Where each component's location starts before the tanh: spread evenly over [-1, 1], so that a
-        mixture's components start apart, each near a part of the range (one component: at 0)."""
-        if self.mixtures == 1:
-            return 0.0
+        mixture's components start apart, each near a part of the range."""
         return torch.linspace(-1.0, 1.0, self.mixtures, device=locations.device, dtype=locations.dtype)
 
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
