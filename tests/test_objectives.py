@@ -172,6 +172,24 @@ def test_the_discretized_logistic_is_exact_in_the_tails_where_pixelcnn_pp_approx
     assert (pixelcnn - exact.flatten()).abs()[approximated].max() > 0.1
 
 
+@pytest.mark.parametrize("mixtures", [1, 3])
+def test_the_discretized_logistics_in_place_path_without_gradients_equals_the_graph_path(generator, mixtures):
+    """IWAE scores without gradients, through buffers overwritten in place: the same log-probabilities,
+    the edge levels and logistics narrower than a level included."""
+    shape = (5, 4, 3, 8, 8, mixtures)
+    weights = torch.randn(shape, generator=generator)
+    locations = torch.rand(shape, generator=generator) * 2 - 1
+    log_scales = torch.rand(shape, generator=generator) * 9 - 8  # far narrower than a level to wider than all
+    x = torch.randint(0, 256, (4, 3, 8, 8), generator=generator) / 255.0
+    x[0, 0, 0], x[0, 0, 1] = 0.0, 1.0
+    with torch.no_grad():
+        in_place = discretized_logistic_log_prob(weights, locations, log_scales, x)
+    log_scales.requires_grad_(True)
+    with_graph = discretized_logistic_log_prob(weights, locations, log_scales, x)
+    torch.testing.assert_close(in_place, with_graph.detach(), rtol=1e-6, atol=1e-2)
+    assert with_graph.grad_fn is not None
+
+
 def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decoder(generator):
     likelihood = DiscretizedLogisticLikelihood(mixtures=2)
     assert likelihood.output_channels(3) == 18
