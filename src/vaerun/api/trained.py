@@ -212,7 +212,7 @@ class TrainedModel:
         """``n`` new images from the model's prior, its spread scaled by ``temperature``. An AE has no
         prior: pass ``codes`` (say ``encode(training_images).mean``) to draw from a Gaussian fitted to
         them; a VQ-VAE fits its PixelCNN code prior to them (``model.code_prior``)."""
-        if codes is None and not self.is_variational:
+        if codes is None and self.network.prior_is_fitted:
             raise ValueError(
                 "sample: an AE, DAE or VQ-VAE has no prior of its own; pass "
                 "codes=model.encode(training_images).mean to fit one to them"

@@ -5,7 +5,8 @@ model they hold:
 - ``loss_terms(x_in, target)``: a dict of per-image means; ``loss`` is what training minimises.
 - ``encode(x)``: the code used for pictures (the VAE's posterior mean).
 - ``decode(z)``: the decoder's raw output; ``mean(z)``: the image it stands for.
-- ``generative_prior(codes)``: the Gaussian to draw new codes from (given the training codes).
+- ``generative_prior(codes)``: the Gaussian to draw new codes from (given the training codes, where
+  ``prior_is_fitted``; a VAE's is its own prior and takes None).
 - ``interpolate(z0, z1, t)``: paths through latent space between codes.
 - ``log_likelihood(x_in, target, k)``: an estimate of log p(target), or None for a model without one.
 - ``set_training_progress(epochs)``: schedules that follow training (the KL warm-up).
