@@ -172,6 +172,35 @@ def test_the_discretized_logistic_is_exact_in_the_tails_where_pixelcnn_pp_approx
     assert (pixelcnn - exact.flatten()).abs()[approximated].max() > 0.1
 
 
+def test_the_discretized_logistics_gradients_are_the_exact_ones_at_the_edge_levels_too(generator):
+    """The edge levels' bins end at +-OPEN_EDGE rather than infinity, so that their gradients are 0 and not
+    0 x inf: the gradients equal float64 autograd of the exact log-masses (the tails written as such), for
+    logistics from far narrower than a level to wider than the range, at every level, 0 and 255 included."""
+    weights, locations, log_scales, x = one_sub_pixel_per_image(generator, 3000, 1, (-7.0, 7.0))
+    x[:100], x[100:200] = 0.0, 1.0
+    parameters = [locations.clone().requires_grad_(True), log_scales.clone().requires_grad_(True)]
+    discretized_logistic_log_prob(weights, *parameters, x).sum().backward()
+    exact_parameters = [locations.double().requires_grad_(True), log_scales.double().requires_grad_(True)]
+    centred = (x.double() * 2 - 1).unsqueeze(-1) - exact_parameters[0]
+    inverse_scale = torch.exp(-exact_parameters[1])
+    plus, minus = inverse_scale * (centred + 1 / 255), inverse_scale * (centred - 1 / 255)
+    level = x.double().unsqueeze(-1)
+    bottom, top = level == 0, level == 1
+    # each kind of bin on its own elements (a where's other branch would back-propagate nan), the bins
+    # right of the location mirrored, so that both sigmoids' logs keep their digits in float64
+    left = ~(bottom | top) & (plus + minus <= 0)
+    right = ~(bottom | top) & (plus + minus > 0)
+    high, low = F.logsigmoid(plus[left]), F.logsigmoid(minus[left])
+    high_mirrored, low_mirrored = F.logsigmoid(-minus[right]), F.logsigmoid(-plus[right])
+    inner = high + torch.log(-torch.expm1(low - high))
+    inner_mirrored = high_mirrored + torch.log(-torch.expm1(low_mirrored - high_mirrored))
+    tails = F.logsigmoid(plus[bottom]).sum() + F.logsigmoid(-minus[top]).sum()
+    (tails + inner.sum() + inner_mirrored.sum()).backward()
+    for got, expected in zip(parameters, exact_parameters):
+        assert torch.isfinite(got.grad).all()
+        torch.testing.assert_close(got.grad.double(), expected.grad, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("mixtures", [1, 3])
 def test_the_discretized_logistics_in_place_path_without_gradients_equals_the_graph_path(generator, mixtures):
     """IWAE scores without gradients, through buffers overwritten in place: the same log-probabilities,

@@ -34,6 +34,12 @@ def gaussian_log_prob(mean: Tensor, x: Tensor, std: float | Tensor) -> Tensor:
     return sum_pixels(log_density)
 
 
+#: where the lowest level's bin begins and the highest's ends, on the [-1, 1] scale: far enough out that
+#: the logistic's mass beyond is 0 in float32 at the widest clamped scale (e^7 x e^-96), and finite, so that
+#: its gradients are 0 rather than 0 x inf
+OPEN_EDGE = 1e6
+
+
 def discretized_logistic_log_prob(
     logit_weights: Tensor, means: Tensor, log_scales: Tensor, x: Tensor, levels: int = 256
 ) -> Tensor:
@@ -45,31 +51,30 @@ def discretized_logistic_log_prob(
     broadcasts against leading sample dimensions).
 
     A bin's mass sigmoid(plus) - sigmoid(minus) is taken in log space, exactly and stably wherever the bin
-    lies: log sigmoid(plus) - softplus(minus) + log(1 - exp(minus - plus)), whose last term depends on the
-    scale alone (plus - minus is the bin's width over the scale). PixelCNN++ subtracts the sigmoids and,
-    where that difference is lost in float32 (the tails), takes the density at the bin's centre times its
-    width instead, which is off by up to a factor exp(width / scale) for logistics narrower than a level.
-    The same values elsewhere, in half the passes over the IWAE's k x N x D log-probabilities."""
-    x = (x * 2 - 1).unsqueeze(-1)
+    lies: -softplus(-plus) - softplus(minus) + log(1 - exp(minus - plus)), whose last term depends on the
+    bin's width over the scale alone (softplus(-plus) rather than logsigmoid(plus), the same number: torch's
+    logsigmoid takes four times as long on a CPU). The edge levels' bins reach out to +-OPEN_EDGE, where
+    the same formula gives their tails, so no per-element branch is needed over the k x N x D values: the
+    bins' edges are set once per image. PixelCNN++ subtracts the sigmoids and, where that difference is
+    lost in float32 (the tails), takes the density at the bin's centre times its width instead, which is
+    off by up to a factor exp(width / scale) for logistics narrower than a level."""
+    x = (x * 2 - 1).to(torch.promote_types(x.dtype, torch.float32))
     half_bin = 1.0 / (levels - 1)
+    upper = torch.where(x > 1 - half_bin, OPEN_EDGE, x + half_bin).unsqueeze(-1)
+    lower = torch.where(x < -1 + half_bin, -OPEN_EDGE, x - half_bin).unsqueeze(-1)
     needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (logit_weights, means, log_scales))
     if needs_graph:
         inverse_scale = torch.exp(-log_scales)
-        centre, half_width = inverse_scale * (x - means), half_bin * inverse_scale
-        plus, minus = centre + half_width, centre - half_width
-        log_cdf_plus = plus - F.softplus(plus)  # log sigmoid: the lowest level takes the left tail
-        softplus_minus = F.softplus(minus)  # -log (1 - sigmoid): the highest level takes the right tail
-        inner = log_cdf_plus - softplus_minus + torch.log(-torch.expm1(-2 * half_width))
+        plus, minus = inverse_scale * (upper - means), inverse_scale * (lower - means)
+        log_width = torch.log(-torch.expm1(inverse_scale * (lower - upper)))
+        log_probs = log_width - F.softplus(-plus) - F.softplus(minus)
     else:  # the same, each step into a buffer it frees: a quarter to a third less time in the IWAE at 64 px
         inverse_scale = log_scales.neg().exp_()
-        centre = (x - means).mul_(inverse_scale)
-        width = inverse_scale.mul_(2 * half_bin)  # the bin's width over the scale
-        minus = centre.sub_(width, alpha=0.5)
-        plus = minus + width
-        log_cdf_plus, softplus_minus = F.logsigmoid(plus), F.softplus(minus)
-        inner = log_cdf_plus.sub(softplus_minus).add_(width.neg_().expm1_().neg_().log_())
-    edge = torch.where(x > 1 - half_bin, -softplus_minus, inner)
-    log_probs = torch.where(x < -1 + half_bin, log_cdf_plus, edge)
+        plus, minus = (upper - means).mul_(inverse_scale), (lower - means).mul_(inverse_scale)
+        span = lower - upper  # into inverse_scale's buffer where it has the full shape (the IWAE's)
+        scaled = inverse_scale.mul_(span) if inverse_scale.shape == plus.shape else inverse_scale * span
+        log_width = scaled.expm1_().neg_().log_()
+        log_probs = log_width.sub_(F.softplus(plus.neg_())).sub_(F.softplus(minus))
     if log_probs.shape[-1] == 1:  # one component: its weight is 1, and the log-sum-exp two passes for nothing
         return sum_pixels(log_probs.squeeze(-1))
     return sum_pixels(torch.logsumexp(log_probs + F.log_softmax(logit_weights, dim=-1), dim=-1))
