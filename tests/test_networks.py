@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from vaerun.models.autoencoders import VariationalAutoencoder
+from vaerun.models.likelihoods import DiscretizedLogisticLikelihood, GaussianLikelihood, logistic_log_scale
 from vaerun.models.networks import MLP, Conv, ResidualBlock, ResNet
 
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64)]
@@ -86,3 +88,41 @@ def test_conv_nets_run_channels_last_with_the_values_and_names_of_the_usual_layo
     plain_decoder = torch.nn.Sequential(*decoder).to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(encoder(x), plain_encoder(x))
     torch.testing.assert_close(out, plain_decoder(z))
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    [MLP(hidden=[64, 32]), Conv(channels=[8, 16]), ResNet(channels=[8, 16], blocks=1)],
+    ids=["mlp", "conv", "resnet"],
+)
+@pytest.mark.parametrize(
+    ("likelihood", "initial_std"),
+    [
+        (GaussianLikelihood(learn_std=True, initial_std=0.2), 0.2),
+        (DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2, bounded=True), 0.2),
+    ],
+    ids=["gaussian", "logistic_mixture"],
+)
+def test_learned_scales_start_at_the_initial_value_for_every_code(architecture, likelihood, initial_std):
+    """The decoder's last layer starts with zero weights to the log-scales only: every pixel of every
+    code starts at the configured spread, the locations still vary with the code (and a trained
+    checkpoint loads its own weights over these)."""
+    torch.manual_seed(0)
+    model = VariationalAutoencoder(architecture, likelihood, 3, (3, 8, 8))
+    output = model.decode(torch.randn(6, 3))
+    scales = output[:, likelihood.scale_channels(3)]
+    assert scales.abs().max() == 0
+    others = output[:, : likelihood.scale_channels(3).start]
+    assert others.std(dim=0).min() > 0  # every other output still depends on the code
+    if isinstance(likelihood, GaussianLikelihood):
+        _, std = likelihood._split(output)
+        torch.testing.assert_close(std, torch.full_like(std, initial_std))
+    else:
+        _, _, log_scales = likelihood._parameters(output)
+        torch.testing.assert_close(log_scales, torch.full_like(log_scales, logistic_log_scale(initial_std)))
+
+
+def test_a_likelihood_without_learned_scales_leaves_the_decoder_as_drawn():
+    torch.manual_seed(0)
+    model = VariationalAutoencoder(MLP(hidden=[16]), GaussianLikelihood(std=0.1), 3, (1, 4, 4))
+    assert (model.decode(torch.randn(6, 3)).std(dim=0) > 0).all()

@@ -196,7 +196,7 @@ def test_the_discretized_logistics_gradients_are_the_exact_ones_at_the_edge_leve
     inner_mirrored = high_mirrored + torch.log(-torch.expm1(low_mirrored - high_mirrored))
     tails = F.logsigmoid(plus[bottom]).sum() + F.logsigmoid(-minus[top]).sum()
     (tails + inner.sum() + inner_mirrored.sum()).backward()
-    for got, expected in zip(parameters, exact_parameters):
+    for got, expected in zip(parameters, exact_parameters, strict=True):
         assert torch.isfinite(got.grad).all()
         torch.testing.assert_close(got.grad.double(), expected.grad, rtol=1e-3, atol=1e-3)
 

@@ -120,6 +120,10 @@ class BernoulliLikelihood:
         """The decoder's output channels per image channel count: one logit per sub-pixel."""
         return channels
 
+    def scale_channels(self, channels: int) -> slice | None:
+        """Which of the decoder's output channels are learned log-scales: none."""
+        return None
+
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
         return bernoulli_log_prob(decoder_output, x)
 
@@ -154,6 +158,10 @@ class GaussianLikelihood:
 
     def output_channels(self, channels: int) -> int:
         return 2 * channels if self.learn_std else channels
+
+    def scale_channels(self, channels: int) -> slice | None:
+        """The log standard deviations' channels (the second half), where they are learned."""
+        return slice(channels, 2 * channels) if self.learn_std else None
 
     def _split(self, decoder_output: Tensor) -> tuple[Tensor, Tensor | float]:
         if not self.learn_std:
@@ -204,6 +212,10 @@ class DiscretizedLogisticLikelihood:
 
     def output_channels(self, channels: int) -> int:
         return 3 * self.mixtures * channels
+
+    def scale_channels(self, channels: int) -> slice:
+        """The log-scales' channels: the last third (``_parameters``)."""
+        return slice(2 * self.mixtures * channels, 3 * self.mixtures * channels)
 
     def _parameters(self, decoder_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(..., 3 K C, H, W) -> weights, locations, log-scales, each (..., C, H, W, K)."""

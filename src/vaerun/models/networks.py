@@ -43,6 +43,23 @@ class MLP:
         return nn.Sequential(*self._stack(sizes), nn.Unflatten(1, tuple(image_shape)))
 
 
+def zero_output_channels(decoder: nn.Module, channels: slice, total_channels: int) -> None:
+    """Zero the weights and biases by which the decoder's last layer (linear, convolution or transposed
+    convolution) makes ``channels`` of its ``total_channels`` output channels: those outputs start at 0
+    for every code, whatever the layers before them. A linear layer's outputs are the channels one after
+    another, as ``nn.Unflatten`` reads them."""
+    layers = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+    last = [module for module in decoder.modules() if isinstance(module, layers)][-1]
+    if isinstance(last, nn.Linear):
+        per_channel = last.out_features // total_channels
+        channels = slice(channels.start * per_channel, channels.stop * per_channel)
+    with torch.no_grad():
+        weight = last.weight[:, channels] if isinstance(last, nn.ConvTranspose2d) else last.weight[channels]
+        weight.zero_()
+        if last.bias is not None:
+            last.bias[channels].zero_()
+
+
 class ChannelsLastEncoder(nn.Sequential):
     """Takes its input in channels-last memory order: oneDNN on a CPU and cuDNN on a GPU run convolutions
     faster on it (transposed ones most: 2.3 times the speed of a 64-to-32-channel one forward on a CPU)."""

@@ -3,7 +3,7 @@ every model is built from."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -12,6 +12,7 @@ from torch.distributions import MultivariateNormal
 
 from vaerun.models.latent_paths import lerp
 from vaerun.models.likelihoods import squared_error
+from vaerun.models.networks import zero_output_channels
 from vaerun.models.posteriors.family import PosteriorFamily
 from vaerun.models.priors import GaussianPrior
 
@@ -25,6 +26,7 @@ class Likelihood(Protocol):
     values: str  # what log_prob is of (vaerun.models.likelihoods: binary, levels or density)
 
     def output_channels(self, channels: int) -> int: ...
+    def scale_channels(self, channels: int) -> slice | None: ...
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor: ...
     def mean(self, decoder_output: Tensor) -> Tensor: ...
 
@@ -73,9 +75,23 @@ class Autoencoder(nn.Module):
         """The encoder (images to ``encoder_features`` numbers) and the decoder (codes to the likelihood's
         parameters: as many channels per image channel as it needs)."""
         encoder = architecture.encoder(self.image_shape, self.encoder_features(self.latent_dim, posterior))
+        return encoder, self.likelihood_decoder(architecture.decoder, self.latent_dim)
+
+    def likelihood_decoder(
+        self, build: Callable[[int, tuple[int, ...]], nn.Module], code_size: int
+    ) -> nn.Module:
+        """``build(code_size, output_shape)``, a decoder from codes to the likelihood's parameters of one
+        image, with the likelihood's learned log-scales starting at its initial value for every code (the
+        last layer's weights to them start at 0): started at the random layer's spread of scales, a
+        Gaussian with learned standard deviations stalled for one of the first epochs in three seeds of
+        four on the photo patches (docs/images.md)."""
         channels, *size = self.image_shape
-        output_shape = (self.likelihood.output_channels(channels), *size)
-        return encoder, architecture.decoder(self.latent_dim, output_shape)
+        total = self.likelihood.output_channels(channels)
+        decoder = build(code_size, (total, *size))
+        scales = self.likelihood.scale_channels(channels)
+        if scales is not None:
+            zero_output_channels(decoder, scales, total)
+        return decoder
 
     @property
     def code_size(self) -> int:

@@ -113,9 +113,8 @@ class TwoLayerVAE(VariationalAutoencoder):
         require_the_plain_bound(self, "vae2")
         self.latents, self.k, self.bound = latents, k, bound
         lower, upper = latents
-        channels, *size = self.image_shape
         self.encoder = architecture.encoder(self.image_shape, 2 * lower)  # q(z1 | x)
-        self.decoder = architecture.decoder(lower, (likelihood.output_channels(channels), *size))  # p(x | z1)
+        self.decoder = self.likelihood_decoder(architecture.decoder, lower)  # p(x | z1)
         self.inference_upper = GaussianLayer(lower, hidden, upper)  # q(z2 | z1)
         self.generative_upper = GaussianLayer(upper, hidden, lower)  # p(z1 | z2)
 

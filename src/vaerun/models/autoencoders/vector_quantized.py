@@ -66,10 +66,8 @@ class VQVAE(Autoencoder):
     def build_networks(
         self, architecture: Architecture, posterior: PosteriorFamily | None
     ) -> tuple[nn.Module, nn.Module]:
-        channels, *size = self.image_shape
-        output_shape = (self.likelihood.output_channels(channels), *size)
         encoder = architecture.grid_encoder(self.image_shape, self.latent_dim)
-        return encoder, architecture.grid_decoder(self.latent_dim, output_shape)
+        return encoder, self.likelihood_decoder(architecture.grid_decoder, self.latent_dim)
 
     @property
     def code_positions(self) -> int:
