@@ -78,3 +78,36 @@ def test_a_mutation_replaces_a_share_of_the_values_by_uniform_levels():
     counts = torch.bincount(mutated[changed].long(), minlength=256)[torch.arange(256) != 7].float()
     assert counts.std() / counts.mean() < 0.1  # the new levels are uniform
     assert torch.equal(mutate_pixels(images, 0.0), images)
+
+
+def test_the_nearest_neighbour_score_is_scikit_learns_on_real_digits():
+    """The mean distance to the k nearest references, by one matrix product a chunk of queries at a time,
+    against scikit-learn's exact search on the 8x8 digits (chunks smaller than the queries, so that more
+    than one is taken)."""
+    from sklearn.datasets import load_digits
+    from sklearn.neighbors import NearestNeighbors
+
+    from vaerun.evaluation.anomaly import nearest_neighbour_distances
+
+    digits = torch.tensor(load_digits().data, dtype=torch.float32) / 16
+    references, queries = digits[:1000], digits[1000:1300]
+    expected, _ = NearestNeighbors(n_neighbors=5).fit(references.numpy()).kneighbors(queries.numpy())
+    got = nearest_neighbour_distances(queries.reshape(-1, 1, 8, 8), references, k=5, chunk_size=64)
+    torch.testing.assert_close(
+        got, torch.tensor(expected.mean(axis=1), dtype=torch.float32), rtol=1e-4, atol=1e-4
+    )
+    # a reference is its own nearest neighbour, at distance 0 (the product's rounding clamped at 0)
+    assert nearest_neighbour_distances(references[:50], references, k=1).abs().max() < 1e-2
+    assert nearest_neighbour_distances(queries[:3], references[:2], k=5).shape == (3,)  # k above the pool
+
+
+def test_the_hellinger_features_weigh_a_faint_stroke_like_a_bright_change():
+    from vaerun.evaluation.anomaly import hellinger_features
+
+    blank, faint = torch.zeros(1, 4), torch.tensor([[0.04, 0.0, 0.0, 0.0]])
+    mid, brighter = torch.full((1, 4), 0.5), torch.tensor([[0.8228, 0.5, 0.5, 0.5]])
+    # a stroke of 0.04 on a blank background is as far as 0.5 -> 0.82: both differ by 0.2 in square roots
+    faint_distance = (hellinger_features(faint) - hellinger_features(blank)).norm()
+    bright_distance = (hellinger_features(brighter) - hellinger_features(mid)).norm()
+    torch.testing.assert_close(faint_distance, bright_distance, rtol=0.02, atol=0)
+    assert (faint - blank).norm() < (brighter - mid).norm() / 5  # plain distance ranks them far apart

@@ -54,7 +54,14 @@ def test_a_vae_trained_on_one_class_flags_the_others(tmp_path):
     run = tmp_path / "run"
     metrics = read_metrics(run)
     assert metrics["anomaly/normal_class"] == 3
-    for score in ("reconstruction_error", "negative_elbo", "nll_iwae", "pca_reconstruction_error"):
+    scores = (
+        "reconstruction_error",
+        "negative_elbo",
+        "nll_iwae",
+        "pca_reconstruction_error",
+        "nearest_neighbours",
+    )
+    for score in scores:
         assert metrics[f"anomaly/{score}/auroc"] > 0.8  # an easy case: a digit against the nine others
         assert 0 < metrics[f"anomaly/{score}/average_precision"] <= 1
     for score in ("latent_mahalanobis", "nll_iwae_minus_png_bits"):  # what the model knows, beside

@@ -156,6 +156,8 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         (["data=digits", "impute.block_size=9"], r"impute.block_size must be an integer in \[1, 8\]"),
         (["impute.iterations=0"], "impute.iterations must be an integer >= 1"),
         (["anomaly.iwae_samples=-1"], "anomaly.iwae_samples must be an integer >= 0"),
+        (["anomaly.neighbours=-1"], "anomaly.neighbours must be an integer >= 0"),
+        (["anomaly.neighbour_references=0"], "anomaly.neighbour_references must be null or an integer >= 1"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):

@@ -3,7 +3,8 @@ higher score should mean "not of that class". The models' scores come from ``Aut
 PCA's is the same squared error (``vaerun.models.likelihoods.squared_error``).
 Beside them, scores that use what
 the model knows: the code's Mahalanobis distance under the normal class's codes, and the IWAE likelihood
-corrected for the image's complexity (its PNG size)."""
+corrected for the image's complexity (its PNG size); and a second baseline that needs no model, the
+distance to the nearest training images of the normal class."""
 
 from __future__ import annotations
 
@@ -71,3 +72,28 @@ def likelihood_ratio(negative_log_likelihood: Tensor, background_negative_log_li
     What makes an image likely under both (plain backgrounds, few edges) cancels; what the normal class's
     model alone explains remains."""
     return negative_log_likelihood - background_negative_log_likelihood
+
+
+def nearest_neighbour_distances(
+    queries: Tensor, references: Tensor, k: int, chunk_size: int = 1024
+) -> Tensor:
+    """The mean Euclidean distance of each query (N, D) to its ``k`` nearest references (M, D): the
+    k-nearest-neighbour anomaly score. Queries go ``chunk_size`` at a time, so memory stays O(chunk_size x
+    M) and the cost is one (N x D) by (D x M) product, |q|^2 + |r|^2 - 2 q.r, whatever N is."""
+    references = references.flatten(1).float()
+    reference_norms = references.square().sum(dim=1)
+    distances = []
+    for batch in queries.flatten(1).float().split(chunk_size):
+        squared = torch.addmm(reference_norms, batch, references.T, alpha=-2)
+        squared += batch.square().sum(dim=1, keepdim=True)
+        nearest = squared.clamp_min_(0).topk(min(k, len(references)), dim=1, largest=False).values
+        distances.append(nearest.sqrt().mean(dim=1))
+    return torch.cat(distances)
+
+
+def hellinger_features(images: Tensor) -> Tensor:
+    """The square roots of pixel values in [0, 1]: Euclidean distance between them is the Hellinger
+    distance between the images read as intensity profiles, which weighs a faint stroke where the other
+    image has none as much as a change between bright levels (square roots stabilise the variance of
+    intensities, as Anscombe's transform does for counts; RootSIFT uses them for the same reason)."""
+    return images.float().clamp_min(0).sqrt()

@@ -1,4 +1,4 @@
-"""stage=anomaly: the one-class protocol, scored by the model and by PCA."""
+"""stage=anomaly: the one-class protocol, scored by the model and by two baselines (PCA, neighbours)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from vaerun.core.checks import ConfigError
 from vaerun.evaluation.anomaly import (
     complexity_corrected,
     detection_metrics,
+    hellinger_features,
     likelihood_ratio,
     mahalanobis_scores,
+    nearest_neighbour_distances,
     png_bits,
 )
 from vaerun.models.autoencoders import Autoencoder, VariationalAutoencoder
@@ -31,8 +33,8 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def detect_anomalies(run: Run) -> None:
     """The model learnt data.normal_class; every test image of another class is an anomaly. AUROC and
-    average precision of each of the model's scores and of PCA's reconstruction error, and histograms of
-    the scores by class."""
+    average precision of each of the model's scores and of the baselines' (PCA's reconstruction error, the
+    distance to the nearest training images), and histograms of the scores by class."""
     normal_class = run.cfg["data"]["normal_class"]
     module = run.inference_model()
     model = module.model
@@ -66,6 +68,9 @@ def detect_anomalies(run: Run) -> None:
         pca = run.pca(model.latent_dim)
         reconstructed = run.datamodule.clip(pca.reconstruct(images))
         scores["pca_reconstruction_error"] = squared_error(reconstructed, images)
+    if run.cfg["anomaly"].get("neighbours", 0) > 0:
+        with run.timed("anomaly_nearest_neighbours"):
+            scores["nearest_neighbours"] = _nearest_neighbour_scores(run, images)
     results: dict[str, float] = {}
     for name, values in scores.items():
         for metric, value in detection_metrics(values, labels != normal_class).items():
@@ -81,6 +86,21 @@ def detect_anomalies(run: Run) -> None:
         normal_class,
         ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
     )
+
+
+def _nearest_neighbour_scores(run: Run, images: torch.Tensor) -> torch.Tensor:
+    """The baseline without a model: each test image's mean distance to its ``anomaly.neighbours`` nearest
+    training images of the normal class (at most ``anomaly.neighbour_references`` of them, drawn with the
+    run's seed), in Hellinger terms where the values are images in [0, 1], Euclidean otherwise."""
+    settings = run.cfg["anomaly"]
+    train = run.datamodule.splits.train.images
+    limit = settings.get("neighbour_references")
+    if limit is not None and len(train) > limit:  # drawn before they are made float: a pool, not a copy
+        generator = torch.Generator().manual_seed(run.cfg["seed"])
+        train = train[torch.randperm(len(train), generator=generator)[:limit].sort().values]
+    references = run.datamodule.transform(train.to(images.device))
+    features = hellinger_features if run.datamodule.unit_range else (lambda values: values)
+    return nearest_neighbour_distances(features(images), features(references), settings["neighbours"])
 
 
 def _load_background(run: Run, checkpoint: str) -> Autoencoder:

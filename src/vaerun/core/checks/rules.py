@@ -150,6 +150,8 @@ RULES: dict[str, Rule] = {
     "impute.shown": int_at_least(1),
     "impute.block_size": int_at_least(1, optional=True),  # and at most the image's side
     "anomaly.iwae_samples": int_at_least(0),
+    "anomaly.neighbours": int_at_least(0),
+    "anomaly.neighbour_references": int_at_least(1, optional=True),
     "diagnostics.gradient_variance_samples": variance_samples,
     # everything built by instantiate
     "*._target_": target,
