@@ -44,6 +44,7 @@ HEADLINE_METRICS = (
     "anomaly/latent_mahalanobis/auroc",
     "anomaly/nll_iwae_minus_png_bits/auroc",
     "anomaly/likelihood_ratio/auroc",
+    "anomaly/nearest_neighbours/auroc",
 )
 #: plotted as a dashed line beside the models' metric named on the left
 BASELINES = {

@@ -26,7 +26,7 @@ class Likelihood(Protocol):
     values: str  # what log_prob is of (vaerun.models.likelihoods: binary, levels or density)
 
     def output_channels(self, channels: int) -> int: ...
-    def scale_channels(self, channels: int) -> slice | None: ...
+    def channels_started_at_zero(self, channels: int) -> slice | None: ...
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor: ...
     def mean(self, decoder_output: Tensor) -> Tensor: ...
 
@@ -81,16 +81,14 @@ class Autoencoder(nn.Module):
         self, build: Callable[[int, tuple[int, ...]], nn.Module], code_size: int
     ) -> nn.Module:
         """``build(code_size, output_shape)``, a decoder from codes to the likelihood's parameters of one
-        image, with the likelihood's learned log-scales starting at its initial value for every code (the
-        last layer's weights to them start at 0): started at the random layer's spread of scales, a
-        Gaussian with learned standard deviations stalled for one of the first epochs in three seeds of
-        four on the photo patches (docs/images.md)."""
+        image, with the output channels the likelihood starts at 0 for every code (its learned Gaussian
+        scales) made so: the last layer's weights to them start at 0."""
         channels, *size = self.image_shape
         total = self.likelihood.output_channels(channels)
         decoder = build(code_size, (total, *size))
-        scales = self.likelihood.scale_channels(channels)
-        if scales is not None:
-            zero_output_channels(decoder, scales, total)
+        started_at_zero = self.likelihood.channels_started_at_zero(channels)
+        if started_at_zero is not None:
+            zero_output_channels(decoder, started_at_zero, total)
         return decoder
 
     @property
