@@ -161,8 +161,9 @@ class GaussianLikelihood:
 
     def channels_started_at_zero(self, channels: int) -> slice | None:
         """The learned log standard deviations' channels (the second half): every pixel starts at
-        ``initial_std`` for every code. From the random last layer's spread of scales the Gaussian stalled
-        for one of its first epochs in three seeds of four on the photo patches (docs/images.md)."""
+        ``initial_std`` for every code. From the random last layer's spread of scales, the Gaussian was
+        still near the mean image after two epochs in two seeds of four on the photo patches, and a
+        third's error rose again (docs/images.md)."""
         return slice(channels, 2 * channels) if self.learn_std else None
 
     def _split(self, decoder_output: Tensor) -> tuple[Tensor, Tensor | float]:
