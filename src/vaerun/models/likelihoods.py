@@ -34,9 +34,9 @@ def gaussian_log_prob(mean: Tensor, x: Tensor, std: float | Tensor) -> Tensor:
     return sum_pixels(log_density)
 
 
-#: where the lowest level's bin begins and the highest's ends, on the [-1, 1] scale: far enough out that
-#: the logistic's mass beyond is 0 in float32 at the widest clamped scale (e^7 x e^-96), and finite, so that
-#: its gradients are 0 rather than 0 x inf
+#: where the lowest level's bin begins and the highest's ends, on the [-1, 1] scale: over 900 scales out
+#: even for the widest logistic the clamp allows (e^7), so the mass beyond is 0 in float32, and finite, so
+#: that the tails' gradients are 0 rather than 0 x inf
 OPEN_EDGE = 1e6
 
 
