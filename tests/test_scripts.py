@@ -121,3 +121,16 @@ def test_inference_gaps_fits_each_images_posterior_better_than_the_encoder(tmp_p
     with pytest.raises(SystemExit) as exit:
         inference_gaps.main()
     assert exit.value.code == 2 and "no such file or run directory" in capsys.readouterr().err
+
+
+def test_one_class_neighbours_prints_each_baselines_auroc_per_class(tmp_path):
+    """On Fashion-MNIST's class 0 (T-shirts) against the other nine: the Hellinger neighbours above PCA,
+    as docs/applications.md reports for every class."""
+    command = [sys.executable, str(ROOT / "scripts" / "one_class_neighbours.py"), "--classes", "1"]
+    output = subprocess.run(
+        [*command, "--data-dir", str(tmp_path)], check=True, capture_output=True, text=True
+    ).stdout
+    rows = {line.split()[0]: line.split() for line in output.splitlines()[1:]}
+    assert set(rows) == {"pca", "euclidean", "hellinger"}
+    assert float(rows["hellinger"][1]) > float(rows["pca"][1]) > 0.8
+    assert rows["hellinger"][-1] == "1" and rows["pca"][-1] == "0"  # above PCA on 1 class of 1
