@@ -244,7 +244,8 @@ def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float,
     # interleaved, each the best of five: the machine's drift between two blocks of repeats moved the
     # ratio by up to 0.2 on the 2-core CPU
     best = {decode_all: math.inf, estimate: math.inf}
-    decode_all(), estimate()
+    for fn in best:  # warm-up
+        fn()
     for _ in range(5):
         for fn in best:
             sync(args.device)
