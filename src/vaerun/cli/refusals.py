@@ -37,6 +37,25 @@ def without_plus_on_trainer_keys(argv: list[str], trainer_config: Path) -> list[
     return [as_set(token) for token in argv]
 
 
+def refuse_two_modes(argv: list[str]) -> None:
+    """More than one of Hydra's modes (-m, --cfg, --info, --run, --shell-completion) on one command line:
+    Hydra raises a ValueError for it, which would end the command in a traceback. Read with Hydra's own
+    parser, so that what counts as a mode is Hydra's."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    modes = {
+        "--run": args.run,
+        "--multirun": args.multirun,
+        "--cfg": args.cfg is not None,
+        "--info": args.info is not None,
+        "--shell-completion": args.shell_completion,
+    }
+    given = [flag for flag, on in modes.items() if on]
+    if len(given) > 1:
+        exit_with_error(f"{', '.join(given)}: Hydra takes one of these at a time; give one of them")
+
+
 def config_keys(folders: list[Path]) -> set[str]:
     """Every dotted key that a config file under the folders sets (the primary config's and each group
     option's, under the group's name): the names a mistyped key is compared with."""
