@@ -88,12 +88,36 @@ def test_new_codes_are_drawn_ancestrally():
     torch.testing.assert_close(standardised.std(0), torch.ones(4), atol=0.02, rtol=0)
 
 
+@pytest.mark.parametrize("objective", [{"k": 1}, {"k": 3, "bound": "elbo"}])
+def test_the_kl_warm_up_weights_the_log_prior_over_the_posterior_while_training(objective):
+    model = small(kl_warmup_epochs=4.0, **objective)
+    x = digits(6)
+    model.set_training_progress(1.0)  # a quarter of the way: the weight is 0.25
+    model.train()
+    torch.manual_seed(3)
+    terms, _ = model.objective(x, x, model.decode)
+    torch.manual_seed(3)  # the same draws, by hand
+    z, log_q = model.posterior(x).rsample_and_log_prob((model.k,))
+    log_likelihood = model.likelihood.log_prob(model._decoded(z, model.decode), x)
+    expected = -(log_likelihood + 0.25 * (model.log_prior(z) - log_q)).mean()
+    torch.testing.assert_close(terms["loss"], expected)
+    assert terms["kl_weight"] == 0.25
+    model.eval()  # evaluation scores the bound itself, whatever the schedule
+    torch.manual_seed(3)
+    terms, _ = model.objective(x, x, model.decode)
+    torch.testing.assert_close(
+        terms["loss"], -terms["elbo"] if model.bound == "elbo" else -terms["iwae_bound"]
+    )
+    assert terms["kl_weight"] == 1.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"latents": [4]}, "model.latents"),
         ({"prior": StudentTPrior()}, "prior"),
         ({"beta": 2.0}, "model.beta"),
+        ({"k": 5, "kl_warmup_epochs": 2.0}, "model.kl_warmup_epochs: the warm-up weights the ELBO's KL"),
     ],
 )
 def test_what_it_cannot_take_is_refused(kwargs, message):

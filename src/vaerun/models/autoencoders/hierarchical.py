@@ -84,7 +84,9 @@ class TwoLayerVAE(VariationalAutoencoder):
     Gaussian through ``hidden`` tanh layers, p(x | z1) the configured decoder and q(z1 | x) the configured
     encoder. The loss is minus the IWAE bound with ``k`` joint samples per image (k = 1: the ELBO, at a
     sample; ``bound="elbo"``: the ELBO estimated with the k samples), with the reparameterisation
-    gradient. The model's code is the joint (z1, z2): its size is the sum of ``latents`` (the top-level
+    gradient. ``kl_warmup_epochs`` (with k = 1 or ``bound="elbo"``) weights log p(z1, z2) - log q(z1, z2 | x)
+    in the training loss by the VAE's linear warm-up (Sonderby et al. 2016 found it lets the upper layer
+    learn). The model's code is the joint (z1, z2): its size is the sum of ``latents`` (the top-level
     ``latent`` is not used); the decoder reads z1, and new images are drawn ancestrally, z2, then z1
     given z2."""
 
@@ -110,7 +112,13 @@ class TwoLayerVAE(VariationalAutoencoder):
         if prior is not None and not isinstance(prior, GaussianPrior):
             raise ConfigError("prior: model=vae2 has its own prior, p(z2) p(z1 | z2); use prior=gaussian")
         super().__init__(architecture, likelihood, sum(latents), *args, **kwargs)
-        require_the_plain_bound(self, "vae2")
+        trains_the_elbo = bound == "elbo" or k == 1
+        if self.kl_warmup_epochs != 0 and not trains_the_elbo:
+            raise ConfigError(
+                "model.kl_warmup_epochs: the warm-up weights the ELBO's KL; with model=vae2 it needs "
+                "model.k=1 or model.bound=elbo"
+            )
+        require_the_plain_bound(self, "vae2", warmup_allowed=trains_the_elbo)
         self.latents, self.k, self.bound = latents, k, bound
         lower, upper = latents
         self.encoder = architecture.encoder(self.image_shape, 2 * lower)  # q(z1 | x)
@@ -152,7 +160,12 @@ class TwoLayerVAE(VariationalAutoencoder):
         log_likelihood, log_prior = self.likelihood.log_prob(output, target), self.log_prior(z)
         log_weights = log_likelihood + log_prior - log_q
         bound = iwae_bound(log_weights)
-        objective = bound if self.bound == "iwae" else log_weights.mean(dim=0)
+        # the warm-up's weight rises while training (k = 1 or bound=elbo); evaluation scores the bound itself
+        kl_weight = self.kl_weight if self.training else self.beta
+        if self.kl_warmup_epochs > 0 and self.training:
+            objective = (log_likelihood + kl_weight * (log_prior - log_q)).mean(dim=0)
+        else:
+            objective = bound if self.bound == "iwae" else log_weights.mean(dim=0)
         terms = {
             "loss": -objective.mean(),
             "iwae_bound": bound.detach().mean(),
@@ -161,6 +174,8 @@ class TwoLayerVAE(VariationalAutoencoder):
             "kl": (log_q - log_prior).detach().mean(),
             "mse": squared_error(self.likelihood.mean(output[0].detach()), target).mean(),
         }
+        if self.kl_warmup_epochs > 0:  # the schedule, for TensorBoard (train/kl_weight)
+            terms["kl_weight"] = torch.as_tensor(kl_weight, dtype=bound.dtype, device=bound.device)
         return terms, z[0].detach()
 
     def negative_elbo(self, x_in: Tensor, target: Tensor) -> Tensor:

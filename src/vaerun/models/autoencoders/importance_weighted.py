@@ -12,13 +12,14 @@ from vaerun.models.likelihoods import squared_error
 from vaerun.models.objectives import iwae_bound, iwae_surrogate
 
 
-def require_the_plain_bound(model: VariationalAutoencoder, name: str) -> None:
-    """A model trained on the IWAE bound as it is: a Gaussian q, and none of the ELBO's modifications."""
+def require_the_plain_bound(model: VariationalAutoencoder, name: str, warmup_allowed: bool = False) -> None:
+    """A model trained on the IWAE bound as it is: a Gaussian q, and none of the ELBO's modifications (but
+    the KL warm-up where ``warmup_allowed``)."""
     if model.posterior_is_flow or model.posterior_family.is_chain:
         raise ConfigError(f"model={name}: the posterior must be posterior=gaussian")
     changed = {
         "beta": model.beta != 1.0,
-        "kl_warmup_epochs": model.kl_warmup_epochs != 0,
+        "kl_warmup_epochs": model.kl_warmup_epochs != 0 and not warmup_allowed,
         "free_bits": model.free_bits != 0,
         "estimator": model.estimator != "reparam",
     }
