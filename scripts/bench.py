@@ -44,6 +44,7 @@ import torch
 from bench_loops import (
     Result,
     eval_throughput,
+    profile_estimate,
     run_bare_lightning,
     run_graph_loop,
     run_plain_loop,
@@ -97,6 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--iwae-samples", type=int, default=100, help="k of the IWAE throughput measurement")
     parser.add_argument("--eval-images", type=int, default=500, help="test images of that measurement")
+    parser.add_argument(
+        "--profile-eval",
+        action="store_true",
+        help="also print torch.profiler's table of one IWAE estimate (where its time goes)",
+    )
     return parser.parse_args(argv)
 
 
@@ -255,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             for method in args.methods:
                 runner(method, cfg)(results[precision, method])
     decoder_rate, iwae_rate = eval_throughput(base, splits, args)
+    profile_table = profile_estimate(base, splits, args) if args.profile_eval else None
     flops_per_image = training_flops_per_image(base, datamodule)
     median = {key: statistics.median(r.throughputs) for key, r in results.items() if r.throughputs}
 
@@ -305,6 +312,11 @@ def main(argv: list[str] | None = None) -> None:
         f"\neval: decoder forward {decoder_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
         f"{iwae_rate:,.0f} image-samples/s = {iwae_rate / decoder_rate:.2f} of the decoder's rate"
     )
+    if profile_table is not None:
+        print(
+            f"\none IWAE estimate (k={args.iwae_samples}, {args.eval_images} images), operators by their own "
+            f"time:\n{profile_table}"
+        )
     print(
         f"peak memory: {peak_memory_mb(args.device):.0f} MB   (command: python scripts/bench.py "
         f"{' '.join(sys.argv[1:] if argv is None else argv)})"

@@ -214,18 +214,40 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
 
 
 @torch.no_grad()
-def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float, float]:
-    """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
-    images, so it should run at close to the decoder's forward throughput. Both in the passes the IWAE
-    makes (on a CPU, vaerun.models.objectives.cpu_pass_shape: at most CPU_PASS_NUMBERS outputs each)."""
+def _estimate_inputs(cfg: dict, splits, args: argparse.Namespace):
+    """The model (initialised with the config's seed, in eval mode) and the test images of the IWAE
+    measurements."""
     from vaerun.data import to_unit_float
-    from vaerun.models.objectives import cpu_pass_shape
     from vaerun.stages import module_hparams
     from vaerun.training.module import AutoencoderModule
 
     torch.manual_seed(cfg["seed"])
     model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval()
-    x = to_unit_float(splits.test.images[: args.eval_images].to(args.device))
+    return model, to_unit_float(splits.test.images[: args.eval_images].to(args.device))
+
+
+def profile_estimate(cfg: dict, splits, args: argparse.Namespace, rows: int = 15) -> str:
+    """torch.profiler's table of one IWAE estimate (after one unprofiled), the operators by their own time:
+    where the estimate's time goes beyond the decoder's convolutions."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, x = _estimate_inputs(cfg, splits, args)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with torch.no_grad():
+        model.log_likelihood(x, x, args.iwae_samples, cfg["eval"]["iwae_chunk"])
+        with profile(activities=activities) as profiled:
+            model.log_likelihood(x, x, args.iwae_samples, cfg["eval"]["iwae_chunk"])
+            sync(args.device)
+    return profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float, float]:
+    """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
+    images, so it should run at close to the decoder's forward throughput. Both in the passes the IWAE
+    makes (on a CPU, vaerun.models.objectives.cpu_pass_shape: at most CPU_PASS_NUMBERS outputs each)."""
+    from vaerun.models.objectives import cpu_pass_shape
+
+    model, x = _estimate_inputs(cfg, splits, args)
     chunk = cfg["eval"]["iwae_chunk"]
     z = torch.randn(len(x) * chunk, args.latent, device=args.device)
 

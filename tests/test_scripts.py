@@ -38,10 +38,10 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
     assert "b / fp32 a = " in bf16  # the bf16 run is compared with the fp32 floor
 
 
-def test_bench_measures_a_conv_vae_against_its_plain_loop_and_names_the_cpus_bf16_units():
+def test_bench_measures_a_conv_vae_against_its_plain_loop_names_the_cpus_bf16_units_and_profiles_eval():
     args = ["--data", "digits", "--encoder", "conv", "--epochs", "2", "--repeats", "1"]
     args += ["--limit-batches", "2", "--matmul-size", "64", "--methods", "ab"]
-    args += ["--eval-images", "8", "--iwae-samples", "4"]
+    args += ["--eval-images", "8", "--iwae-samples", "4", "--profile-eval"]
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
     ).stdout
@@ -50,6 +50,8 @@ def test_bench_measures_a_conv_vae_against_its_plain_loop_and_names_the_cpus_bf1
     rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ")}
     assert rows["a"][-1] == rows["b"][-1]  # the same conv net, math and seed in both loops
     assert float(rows["b"][-3]) > 0  # GFLOP/s counted on the conv net itself
+    profile = out.split("one IWAE estimate (k=4, 8 images), operators by their own time:")[1]
+    assert "aten::_convolution" in profile and "Self CPU" in profile  # the decoder's share, among the rest
 
 
 def test_read_events_lists_scalars_and_images(tmp_path):
