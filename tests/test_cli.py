@@ -297,6 +297,7 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
         (["impute.images=5"], "impute.images is now impute.test_images: give impute.test_images=5"),
         (["latent=[1,"], "the command line: no viable alternative at input '[1,'"),
         (["-m", "latent=2,4", "--cfg", "job"], "--multirun, --cfg: Hydra takes one of these at a time"),
+        (["--cfg", "jobs"], "--cfg: invalid choice: 'jobs' (choose from 'job', 'hydra', 'all')"),
     ],
 )
 def test_hydras_refusals_are_one_line_naming_the_key_and_what_would_work(tmp_path, args, message):

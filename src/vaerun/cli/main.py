@@ -25,7 +25,7 @@ from vaerun.cli.help import HELP_FLAGS, help_text
 from vaerun.cli.refusals import (
     HeldStartupErrors,
     one_line,
-    refuse_two_modes,
+    refuse_bad_flags,
     release_startup_errors,
     without_plus_on_trainer_keys,
 )
@@ -172,7 +172,7 @@ def main() -> float | None:
     _check_config_dir_files(folders[1:])
     if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
         return _print_help(folders, overrides)
-    refuse_two_modes(sys.argv[1:])
+    refuse_bad_flags(sys.argv[1:])
     with HeldStartupErrors(folders), without_mode_composition(folders, overrides):
         return _hydra_main()
 

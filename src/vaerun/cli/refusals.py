@@ -37,13 +37,18 @@ def without_plus_on_trainer_keys(argv: list[str], trainer_config: Path) -> list[
     return [as_set(token) for token in argv]
 
 
-def refuse_two_modes(argv: list[str]) -> None:
-    """More than one of Hydra's modes (-m, --cfg, --info, --run, --shell-completion) on one command line:
-    Hydra raises a ValueError for it, which would end the command in a traceback. Read with Hydra's own
-    parser, so that what counts as a mode is Hydra's."""
+def refuse_bad_flags(argv: list[str]) -> None:
+    """Hydra's own flags, read with Hydra's own parser: a bad value (``--cfg jobs``) would get argparse's
+    usage text, and more than one of Hydra's modes (-m, --cfg, --info, --run, --shell-completion) a
+    ValueError's traceback; each gets one line instead."""
     from hydra._internal.utils import get_args_parser
 
-    args, _ = get_args_parser().parse_known_args(argv)
+    def refuse(message: str) -> None:  # argparse's "argument --cfg/-c: invalid choice: ..."
+        exit_with_error(re.sub(r"^argument (--[\w-]+)(/-\w+)?: ", r"\1: ", message))
+
+    parser = get_args_parser()
+    parser.error = refuse  # type: ignore[method-assign]
+    args, _ = parser.parse_known_args(argv)
     modes = {
         "--run": args.run,
         "--multirun": args.multirun,
