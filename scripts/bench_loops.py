@@ -213,7 +213,6 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
     result.throughputs.extend(timer.throughputs())
 
 
-@torch.no_grad()
 def _estimate_inputs(cfg: dict, splits, args: argparse.Namespace):
     """The model (initialised with the config's seed, in eval mode) and the test images of the IWAE
     measurements."""
@@ -226,6 +225,7 @@ def _estimate_inputs(cfg: dict, splits, args: argparse.Namespace):
     return model, to_unit_float(splits.test.images[: args.eval_images].to(args.device))
 
 
+@torch.no_grad()
 def profile_estimate(cfg: dict, splits, args: argparse.Namespace, rows: int = 15) -> str:
     """torch.profiler's table of one IWAE estimate (after one unprofiled), the operators by their own time:
     where the estimate's time goes beyond the decoder's convolutions."""
@@ -233,14 +233,14 @@ def profile_estimate(cfg: dict, splits, args: argparse.Namespace, rows: int = 15
 
     model, x = _estimate_inputs(cfg, splits, args)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
-    with torch.no_grad():
+    model.log_likelihood(x, x, args.iwae_samples, cfg["eval"]["iwae_chunk"])
+    with profile(activities=activities) as profiled:
         model.log_likelihood(x, x, args.iwae_samples, cfg["eval"]["iwae_chunk"])
-        with profile(activities=activities) as profiled:
-            model.log_likelihood(x, x, args.iwae_samples, cfg["eval"]["iwae_chunk"])
-            sync(args.device)
+        sync(args.device)
     return profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+@torch.no_grad()
 def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float, float]:
     """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
     images, so it should run at close to the decoder's forward throughput. Both in the passes the IWAE
