@@ -112,13 +112,12 @@ class TwoLayerVAE(VariationalAutoencoder):
         if prior is not None and not isinstance(prior, GaussianPrior):
             raise ConfigError("prior: model=vae2 has its own prior, p(z2) p(z1 | z2); use prior=gaussian")
         super().__init__(architecture, likelihood, sum(latents), *args, **kwargs)
-        trains_the_elbo = bound == "elbo" or k == 1
-        if self.kl_warmup_epochs != 0 and not trains_the_elbo:
+        if self.kl_warmup_epochs != 0 and bound != "elbo" and k != 1:
             raise ConfigError(
                 "model.kl_warmup_epochs: the warm-up weights the ELBO's KL; with model=vae2 it needs "
                 "model.k=1 or model.bound=elbo"
             )
-        require_the_plain_bound(self, "vae2", warmup_allowed=trains_the_elbo)
+        require_the_plain_bound(self, "vae2", warmup_allowed=True)  # where it is allowed: just above
         self.latents, self.k, self.bound = latents, k, bound
         lower, upper = latents
         self.encoder = architecture.encoder(self.image_shape, 2 * lower)  # q(z1 | x)
