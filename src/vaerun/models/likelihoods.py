@@ -190,14 +190,14 @@ class DiscretizedLogisticLikelihood:
     log-scale itself, as checkpoints made before the key); the configs start them at 0.2, near the
     spread of natural images' levels. Left at the raw output, they start wider than the image range, and a
     logistic's gradient on its location shrinks with its scale: after 5 epochs on 32-px photo patches the
-    reconstructions were still grey blobs (MSE 0.060 against 0.020 from 0.2). From 0.1 they are narrower
-    than the first residuals, widen first and stall the reconstructions for epochs (0.032).
+    reconstructions were still grey blobs (MSE 0.054 against 0.015-0.019 from 0.2, unbounded). From 0.1 they
+    are narrower than the first residuals, widen first and stall the reconstructions for epochs (0.020-0.029).
 
     ``bounded``: the locations are tanh of the decoder's output, within the image range, as the Gaussian's
-    mean is a sigmoid (False: the output itself, as checkpoints made before the key): 0.15-0.6 bits/dim lower
-    after 5 epochs on the photo patches, in each of three seeds (docs/images.md). A mixture's components
-    start spread over the range (``_component_offsets``); started alike, five components reconstructed
-    half as well as one after 5 epochs."""
+    mean is a sigmoid (False: the output itself, as checkpoints made before the key): 0.3 bits/dim lower
+    after 5 epochs on the photo patches in two seeds of three, level in the third (docs/images.md). A
+    mixture's components start spread over the range (``_component_offsets``); started alike, five
+    components reconstructed half as well as one after 5 epochs."""
 
     values = LEVELS
 
