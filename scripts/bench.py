@@ -42,6 +42,7 @@ import warnings
 
 import torch
 from bench_loops import (
+    EVAL_PAIRS,
     Result,
     eval_throughput,
     profile_estimate,
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = configs[precision, repeat]
             for method in args.methods:
                 runner(method, cfg)(results[precision, method])
-    decoder_rate, iwae_rate = eval_throughput(base, splits, args)
+    eval_rates = eval_throughput(base, splits, args)
     profile_table = profile_estimate(base, splits, args) if args.profile_eval else None
     flops_per_image = training_flops_per_image(base, datamodule)
     median = {key: statistics.median(r.throughputs) for key, r in results.items() if r.throughputs}
@@ -308,9 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         if a and len(a) == len(b):
             largest = max(abs(x - y) for x, y in zip(a, b, strict=True))
             print(f"largest |ELBO a - ELBO b| over seeds: {largest:.4f} nats")
+    low, high = eval_rates.ratio_quartiles
     print(
-        f"\neval: decoder forward {decoder_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
-        f"{iwae_rate:,.0f} image-samples/s = {iwae_rate / decoder_rate:.2f} of the decoder's rate"
+        f"\neval: decoder forward {eval_rates.decoder_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
+        f"{eval_rates.iwae_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median of "
+        f"{EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f})"
     )
     if profile_table is not None:
         print(

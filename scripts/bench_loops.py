@@ -4,10 +4,11 @@ says what each method is), and the evaluation throughput it reports."""
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -15,6 +16,15 @@ import torch
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+class EvalRates(NamedTuple):
+    """What eval_throughput measures: medians over its pairs, and the ratio's quartiles."""
+
+    decoder_rate: float
+    iwae_rate: float
+    ratio: float
+    ratio_quartiles: tuple[float, float]
 
 
 class Result:
@@ -240,11 +250,18 @@ def profile_estimate(cfg: dict, splits, args: argparse.Namespace, rows: int = 15
     return profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+#: decoder-then-IWAE pairs timed by eval_throughput (each pair back to back, the order alternating)
+EVAL_PAIRS = 15
+
+
 @torch.no_grad()
-def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float, float]:
-    """(decoder forward rows/s, IWAE image-samples/s): the IWAE estimate is batched over samples and
-    images, so it should run at close to the decoder's forward throughput. Both in the passes the IWAE
-    makes (on a CPU, vaerun.models.objectives.cpu_pass_shape: at most CPU_PASS_NUMBERS outputs each)."""
+def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> EvalRates:
+    """The decoder's forward rate (rows/s) and the IWAE's (image-samples/s): the IWAE estimate is batched
+    over samples and images, so it should run at close to the decoder's forward throughput. Both in the
+    passes the IWAE makes (on a CPU, vaerun.models.objectives.cpu_pass_shape: at most CPU_PASS_NUMBERS
+    outputs each). The ratio is taken within each of EVAL_PAIRS back-to-back pairs and summarised by its
+    median and quartiles: the 2-core machine's drift moved a best-of-five ratio by up to 0.3 between runs of
+    the same code, and a pair sees the same state of the machine."""
     from vaerun.models.objectives import cpu_pass_shape
 
     model, x = _estimate_inputs(cfg, splits, args)
@@ -263,18 +280,25 @@ def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> tuple[float,
     def estimate() -> None:
         model.log_likelihood(x, x, args.iwae_samples, chunk)
 
-    # interleaved, each the best of five: the machine's drift between two blocks of repeats moved the
-    # ratio by up to 0.2 on the 2-core CPU
-    best = {decode_all: math.inf, estimate: math.inf}
-    for fn in best:  # warm-up
+    def seconds(fn) -> float:
+        sync(args.device)
+        start = time.perf_counter()
         fn()
-    for _ in range(5):
-        for fn in best:
-            sync(args.device)
-            start = time.perf_counter()
-            fn()
-            sync(args.device)
-            best[fn] = min(best[fn], time.perf_counter() - start)
-    decoder_rate = len(z) / best[decode_all]
-    iwae_rate = len(x) * args.iwae_samples / best[estimate]
-    return decoder_rate, iwae_rate
+        sync(args.device)
+        return time.perf_counter() - start
+
+    decode_all(), estimate()  # warm-up
+    decoder_rates, iwae_rates, ratios = [], [], []
+    for pair in range(EVAL_PAIRS):
+        order = (decode_all, estimate) if pair % 2 == 0 else (estimate, decode_all)
+        taken = {fn: seconds(fn) for fn in order}
+        decoder_rates.append(len(z) / taken[decode_all])
+        iwae_rates.append(len(x) * args.iwae_samples / taken[estimate])
+        ratios.append(iwae_rates[-1] / decoder_rates[-1])
+    quartiles = statistics.quantiles(ratios, n=4)
+    return EvalRates(
+        statistics.median(decoder_rates),
+        statistics.median(iwae_rates),
+        statistics.median(ratios),
+        (quartiles[0], quartiles[2]),
+    )

@@ -1,5 +1,6 @@
 """The scripts run on tiny sizes and print what they promise (their numbers are measured, not tested)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,13 @@ def test_bench_measures_a_conv_vae_against_its_plain_loop_names_the_cpus_bf16_un
     rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ")}
     assert rows["a"][-1] == rows["b"][-1]  # the same conv net, math and seed in both loops
     assert float(rows["b"][-3]) > 0  # GFLOP/s counted on the conv net itself
+    eval_line = next(line for line in out.splitlines() if line.startswith("eval: decoder forward"))
+    pairs = re.search(
+        r"IWAE / decoder ([\d.]+) \(median of 15 back-to-back pairs, quartiles ([\d.]+)-([\d.]+)\)", eval_line
+    )
+    assert pairs is not None, eval_line
+    median, low, high = map(float, pairs.groups())
+    assert 0 < low <= median <= high
     profile = out.split("one IWAE estimate (k=4, 8 images), operators by their own time:")[1]
     assert "aten::_convolution" in profile and "Self CPU" in profile  # the decoder's share, among the rest
 
