@@ -44,6 +44,7 @@ import torch
 from bench_loops import (
     EVAL_PAIRS,
     Result,
+    ais_throughput,
     eval_throughput,
     profile_estimate,
     run_bare_lightning,
@@ -99,6 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--iwae-samples", type=int, default=100, help="k of the IWAE throughput measurement")
     parser.add_argument("--eval-images", type=int, default=500, help="test images of that measurement")
+    parser.add_argument(
+        "--ais-temperatures",
+        type=int,
+        default=3,
+        help="temperatures of the AIS throughput measurement (0 skips it)",
+    )
     parser.add_argument(
         "--profile-eval",
         action="store_true",
@@ -262,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
             for method in args.methods:
                 runner(method, cfg)(results[precision, method])
     eval_rates = eval_throughput(base, splits, args)
+    ais_rates = ais_throughput(base, splits, args) if args.ais_temperatures > 0 else None
     profile_table = profile_estimate(base, splits, args) if args.profile_eval else None
     flops_per_image = training_flops_per_image(base, datamodule)
     median = {key: statistics.median(r.throughputs) for key, r in results.items() if r.throughputs}
@@ -311,10 +319,21 @@ def main(argv: list[str] | None = None) -> None:
             print(f"largest |ELBO a - ELBO b| over seeds: {largest:.4f} nats")
     low, high = eval_rates.ratio_quartiles
     print(
-        f"\neval: decoder forward {eval_rates.decoder_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
-        f"{eval_rates.iwae_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median of "
+        f"\neval: decoder forward {eval_rates.floor_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
+        f"{eval_rates.estimate_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median of "
         f"{EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f})"
     )
+    if ais_rates is not None:
+        low, high = ais_rates.ratio_quartiles
+        cfg_eval = base["eval"]
+        print(
+            f"eval: decoder forward+backward {ais_rates.floor_rate:,.0f} codes/s; "
+            f"AIS ({args.ais_temperatures} temperatures, {cfg_eval['ais_chains']} chains, "
+            f"{cfg_eval['ais_kernel']} with {cfg_eval['ais_leapfrog_steps']} leapfrog steps) "
+            f"{ais_rates.estimate_rate:,.0f} gradients/s; "
+            f"AIS / decoder {ais_rates.ratio:.2f} (median of {EVAL_PAIRS} back-to-back pairs, quartiles "
+            f"{low:.2f}-{high:.2f})"
+        )
     if profile_table is not None:
         print(
             f"\none IWAE estimate (k={args.iwae_samples}, {args.eval_images} images), operators by their own "

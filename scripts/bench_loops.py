@@ -19,10 +19,11 @@ def sync(device: str) -> None:
 
 
 class EvalRates(NamedTuple):
-    """What eval_throughput measures: medians over its pairs, and the ratio's quartiles."""
+    """What an evaluation measurement gives: the rates of the floor (the decoder alone) and of the estimate,
+    medians over EVAL_PAIRS back-to-back pairs, and the median and quartiles of the pairs' ratios."""
 
-    decoder_rate: float
-    iwae_rate: float
+    floor_rate: float
+    estimate_rate: float
     ratio: float
     ratio_quartiles: tuple[float, float]
 
@@ -250,8 +251,39 @@ def profile_estimate(cfg: dict, splits, args: argparse.Namespace, rows: int = 15
     return profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-#: decoder-then-IWAE pairs timed by eval_throughput (each pair back to back, the order alternating)
+#: floor-and-estimate pairs an evaluation measurement times (each pair back to back, the order alternating)
 EVAL_PAIRS = 15
+
+
+def paired_rates(floor, floor_units: int, estimate, estimate_units: int, device: str) -> EvalRates:
+    """Rates (units per second) of ``floor`` and ``estimate`` and their ratio, taken within each of
+    EVAL_PAIRS back-to-back pairs and summarised by medians and quartiles: timed as the best of five of
+    each, the same code's IWAE ratio moved from 0.56 to 0.80 between runs on the 2-core machine, which
+    drifts; a pair sees one state of it."""
+
+    def seconds(fn) -> float:
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - start
+
+    for fn in (floor, estimate):  # warm-up
+        fn()
+    floor_rates, estimate_rates, ratios = [], [], []
+    for pair in range(EVAL_PAIRS):
+        order = (floor, estimate) if pair % 2 == 0 else (estimate, floor)
+        taken = {fn: seconds(fn) for fn in order}
+        floor_rates.append(floor_units / taken[floor])
+        estimate_rates.append(estimate_units / taken[estimate])
+        ratios.append(estimate_rates[-1] / floor_rates[-1])
+    quartiles = statistics.quantiles(ratios, n=4)
+    return EvalRates(
+        statistics.median(floor_rates),
+        statistics.median(estimate_rates),
+        statistics.median(ratios),
+        (quartiles[0], quartiles[2]),
+    )
 
 
 @torch.no_grad()
@@ -259,9 +291,7 @@ def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> EvalRates:
     """The decoder's forward rate (rows/s) and the IWAE's (image-samples/s): the IWAE estimate is batched
     over samples and images, so it should run at close to the decoder's forward throughput. Both in the
     passes the IWAE makes (on a CPU, vaerun.models.objectives.cpu_pass_shape: at most CPU_PASS_NUMBERS
-    outputs each). The ratio is taken within each of EVAL_PAIRS back-to-back pairs and summarised by its
-    median and quartiles: timed as the best of five of each, the same code's ratio moved from 0.56 to 0.80
-    between runs on the 2-core machine, which drifts; a pair sees one state of it."""
+    outputs each)."""
     from vaerun.models.objectives import cpu_pass_shape
 
     model, x = _estimate_inputs(cfg, splits, args)
@@ -280,26 +310,25 @@ def eval_throughput(cfg: dict, splits, args: argparse.Namespace) -> EvalRates:
     def estimate() -> None:
         model.log_likelihood(x, x, args.iwae_samples, chunk)
 
-    def seconds(fn) -> float:
-        sync(args.device)
-        start = time.perf_counter()
-        fn()
-        sync(args.device)
-        return time.perf_counter() - start
+    return paired_rates(decode_all, len(z), estimate, len(x) * args.iwae_samples, args.device)
 
-    for fn in (decode_all, estimate):  # warm-up
-        fn()
-    decoder_rates, iwae_rates, ratios = [], [], []
-    for pair in range(EVAL_PAIRS):
-        order = (decode_all, estimate) if pair % 2 == 0 else (estimate, decode_all)
-        taken = {fn: seconds(fn) for fn in order}
-        decoder_rates.append(len(z) / taken[decode_all])
-        iwae_rates.append(len(x) * args.iwae_samples / taken[estimate])
-        ratios.append(iwae_rates[-1] / decoder_rates[-1])
-    quartiles = statistics.quantiles(ratios, n=4)
-    return EvalRates(
-        statistics.median(decoder_rates),
-        statistics.median(iwae_rates),
-        statistics.median(ratios),
-        (quartiles[0], quartiles[2]),
-    )
+
+def ais_throughput(cfg: dict, splits, args: argparse.Namespace) -> EvalRates:
+    """The decoder's forward and backward rate (codes/s, the gradient with respect to the codes: what each
+    leapfrog step needs) and AIS's rate in the same unit (gradient evaluations of one chain per second), for
+    ``args.ais_temperatures`` temperatures of the config's kernel, chains and leapfrog steps on the
+    measurement's images. HMC evaluates the gradient once per leapfrog step and once at the start."""
+    model, x = _estimate_inputs(cfg, splits, args)
+    options = cfg["eval"]
+    chains, leapfrog = options["ais_chains"], options["ais_leapfrog_steps"]
+    z = torch.randn(len(x) * chains, args.latent, device=args.device)
+
+    def decoder_gradient() -> None:
+        codes = z.detach().requires_grad_(True)
+        torch.autograd.grad(model.decoder(codes).sum(), codes)
+
+    def estimate() -> None:
+        model.annealed_log_likelihood(x, x, chains, args.ais_temperatures, leapfrog, options["ais_kernel"])
+
+    evaluations = len(z) * (1 + args.ais_temperatures * leapfrog)
+    return paired_rates(decoder_gradient, len(z), estimate, evaluations, args.device)

@@ -26,6 +26,8 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
         "abcl",
         "--precision",
         "32-true,bf16-mixed",
+        "--ais-temperatures",
+        "0",
     ]
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
@@ -39,10 +41,20 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
     assert "b / fp32 a = " in bf16  # the bf16 run is compared with the fp32 floor
 
 
+def paired_ratio(out: str, line_start: str, label: str) -> tuple[float, float, float]:
+    """(median, lower quartile, upper quartile) of the ratio bench.py prints on its line starting so."""
+    line = next(line for line in out.splitlines() if line.startswith(line_start))
+    pairs = r" ([\d.]+) \(median of 15 back-to-back pairs, quartiles ([\d.]+)-([\d.]+)\)"
+    found = re.search(label + pairs, line)
+    assert found is not None, line
+    median, low, high = map(float, found.groups())
+    return median, low, high
+
+
 def test_bench_measures_a_conv_vae_against_its_plain_loop_names_the_cpus_bf16_units_and_profiles_eval():
     args = ["--data", "digits", "--encoder", "conv", "--epochs", "2", "--repeats", "1"]
     args += ["--limit-batches", "2", "--matmul-size", "64", "--methods", "ab"]
-    args += ["--eval-images", "8", "--iwae-samples", "4", "--profile-eval"]
+    args += ["--eval-images", "8", "--iwae-samples", "4", "--ais-temperatures", "1", "--profile-eval"]
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
     ).stdout
@@ -51,13 +63,14 @@ def test_bench_measures_a_conv_vae_against_its_plain_loop_names_the_cpus_bf16_un
     rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ")}
     assert rows["a"][-1] == rows["b"][-1]  # the same conv net, math and seed in both loops
     assert float(rows["b"][-3]) > 0  # GFLOP/s counted on the conv net itself
-    eval_line = next(line for line in out.splitlines() if line.startswith("eval: decoder forward"))
-    pairs = re.search(
-        r"IWAE / decoder ([\d.]+) \(median of 15 back-to-back pairs, quartiles ([\d.]+)-([\d.]+)\)", eval_line
+    iwae = paired_ratio(out, "eval: decoder forward ", r"IWAE / decoder")
+    ais = paired_ratio(
+        out,
+        "eval: decoder forward+backward ",
+        r"AIS \(1 temperatures, 8 chains, hmc with 5 leapfrog steps\) .* AIS / decoder",
     )
-    assert pairs is not None, eval_line
-    median, low, high = map(float, pairs.groups())
-    assert 0 < low <= median <= high
+    for median, low, high in (iwae, ais):
+        assert 0 < low <= median <= high
     profile = out.split("one IWAE estimate (k=4, 8 images), operators by their own time:")[1]
     assert "aten::_convolution" in profile and "Self CPU" in profile  # the decoder's share, among the rest
 
