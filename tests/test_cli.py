@@ -156,6 +156,16 @@ def test_dae_on_28x28_conv_with_blur(tmp_path):
     assert read_metrics(tmp_path / "run")["test/loss"] > 0
 
 
+def test_a_run_too_short_to_log_a_step_says_so_once_it_starts(tmp_path):
+    """Lightning's warning counts groups of steps; vaerun's counts steps, and only for a run that starts
+    (a refused run's one line stays alone: tests/test_cli_applications.py)."""
+    result = vae_run(
+        "data=digits", *TINY, "trainer.log_every_n_steps=5", "stage=train", "hydra.run.dir=run", cwd=tmp_path
+    )
+    assert "3 training steps in all, fewer than trainer.log_every_n_steps=5" in result.stdout
+    assert "The number of training batches" not in result.stdout + result.stderr
+
+
 def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d, tmp_path):
     ckpt = vae_2d / "checkpoints" / "last.ckpt"
     # The command line says latent=7 and encoder=conv; the checkpoint's model (mlp, latent=2) is used.

@@ -278,7 +278,6 @@ def setup(
         raise refusal(err, cfg, "data") from None
     datamodule.setup()
     steps_per_epoch = datamodule.train_dataloader().num_batches
-    _warn_if_no_step_is_logged(steps_per_epoch, cfg["trainer"])
     if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
         check_shape_dependent(cfg, datamodule.image_shape)
     cfg["data"]["source_used"] = datamodule.source_used
@@ -302,5 +301,6 @@ def setup(
         except Exception as err:
             raise refusal(err, cfg, "logger") from None
     # The checks are done: from here on the run writes to its directory.
+    _warn_if_no_step_is_logged(steps_per_epoch, cfg["trainer"])
     _record_source(run_dir, datamodule)
     return Run(cfg, run_dir, datamodule, module, trainer, sink, checkpoint, resume_from=resume_from)
