@@ -304,6 +304,12 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "did you mean encoder.hidden or model.hidden? (to add a new key: +encoder.hiden=[8])",
         ),
         (["+latent=3"], "+latent: latent is in the config already; give it without the +, as latent=VALUE"),
+        (
+            ["inference=iaf"],
+            "inference: this group has no default to override; add one with a plus: +inference=OPTION "
+            "(inference options: gaussian, hamiltonian, iaf, mcmc_hmc, mcmc_mala, mcmc_rwmh, metflow, "
+            "planar)",
+        ),
         (["impute.images=5"], "impute.images is now impute.test_images: give impute.test_images=5"),
         (["latent=[1,"], "the command line: no viable alternative at input '[1,'"),
         (["-m", "latent=2,4", "--cfg", "job"], "--multirun, --cfg: Hydra takes one of these at a time"),

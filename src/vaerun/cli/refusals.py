@@ -18,7 +18,7 @@ from types import TracebackType
 
 from omegaconf import OmegaConf
 
-from vaerun.cli.help import config_files
+from vaerun.cli.help import config_files, group_options
 from vaerun.core.errors import exit_with_error
 
 #: keys renamed since an earlier vaerun: the old name is answered with the new one
@@ -107,6 +107,11 @@ def one_line(text: str, folders: list[Path]) -> str:
         options = [line.strip() for line in listed.splitlines() if line.strip() and "\t_" not in line]
         hint = _did_you_mean(option, options)
         return f"{group}={option}: no such option{hint} ({group} options: {', '.join(options)})"
+    if found := re.search(r"Could not override '([^']+)'\. No match in the defaults list", text):
+        group = found.group(1)  # a group with no default option (experiment, inference): added with a +
+        options = group_options(folders).get(group, [])
+        listed = f" ({group} options: {', '.join(options)})" if options else ""
+        return f"{group}: this group has no default to override; add one with a plus: +{group}=OPTION{listed}"
     if found := re.search(r"An item is already at '([^']+)'", text):
         key = found.group(1)
         return f"+{key}: {key} is in the config already; give it without the +, as {key}=VALUE"
