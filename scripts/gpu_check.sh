@@ -70,6 +70,10 @@ for batch in "${BATCHES[@]}"; do
     row "bench, batch $batch (images/s)" "${SECONDS_TAKEN}" "$rates" "b >= 0.6 g"
 done
 
+# the estimates' rates against the decoder's (bench.py's eval: lines, medians of back-to-back pairs)
+ratios=$(grep -E '^eval: ' "$OUT/bench_${BATCHES[0]}.log" | grep -oE '(IWAE|AIS) / decoder [0-9.]+' | paste -sd';' -)
+row "eval, batch ${BATCHES[0]} (estimate / decoder rate)" "-" "$ratios" "IWAE >= 0.8"
+
 # the same step without CUDA graphs, as vae-run's default is: what the graphs gain (b above has them)
 step bench_eager "$PYTHON" scripts/bench.py "${BENCH[@]}" --methods b --batch-size "${BATCHES[0]}" --set cuda_graphs=false
 rates=$(grep -E '^images/s ' "$OUT/bench_eager.log" | cut -d' ' -f2- | paste -sd';' -)
