@@ -13,10 +13,13 @@ from vaerun.training.step_groups import StepGroups, StepProgressBar
 
 
 def tiny_module(
-    model: str = "vaerun.models.autoencoders.Autoencoder", image_shape: tuple[int, ...] = (1, 4, 4)
+    model: str = "vaerun.models.autoencoders.Autoencoder",
+    image_shape: tuple[int, ...] = (1, 4, 4),
+    lr_schedule: dict | None = None,
 ) -> AutoencoderModule:
     torch.manual_seed(0)
     return AutoencoderModule(
+        lr_schedule=lr_schedule,
         model={"_target_": model},
         encoder={"_target_": "vaerun.models.networks.MLP", "hidden": [16]},
         likelihood={"_target_": "vaerun.models.likelihoods.BernoulliLikelihood"},
@@ -86,6 +89,7 @@ def fit_on_digits(
     batch_size: int = 64,
     step_graphs=None,
     accelerator: str = "cpu",
+    lr_schedule: dict | None = None,
     **trainer_kwargs,
 ):
     """Train on ``batches`` batches of the digits an epoch (2 epochs unless told), as vae-run sets up."""
@@ -98,7 +102,7 @@ def fit_on_digits(
         steps_per_group=groups.size,
         limit_train_batches=groups.limit_train_batches,
     )
-    module = tiny_module(image_shape=[1, 8, 8])
+    module = tiny_module(image_shape=[1, 8, 8], lr_schedule=lr_schedule)
     module.configure_training(groups)
     if step_graphs is not None:
         module.use_step_graphs(step_graphs)
@@ -144,6 +148,24 @@ def test_an_integer_validation_interval_counts_steps_not_groups(across_epochs):
     assert grouped_rows == rows
     for got, want in zip(grouped.parameters(), module.parameters(), strict=True):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "rate"),
+    [
+        ({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1, "gamma": 0.1}, 1e-5),
+        # mode=max: the falling validation loss is no improvement, so with no patience the rate drops once
+        # (after the second epoch; the first sets the best)
+        ({"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "mode": "max", "patience": 0}, 1e-4),
+    ],
+)
+def test_the_lr_schedule_steps_once_an_epoch_though_the_steps_are_taken_by_hand(schedule, rate):
+    trainer, module, rows, _ = fit_on_digits(3, lr_schedule={**schedule, "_partial_": True})
+    losses = [metrics["val/loss"] for _, metrics in rows if "val/loss" in metrics]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    (optimizer,) = trainer.optimizers
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(rate)
+    assert module.lr_schedulers().last_epoch == 2  # two epochs, two steps of the schedule
 
 
 def test_max_steps_stops_inside_a_group():

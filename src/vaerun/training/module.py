@@ -197,6 +197,21 @@ class AutoencoderModule(pl.LightningModule):
             names = (f"train/{name}_epoch" for name in terms.names)
             self.log_dict(dict(zip(names, terms.means(), strict=True)), on_step=False, on_epoch=True)
         self._log_x_value(self.global_step - 1)
+        self._step_lr_schedule()
+
+    def _step_lr_schedule(self) -> None:
+        """``lr_schedule`` steps once an epoch, after the epoch's validation. Lightning steps a schedule only
+        under automatic optimization, and the step groups optimize by hand. ReduceLROnPlateau is told the
+        validation loss (and is not stepped in an epoch without one)."""
+        schedule = self.lr_schedulers()
+        if schedule is None:
+            return
+        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            loss = self.trainer.callback_metrics.get("val/loss")
+            if loss is not None:
+                schedule.step(loss)
+        else:
+            schedule.step()
 
     def on_validation_epoch_end(self) -> None:
         self._log_x_value(self.global_step - 1)
