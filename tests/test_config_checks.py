@@ -142,6 +142,19 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
             "gradient_clip_val must be null or a number >= 0",
         ),
         (["trainer.gradient_clip_algorithm=max"], "gradient_clip_algorithm must be one of norm, value"),
+        (["trainer.gradient_clip_algorithm=percentile"], r"give a number in \(0, 100\], e.g. 99; got None"),
+        (
+            ["trainer.gradient_clip_algorithm=percentile", "trainer.gradient_clip_val=150"],
+            "gradient_clip_val-th percentile",
+        ),
+        (
+            [
+                "trainer.gradient_clip_algorithm=percentile",
+                "trainer.gradient_clip_val=99",
+                "cuda_graphs=true",
+            ],
+            "percentile records each step's norm .* set cuda_graphs=false",
+        ),
         (["trainer.accumulate_grad_batches=4"], "trainer.accumulate_grad_batches is not supported"),
         (["trainer.val_check_interval=100"], "val_check_interval=100 must be a multiple of steps_per_ex"),
         (["trainer.val_check_interval=100"], r"steps_per_execution=8 \(.*\): give 96 or 104, a fraction"),

@@ -1,6 +1,7 @@
 """The LightningModule's own switches and its training loop (the math it wires together is tested in the
 objectives' tests)."""
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -90,11 +91,13 @@ def fit_on_digits(
     step_graphs=None,
     accelerator: str = "cpu",
     lr_schedule: dict | None = None,
+    clip_algorithm: str = "norm",
     **trainer_kwargs,
 ):
     """Train on ``batches`` batches of the digits an epoch (2 epochs unless told), as vae-run sets up."""
     pl.seed_everything(0, verbose=False)
-    groups = StepGroups(steps_per_execution, limit_train_batches=batches, gradient_clip_val=clip)
+    clipping = {"gradient_clip_val": clip, "gradient_clip_algorithm": clip_algorithm}
+    groups = StepGroups(steps_per_execution, limit_train_batches=batches, **clipping)
     datamodule = ImageDataModule(
         DigitsSource(),
         [1, 8, 8],
@@ -178,6 +181,23 @@ def test_gradient_clipping_bounds_every_steps_gradient_norm():
     assert max(norms) > 0.01  # so the bound below is the clipping's doing
     *_, clipped = fit_on_digits(steps_per_execution=3, clip=0.01, max_epochs=1)
     assert len(clipped) == 5 and max(clipped) <= 0.01 * (1 + 1e-4)
+
+
+def test_percentile_clipping_bounds_each_step_by_the_norms_before_it_and_is_kept_in_checkpoints():
+    *_, module, _, clipped = fit_on_digits(steps_per_execution=3, clip=50, clip_algorithm="percentile")
+    before = module.percentile_clipping.norms[: module.percentile_clipping.steps].tolist()
+    assert len(before) == len(clipped) == 10
+    assert clipped[0] == pytest.approx(before[0], rel=1e-4)  # nothing before the first step: not clipped
+    for step in range(1, 10):
+        assert clipped[step] <= np.percentile(before[:step], 50) * (1 + 1e-4)
+    assert sum(after < norm * 0.999 for after, norm in zip(clipped, before, strict=True)) >= 1
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = tiny_module(image_shape=[1, 8, 8])
+    resumed.configure_training(StepGroups(1, gradient_clip_val=50, gradient_clip_algorithm="percentile"))
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.percentile_clipping.steps == 10
+    assert torch.allclose(resumed.percentile_clipping.norms, module.percentile_clipping.norms, equal_nan=True)
 
 
 def test_the_progress_bar_counts_steps_not_groups():

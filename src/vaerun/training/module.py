@@ -23,6 +23,7 @@ from vaerun.evaluation.metrics import MeanStandardError, image_metrics
 from vaerun.models.autoencoders import Autoencoder
 from vaerun.models.build import build_autoencoder
 from vaerun.training.adapters import step_counting_hooks
+from vaerun.training.clipping import PercentileClipping
 from vaerun.training.graphs import StepGraphs
 from vaerun.training.guards import TrainingTerms
 from vaerun.training.step_groups import StepGroups
@@ -65,6 +66,7 @@ class AutoencoderModule(pl.LightningModule):
         # Optimisation is manual (training_step), so gradient clipping is the module's: configure_training.
         self.automatic_optimization = False
         self.step_groups = StepGroups()
+        self.percentile_clipping: PercentileClipping | None = None  # gradient_clip_algorithm="percentile"
         self._steps_per_epoch = 1
         # What training_step calls; compile_training_loss swaps in a torch.compile'd version of it.
         self.training_loss_terms = self.model.loss_terms
@@ -91,8 +93,11 @@ class AutoencoderModule(pl.LightningModule):
 
     def configure_training(self, step_groups: StepGroups) -> None:
         """The groups' gradient clipping is applied before every step: the gradients' norm (``"norm"``) or
-        each ``"value"``, as Lightning's Trainer arguments of the same names."""
+        each ``"value"``, as Lightning's Trainer arguments of the same names, or the norm at the
+        ``gradient_clip_val``-th percentile of the steps' norms so far (``"percentile"``, AutoClip)."""
         self.step_groups = step_groups
+        if step_groups.gradient_clip_algorithm == "percentile":
+            self.percentile_clipping = PercentileClipping(step_groups.gradient_clip_val)
 
     def configure_evaluation(
         self, iwae_samples: int, iwae_chunk: int, iwae_images: int | None = None, world_size: int = 1
@@ -148,7 +153,9 @@ class AutoencoderModule(pl.LightningModule):
         self._term_names = tuple(terms)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
-        if groups.gradient_clip_val:
+        if self.percentile_clipping is not None:
+            self.percentile_clipping.clip_(self.parameters())
+        elif groups.gradient_clip_val:
             self.clip_gradients(optimizer, groups.gradient_clip_val, groups.gradient_clip_algorithm)
         # Lightning's wrapper counts the step; a recorded step's replays are counted by StepGraphs instead
         (optimizer.optimizer if recording else optimizer).step()
@@ -259,8 +266,12 @@ class AutoencoderModule(pl.LightningModule):
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         if torch.cuda.is_available():
             checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
+        if self.percentile_clipping is not None:
+            checkpoint["gradient_norms"] = self.percentile_clipping.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "gradient_norms" in checkpoint and self.percentile_clipping is not None:
+            self.percentile_clipping.load_state_dict(checkpoint["gradient_norms"])
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if "cuda_rng_states" in checkpoint and torch.cuda.is_available():

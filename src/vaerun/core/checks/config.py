@@ -138,6 +138,14 @@ def check_training_loop(steps_per_execution: int, trainer: Mapping[str, Any]) ->
             "trainer.accumulate_grad_batches is not supported: vaerun takes one optimizer step per batch "
             "(its optimisation is manual); raise data.batch_size instead"
         )
+    if trainer.get("gradient_clip_algorithm") == "percentile":
+        clip = trainer.get("gradient_clip_val")
+        if clip is None or not 0 < clip <= 100:
+            raise ConfigError(
+                "trainer.gradient_clip_algorithm=percentile clips at the trainer.gradient_clip_val-th "
+                "percentile of the steps' gradient norms so far: give a number in (0, 100], e.g. 99; "
+                f"got {clip}"
+            )
     interval = trainer.get("val_check_interval")
     if is_int(interval) and interval % steps_per_execution:
         raise ConfigError(
@@ -185,5 +193,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     if cfg.get("lr_schedule") and cfg["cuda_graphs"]:
         raise ConfigError(
             "lr_schedule: a CUDA graph keeps the learning rate it captured; set cuda_graphs=false"
+        )
+    if cfg["trainer"].get("gradient_clip_algorithm") == "percentile" and cfg["cuda_graphs"]:
+        raise ConfigError(
+            "trainer.gradient_clip_algorithm=percentile records each step's norm at a slot a CUDA graph "
+            "would keep as captured; set cuda_graphs=false"
         )
     check_anomaly(cfg["stage"], cfg["data"].get("normal_class"), cfg["anomaly"])

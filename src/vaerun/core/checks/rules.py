@@ -231,7 +231,7 @@ RULES: dict[str, Rule] = {
     "trainer.benchmark": optional_flag,
     "trainer.detect_anomaly": flag,
     "trainer.gradient_clip_val": number_in(0, optional=True),
-    "trainer.gradient_clip_algorithm": choice("norm", "value", None),
+    "trainer.gradient_clip_algorithm": choice("norm", "value", "percentile", None),
     "trainer.accelerator": choice(*ACCELERATORS),
     "trainer.devices": devices,
     "trainer.num_nodes": int_at_least(1),
