@@ -157,3 +157,25 @@ def test_one_class_neighbours_prints_each_baselines_auroc_per_class(tmp_path):
     assert set(rows) == {"pca", "euclidean", "hellinger"}
     assert float(rows["hellinger"][1]) > float(rows["pca"][1]) > 0.8
     assert rows["hellinger"][-1] == "1" and rows["pca"][-1] == "0"  # above PCA on 1 class of 1
+
+
+def test_training_curves_prints_each_epochs_validation_error_and_gradient_norms():
+    command = [sys.executable, str(ROOT / "scripts" / "training_curves.py"), "--epochs", "2"]
+    overrides = ["data=digits", "likelihood=gaussian", "likelihood.learn_std=true"]
+    output = subprocess.run([*command, *overrides], check=True, capture_output=True, text=True).stdout
+    pattern = r"epoch (\d): val MSE ([\d.]+), gradient norm median ([\d,]+), largest ([\d,]+) \((\d+) steps\)"
+    epochs = [re.fullmatch(pattern, line) for line in output.splitlines()]
+    assert [int(found.group(1)) for found in epochs if found] == [1, 2]
+    for found in epochs:
+        mse, median, largest = float(found.group(2)), *(float(g.replace(",", "")) for g in found.group(3, 4))
+        assert 0 < mse < 0.2 and 0 < median <= largest
+        assert found.group(5) == "23"  # 1,437 training digits in batches of 64
+    # it learns: the second epoch reconstructs the validation digits better than the first
+    assert float(epochs[1].group(2)) < float(epochs[0].group(2))
+    # and applies the config's gradient clipping, as vae-run does: the same seed learns otherwise
+    clipping = ["trainer.gradient_clip_algorithm=percentile", "trainer.gradient_clip_val=10"]
+    clipped = subprocess.run(
+        [*command, "--epochs", "1", *overrides, *clipping], check=True, capture_output=True, text=True
+    ).stdout
+    first = re.fullmatch(pattern, clipped.splitlines()[-1])
+    assert first.group(1) == "1" and first.group(2) != epochs[0].group(2)
