@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 #: how many of the latest steps' norms the percentile is taken over (AutoClip keeps them all; this bounds
-#: the per-step cost of the percentile, about 0.2 ms on a CPU, whatever the run's length)
+#: the per-step cost of the percentile, about 0.1 ms on a CPU, whatever the run's length)
 NORM_WINDOW = 10_000
 
 
