@@ -261,8 +261,8 @@ class AutoencoderModule(pl.LightningModule):
             metrics.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """torch's random state too (reparameterisation noise, corruptions): a resumed run continues as the
-        uninterrupted one would have."""
+        """torch's random state too (reparameterisation noise, corruptions), and the percentile clipping's
+        record of norms: a resumed run continues as the uninterrupted one would have."""
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         if torch.cuda.is_available():
             checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
