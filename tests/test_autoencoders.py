@@ -6,7 +6,7 @@ import torch
 from vaerun.models.autoencoders import Autoencoder, MCMCRefinedVAE, VariationalAutoencoder
 from vaerun.models.latent_paths import lerp, slerp
 from vaerun.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
-from vaerun.models.networks import MLP
+from vaerun.models.networks import MLP, Conv
 from vaerun.models.objectives import gradient_noise, kl_normal_standard_normal
 from vaerun.models.posteriors import Planar
 from vaerun.models.posteriors.hamiltonian import Hamiltonian
@@ -179,6 +179,18 @@ def test_the_mcmc_vae_trains_its_encoder_on_the_elbo_and_its_decoder_on_refined_
     assert 0 < terms["mcmc_accept"] <= 1 and terms["mcmc_log_joint_gain"] > 0
     mcmc.eval()  # evaluation scores the plain ELBO
     assert set(mcmc.loss_terms(x, x)) == set(plain_terms)
+
+
+def test_the_mcmc_chains_read_the_decoders_batch_norms_at_their_running_statistics():
+    """In training mode a batch norm makes each code's density depend on the batch's other codes; the
+    chains' targets must not: their dozens of decoder passes leave the running statistics alone, and only
+    the ELBO's pass and the refined codes' pass count."""
+    torch.manual_seed(0)
+    architecture = Conv(channels=[8, 16], norm=torch.nn.BatchNorm2d)
+    mcmc = MCMCRefinedVAE(architecture, BernoulliLikelihood(), 2, (1, 8, 8), mcmc_steps=3, leapfrog_steps=3)
+    mcmc.loss_terms(torch.rand(16, 1, 8, 8), torch.rand(16, 1, 8, 8))
+    norms = [m for m in mcmc.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(n.training and int(n.num_batches_tracked) == 2 for n in norms)
 
 
 @pytest.mark.parametrize("model_class", [Autoencoder, VariationalAutoencoder])

@@ -1,9 +1,13 @@
+import functools
+from pathlib import Path
+
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from vaerun.models.autoencoders import VariationalAutoencoder
 from vaerun.models.likelihoods import DiscretizedLogisticLikelihood, GaussianLikelihood
-from vaerun.models.networks import MLP, Conv, ResidualBlock, ResNet
+from vaerun.models.networks import MLP, Conv, ResidualBlock, ResNet, running_statistics
 
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64)]
 
@@ -118,3 +122,53 @@ def test_other_likelihoods_leave_the_decoder_as_drawn(likelihood):
     torch.manual_seed(0)
     model = VariationalAutoencoder(MLP(hidden=[16]), likelihood, 3, (3, 4, 4))
     assert (model.decode(torch.randn(6, 3)).std(dim=0) > 0).all()
+
+
+def batch_norms(network: torch.nn.Module) -> list[torch.nn.BatchNorm2d]:
+    return [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("architecture_class", [Conv, ResNet], ids=["conv", "resnet"])
+def test_a_norm_follows_every_convolution_but_the_decoders_last(architecture_class):
+    architecture = architecture_class(channels=[8, 16, 32], norm=torch.nn.BatchNorm2d)
+    shape = (3, 32, 32)
+    encoder, decoder = architecture.encoder(shape, 6), architecture.decoder(4, shape)
+    assert [n.num_features for n in batch_norms(encoder)] == [8, 16, 32]
+    assert [n.num_features for n in batch_norms(decoder)] == [16, 8]  # none on the likelihood's parameters
+    grid_decoder = architecture.grid_decoder(5, shape)
+    assert [n.num_features for n in batch_norms(grid_decoder)] == [32, 16, 8]
+    assert decoder(torch.randn(2, 4)).shape == (2, *shape)
+    assert not batch_norms(architecture_class(channels=[8, 16, 32]).decoder(4, shape))  # the class default
+
+
+def test_the_conv_config_normalises_and_a_config_without_norm_builds_the_net_without():
+    """configs/encoder/conv.yaml sets batch norm; an encoder config saved before the option existed (an
+    older checkpoint's) has no `norm` key and rebuilds the net it was trained with."""
+    from omegaconf import OmegaConf
+
+    import vaerun.configs
+
+    conv_yaml_path = Path(vaerun.configs.__file__).parent / "encoder" / "conv.yaml"
+    conv_yaml = OmegaConf.to_container(OmegaConf.load(conv_yaml_path))
+    assert len(batch_norms(instantiate(conv_yaml).encoder((3, 32, 32), 6))) == 3
+    older = {k: v for k, v in conv_yaml.items() if k != "norm"}
+    assert not batch_norms(instantiate(older).encoder((3, 32, 32), 6))
+
+
+def test_within_running_statistics_each_sample_is_its_own_and_the_statistics_stay():
+    torch.manual_seed(0)
+    decoder = Conv(channels=[8, 16], norm=functools.partial(torch.nn.BatchNorm2d, momentum=0.5)).decoder(
+        3, (3, 16, 16)
+    )
+    decoder(torch.randn(64, 3))  # training mode: the running statistics move from their start
+    norms = batch_norms(decoder)
+    before = [(n.running_mean.clone(), n.num_batches_tracked.clone()) for n in norms]
+    z = torch.randn(4, 3)
+    with running_statistics(decoder):
+        alone = decoder(z[:1])
+        together = decoder(torch.cat([z[:1], 10 * z[1:]]))[:1]
+    torch.testing.assert_close(alone, together)  # the other samples do not change the first one's output
+    for n, (mean, tracked) in zip(norms, before, strict=True):
+        assert n.training and torch.equal(n.running_mean, mean)
+        assert torch.equal(n.num_batches_tracked, tracked)
+    assert not torch.allclose(decoder(z)[:1], decoder(torch.cat([z[:1], 10 * z[1:]]))[:1])  # batch statistics

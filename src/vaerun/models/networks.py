@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,22 @@ from vaerun.core.checks import check_encoder
 from vaerun.core.spec import conv_depth
 
 Activation = Callable[[], nn.Module]
+Normalization = Callable[[int], nn.Module]  # channels -> a layer, e.g. nn.BatchNorm2d
+
+
+@contextmanager
+def running_statistics(module: nn.Module) -> Iterator[None]:
+    """Within: ``module``'s batch norms normalise with their running statistics, as in eval mode, and leave
+    them unchanged. In training mode a batch norm couples the samples of a batch through its statistics; an
+    MCMC chain's target must be a function of its own sample alone."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for norm in norms:
+        norm.eval()
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.train()
 
 
 class MLP:
@@ -89,15 +106,29 @@ class Conv:
     ``channels`` None: one layer per halving the image size allows (``vaerun.core.spec.conv_depth``: 2 at
     28 px, 3 at 32, 4 at 64), with ``base_channels`` doubling at each (32, 64, 128, 256).
 
+    ``norm`` (channels -> layer, e.g. ``nn.BatchNorm2d``): a normalisation after every convolution but the
+    decoder's last, before its activation, as in DCGAN's and pythae's conv nets. None (the class default,
+    so checkpoints saved without one rebuild as they were): none. configs/encoder/conv.yaml sets batch norm:
+    on the photo patches it halved the error left after a few epochs (docs/images.md).
+
     Weights and feature maps are channels-last (the same values and parameter names as the usual layout):
     a 10 epoch conv DAE on Fashion-MNIST trains about 15% faster on a 2-core CPU."""
 
     def __init__(
-        self, channels: Sequence[int] | None = None, activation: Activation = nn.ReLU, base_channels: int = 32
+        self,
+        channels: Sequence[int] | None = None,
+        activation: Activation = nn.ReLU,
+        base_channels: int = 32,
+        norm: Normalization | None = None,
     ) -> None:
         self.fixed_channels = [int(n) for n in channels] if channels is not None else None
         self.activation = activation
         self.base_channels = int(base_channels)
+        self.norm = norm
+
+    def _normalized(self, channels: int) -> list[nn.Module]:
+        """The normalisation layer after a convolution to ``channels``, and the activation."""
+        return [*([self.norm(channels)] if self.norm is not None else []), self.activation()]
 
     def channels(self, image_shape: Sequence[int]) -> list[int]:
         check_encoder({"channels": self.fixed_channels}, tuple(image_shape))  # a ConfigError is a ValueError
@@ -148,7 +179,7 @@ class Conv:
         """The mirror of ``grid_encoder``: a grid of code vectors to the likelihood's parameters."""
         channels = self.channels(image_shape)
         first = nn.Conv2d(code_channels, channels[-1], kernel_size=3, padding=1)
-        layers: list[nn.Module] = [first, self.activation()]
+        layers: list[nn.Module] = [first, *self._normalized(channels[-1])]
         outs = [*reversed(channels[:-1]), image_shape[0]]
         for i, (c_in, c_out) in enumerate(zip(reversed(channels), outs, strict=True)):
             layers += self._up(c_in, c_out, last=i == len(outs) - 1)
@@ -160,13 +191,13 @@ class Conv:
 
     def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
         """One stage of the encoder: halves height and width."""
-        return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), self.activation()]
+        return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), *self._normalized(c_out)]
 
     def _up(self, c_in: int, c_out: int, last: bool) -> list[nn.Module]:
         """One stage of the decoder: doubles height and width; the last one outputs the likelihood's
         parameters, unconstrained."""
         up = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
-        return [up] if last else [up, self.activation()]
+        return [up] if last else [up, *self._normalized(c_out)]
 
 
 class ResidualBlock(nn.Module):
@@ -196,13 +227,16 @@ class ResNet(Conv):
         activation: Activation = nn.ReLU,
         base_channels: int = 32,
         blocks: int = 1,
+        norm: Normalization | None = None,
     ) -> None:
-        super().__init__(channels, activation, base_channels)
+        super().__init__(channels, activation, base_channels, norm)
         self.blocks = int(blocks)
 
     def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
         residual = [ResidualBlock(c_out, self.activation) for _ in range(self.blocks)]
-        return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), *residual, self.activation()]
+        down = nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
+        norm = [self.norm(c_out)] if self.norm is not None else []
+        return [down, *norm, *residual, self.activation()]
 
     def _up(self, c_in: int, c_out: int, last: bool) -> list[nn.Module]:
         residual = [ResidualBlock(c_in, self.activation) for _ in range(self.blocks)]

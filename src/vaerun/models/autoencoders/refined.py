@@ -9,6 +9,7 @@ from torch.func import functional_call
 from vaerun.core.checks import check_value
 from vaerun.models.autoencoders.variational import VariationalAutoencoder
 from vaerun.models.mcmc import KERNELS, run_chains
+from vaerun.models.networks import running_statistics
 
 
 class MCMCRefinedVAE(VariationalAutoencoder):
@@ -21,7 +22,8 @@ class MCMCRefinedVAE(VariationalAutoencoder):
     maximise log p(x|z) at the refined codes; the encoder keeps its ELBO, computed with the decoder's
     weights held fixed. The step size adapts toward ``target_accept`` (None: the kernel's own rate) from
     batch to batch. The training
-    loss is the sum of the two objectives; evaluation scores the plain ELBO, like any VAE."""
+    loss is the sum of the two objectives; evaluation scores the plain ELBO, like any VAE. The chains read
+    the decoder's batch norms (if any) at their running statistics, so that each chain's target is its own."""
 
     def __init__(
         self,
@@ -48,15 +50,16 @@ class MCMCRefinedVAE(VariationalAutoencoder):
 
         log_joint = self.posterior_log_density(target)
         z_q = z_q.detach()
-        z, step_size, acceptance = run_chains(
-            z_q,
-            log_joint,
-            self.mcmc_steps,
-            self.mcmc_step_size,
-            self.leapfrog_steps,
-            self.target_accept,
-            kernel=self.kernel,
-        )
+        with running_statistics(self.decoder):
+            z, step_size, acceptance = run_chains(
+                z_q,
+                log_joint,
+                self.mcmc_steps,
+                self.mcmc_step_size,
+                self.leapfrog_steps,
+                self.target_accept,
+                kernel=self.kernel,
+            )
         self.mcmc_step_size.copy_(step_size)
         refined = log_joint(z)  # the decoder's gradient: the prior term carries none
         with torch.no_grad():
