@@ -96,13 +96,17 @@ def pythae_networks(encoder: nn.Module, decoder: nn.Module, gaussian: bool) -> t
 
 
 def pythae_model(name: str, args: argparse.Namespace) -> nn.Module:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
     from pythae.models import IWAE, VAE, VAMP, VQVAE, IWAEConfig, VAEConfig, VAMPConfig, VQVAEConfig
 
-    from vaerun.models.networks import MLP, Conv
+    import vaerun.configs
+    from vaerun.models.networks import MLP
 
     torch.manual_seed(args.seed)
     if name == "vqvae":
-        conv = Conv()
+        # the conv recipe vae-run's VQ-VAE gets (configs/encoder/conv.yaml: batch norm included)
+        conv = instantiate(OmegaConf.load(Path(vaerun.configs.__file__).parent / "encoder" / "conv.yaml"))
         encoder, decoder = pythae_networks(
             conv.grid_encoder(SHAPE, LATENT), conv.grid_decoder(LATENT, SHAPE), False
         )
