@@ -12,7 +12,7 @@ import vaerun
 from vaerun.core.errors import ConfigError
 from vaerun.models.autoencoders import ImportanceWeightedAutoencoder, VariationalAutoencoder
 from vaerun.models.likelihoods import BernoulliLikelihood
-from vaerun.models.networks import MLP
+from vaerun.models.networks import MLP, Conv
 from vaerun.models.priors import VampPrior, mixture_log_prob
 
 
@@ -34,6 +34,24 @@ def vamp_vae(model_class=VariationalAutoencoder, **kwargs):
     return model_class(
         MLP(hidden=[32]), BernoulliLikelihood(), 3, (1, 8, 8), prior=VampPrior(pseudo_inputs=20), **kwargs
     ).double()
+
+
+def test_with_batch_norm_the_prior_reads_the_encoder_at_its_running_statistics():
+    """A conv encoder's batch norms (encoder=conv's default): the pseudo-inputs go through them at their
+    running statistics, so the prior is the same function in training and evaluation, and only the data's
+    batches move the statistics."""
+    torch.manual_seed(0)
+    architecture = Conv(channels=[4, 8], norm=torch.nn.BatchNorm2d)
+    model = VariationalAutoencoder(architecture, BernoulliLikelihood(), 3, (1, 8, 8), prior=VampPrior(20))
+    x = torch.rand(16, 1, 8, 8)
+    model.loss_terms(x, x)["loss"].backward()
+    norms = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(int(n.num_batches_tracked) == 1 for n in norms)  # the data's batch alone
+    assert model.prior.pseudo_inputs.grad.abs().sum() > 0  # the pseudo-inputs still learn through them
+    training = model.prior.components()
+    model.eval()
+    for part, in_eval in zip(training, model.prior.components(), strict=True):
+        torch.testing.assert_close(part, in_eval)
 
 
 def test_the_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs_and_learns_them():

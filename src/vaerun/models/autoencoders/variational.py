@@ -16,6 +16,7 @@ from vaerun.models.autoencoders.base import Architecture, Autoencoder, Likelihoo
 from vaerun.models.latent_paths import slerp
 from vaerun.models.likelihoods import squared_error
 from vaerun.models.mcmc import KERNELS, ais_log_likelihood, run_chains
+from vaerun.models.networks import running_statistics
 from vaerun.models.objectives import (
     cpu_pass_shape,
     free_bits_kl,
@@ -90,7 +91,7 @@ class VariationalAutoencoder(Autoencoder):
         check_flow_training(posterior.is_flow, free_bits, estimator)
         self.prior = prior if prior is not None else GaussianPrior()
         if hasattr(self.prior, "bind"):  # a learned prior on the encoder (the VampPrior)
-            self.prior.bind(tuple(self.image_shape), self.posterior_parameters)
+            self.prior.bind(tuple(self.image_shape), self.prior_posterior_parameters)
             if free_bits != 0:
                 raise ConfigError("model.free_bits: the VampPrior's KL does not split into dimensions; set 0")
         self.posterior_family = posterior
@@ -146,6 +147,13 @@ class VariationalAutoencoder(Autoencoder):
     def posterior_parameters(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, log sigma^2) of the Gaussian q0 (q itself for the plain VAE)."""
         return self._encoded(x)[:2]
+
+    def prior_posterior_parameters(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``posterior_parameters`` as a learned prior reads them at its pseudo-inputs: through the encoder's
+        batch norms (if any) at their running statistics, so that the prior is one function of the
+        parameters in training and evaluation, and the pseudo-inputs do not enter the data's statistics."""
+        with running_statistics(self.encoder):
+            return self.posterior_parameters(x)
 
     def posterior(
         self, x: Tensor, target: Tensor | None = None, decode: Callable[[Tensor], Tensor] | None = None
