@@ -193,6 +193,7 @@ RULES: dict[str, Rule] = {
     # the networks
     "encoder.base_channels": int_at_least(1),
     "encoder.blocks": int_at_least(0),
+    "encoder.norm": no_block,
     # the likelihoods
     "likelihood.std": number_in(0, low_open=True),
     "likelihood.bounded": flag,
