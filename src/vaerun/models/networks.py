@@ -27,7 +27,8 @@ Normalization = Callable[[int], nn.Module]  # channels -> a layer, e.g. nn.Batch
 def running_statistics(module: nn.Module) -> Iterator[None]:
     """Within: ``module``'s batch norms normalise with their running statistics, as in eval mode, and leave
     them unchanged. In training mode a batch norm couples the samples of a batch through its statistics; an
-    MCMC chain's target must be a function of its own sample alone."""
+    MCMC chain's target must be a function of its own sample alone, and a learned prior (the VampPrior's
+    pseudo-inputs) one of the parameters alone."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     for norm in norms:
         norm.eval()
@@ -109,7 +110,8 @@ class Conv:
     ``norm`` (channels -> layer, e.g. ``nn.BatchNorm2d``): a normalisation after every convolution but the
     decoder's last, before its activation, as in DCGAN's and pythae's conv nets. None (the class default,
     so checkpoints saved without one rebuild as they were): none. configs/encoder/conv.yaml sets batch norm:
-    on the photo patches it halved the error left after a few epochs (docs/images.md).
+    on the photo patches it took the learned colour likelihoods' 5-epoch error from 0.0137-0.0260 to
+    0.0114-0.0128 (docs/images.md).
 
     Weights and feature maps are channels-last (the same values and parameter names as the usual layout):
     a 10 epoch conv DAE on Fashion-MNIST trains about 15% faster on a 2-core CPU."""
