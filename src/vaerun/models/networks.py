@@ -128,9 +128,13 @@ class Conv:
         self.base_channels = int(base_channels)
         self.norm = norm
 
+    def _norm_layers(self, channels: int) -> list[nn.Module]:
+        """The normalisation layer after a convolution to ``channels``, if there is one."""
+        return [self.norm(channels)] if self.norm is not None else []
+
     def _normalized(self, channels: int) -> list[nn.Module]:
         """The normalisation layer after a convolution to ``channels``, and the activation."""
-        return [*([self.norm(channels)] if self.norm is not None else []), self.activation()]
+        return [*self._norm_layers(channels), self.activation()]
 
     def channels(self, image_shape: Sequence[int]) -> list[int]:
         check_encoder({"channels": self.fixed_channels}, tuple(image_shape))  # a ConfigError is a ValueError
@@ -237,8 +241,7 @@ class ResNet(Conv):
     def _down(self, c_in: int, c_out: int) -> list[nn.Module]:
         residual = [ResidualBlock(c_out, self.activation) for _ in range(self.blocks)]
         down = nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
-        norm = [self.norm(c_out)] if self.norm is not None else []
-        return [down, *norm, *residual, self.activation()]
+        return [down, *self._norm_layers(c_out), *residual, self.activation()]
 
     def _up(self, c_in: int, c_out: int, last: bool) -> list[nn.Module]:
         residual = [ResidualBlock(c_in, self.activation) for _ in range(self.blocks)]
