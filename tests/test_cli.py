@@ -303,6 +303,11 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             ["encoder.hiden=[8]"],
             "did you mean encoder.hidden or model.hidden? (to add a new key: +encoder.hiden=[8])",
         ),
+        (
+            ["corruption.size=14"],
+            "corruption.size: the corruption chosen has no such key; corruption=block_16 and "
+            "corruption=block_mask have it: choose one of them with it",
+        ),
         (["+latent=3"], "+latent: latent is in the config already; give it without the +, as latent=VALUE"),
         (
             ["inference=iaf"],

@@ -77,6 +77,23 @@ def config_keys(folders: list[Path]) -> set[str]:
     return keys
 
 
+def options_setting(key: str, folders: list[Path]) -> tuple[str, list[str]] | None:
+    """(group, ["group=option", ...]) for the options of ``key``'s config group whose files set it
+    (corruption.size: corruption=block_16 and corruption=block_mask), or None when no option does."""
+    owners: dict[str, set[str]] = {}
+    for group, path in config_files(folders):
+        prefix = group.replace("/", ".") + "."
+        if group == "." or path.stem.startswith("_") or not key.startswith(prefix):
+            continue
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if isinstance(node, dict) and key[len(prefix) :] in _dotted(node):
+            owners.setdefault(group, set()).add(f"{group}={path.stem}")
+    if not owners:
+        return None
+    group = max(owners, key=len)  # the innermost group whose options set it
+    return group, sorted(owners[group])
+
+
 def _dotted(node: dict, prefix: str = "") -> list[str]:
     keys = []
     for name, value in node.items():
@@ -97,8 +114,14 @@ def one_line(text: str, folders: list[Path]) -> str:
         key, append = found.groups()
         if key in RENAMED:
             return f"{key} is now {RENAMED[key]}: give {RENAMED[key]}={append.partition('=')[2]}"
+        if owners := options_setting(key, folders):  # a key of another option of its group
+            group, choices = owners
+            return (
+                f"{key}: the {group} chosen has no such key; {' and '.join(choices)} "
+                f"{'has' if len(choices) == 1 else 'have'} it: choose one of them with it"
+            )
         same_depth = {k for k in config_keys(folders) if k.count(".") == key.count(".")}
-        hint = _did_you_mean(key, same_depth - {"."})
+        hint = _did_you_mean(key, same_depth - {".", key})
         return f"{key}: no such key in the config{hint} (to add a new key: {append})"
     if found := re.search(
         r"Could not find '([^']+)/([^'/]+)'\n+Available options in '[^']+':\n((?:\t.*\n?)*)", text
