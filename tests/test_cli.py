@@ -308,6 +308,11 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "corruption.size: the corruption chosen has no such key; corruption=block_16 and "
             "corruption=block_mask have it: choose one of them with it",
         ),
+        (
+            ["model.codebook_size=8"],
+            "model.codebook_size: the model chosen has no such key; model=vqvae has it: choose that option "
+            "with it",
+        ),
         (["+latent=3"], "+latent: latent is in the config already; give it without the +, as latent=VALUE"),
         (
             ["inference=iaf"],

@@ -61,32 +61,37 @@ def refuse_bad_flags(argv: list[str]) -> None:
         exit_with_error(f"{', '.join(given)}: Hydra takes one of these at a time; give one of them")
 
 
-def config_keys(folders: list[Path]) -> set[str]:
-    """Every dotted key that a config file under the folders sets (the primary config's and each group
-    option's, under the group's name): the names a mistyped key is compared with."""
-    keys: set[str] = set()
+def keys_by_file(folders: list[Path]) -> list[tuple[str, Path, set[str]]]:
+    """(group, file, the dotted keys it sets) of every config file under the folders but the experiments':
+    the primary config's keys as they are, each group option's under the group's name (a file in the global
+    package: as written)."""
+    found = []
     for group, path in config_files(folders):
         if group == "experiment":
             continue
         is_global = "@package _global_" in path.read_text()[:200]
         prefix = "" if group == "." or is_global else group.replace("/", ".") + "."
-        keys.add(group.replace("/", "."))  # a group's name is a key too (model=vae)
         node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        if isinstance(node, dict):
-            keys.update(prefix + key for key in _dotted(node) if not key.startswith(("defaults", "hydra")))
-    return keys
+        keys = _dotted(node) if isinstance(node, dict) else []
+        sets = {prefix + key for key in keys if not key.startswith(("defaults", "hydra"))}
+        found.append((group, path, sets))
+    return found
 
 
-def options_setting(key: str, folders: list[Path]) -> tuple[str, list[str]] | None:
+def config_keys(files: list[tuple[str, Path, set[str]]]) -> set[str]:
+    """Every dotted key that a config file sets (``keys_by_file``), and each group's name (model=vae): the
+    names a mistyped key is compared with."""
+    return {group.replace("/", ".") for group, _, _ in files}.union(*(keys for _, _, keys in files))
+
+
+def options_setting(key: str, files: list[tuple[str, Path, set[str]]]) -> tuple[str, list[str]] | None:
     """(group, ["group=option", ...]) for the options of ``key``'s config group whose files set it
-    (corruption.size: corruption=block_16 and corruption=block_mask), or None when no option does."""
+    (corruption.size: corruption=block_16 and corruption=block_mask; model.codebook_size: model=vqvae),
+    or None when no option does."""
     owners: dict[str, set[str]] = {}
-    for group, path in config_files(folders):
-        prefix = group.replace("/", ".") + "."
-        if group == "." or path.stem.startswith("_") or not key.startswith(prefix):
-            continue
-        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        if isinstance(node, dict) and key[len(prefix) :] in _dotted(node):
+    for group, path, keys in files:
+        in_group = key.startswith(group.replace("/", ".") + ".")
+        if group != "." and not path.stem.startswith("_") and in_group and key in keys:
             owners.setdefault(group, set()).add(f"{group}={path.stem}")
     if not owners:
         return None
@@ -114,13 +119,12 @@ def one_line(text: str, folders: list[Path]) -> str:
         key, append = found.groups()
         if key in RENAMED:
             return f"{key} is now {RENAMED[key]}: give {RENAMED[key]}={append.partition('=')[2]}"
-        if owners := options_setting(key, folders):  # a key of another option of its group
+        files = keys_by_file(folders)
+        if owners := options_setting(key, files):  # a key of another option of its group
             group, choices = owners
-            return (
-                f"{key}: the {group} chosen has no such key; {' and '.join(choices)} "
-                f"{'has' if len(choices) == 1 else 'have'} it: choose one of them with it"
-            )
-        same_depth = {k for k in config_keys(folders) if k.count(".") == key.count(".")}
+            choose = "has it: choose that option" if len(choices) == 1 else "have it: choose one of them"
+            return f"{key}: the {group} chosen has no such key; {' and '.join(choices)} {choose} with it"
+        same_depth = {k for k in config_keys(files) if k.count(".") == key.count(".")}
         hint = _did_you_mean(key, same_depth - {".", key})
         return f"{key}: no such key in the config{hint} (to add a new key: {append})"
     if found := re.search(
