@@ -54,6 +54,8 @@ from bench_loops import (
     sync,
 )
 
+import vaerun
+
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*number of training batches.*")
@@ -126,9 +128,6 @@ def _precisions(text: str) -> list[str]:
 
 
 def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> dict:
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
     overrides = [
         "model=vae",
         f"encoder={args.encoder}",
@@ -151,10 +150,7 @@ def compose_config(args: argparse.Namespace, precision: str, seed: int = 0) -> d
         overrides.append(f"data.channels={args.channels}")
     if args.steps_per_execution is not None:
         overrides.append(f"steps_per_execution={args.steps_per_execution}")
-    overrides += args.set
-    with initialize_config_module("vaerun.configs", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return vaerun.compose([*overrides, *args.set])
 
 
 def training_flops_per_image(cfg: dict, datamodule) -> float:

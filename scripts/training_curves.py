@@ -16,14 +16,7 @@ import statistics
 
 import torch
 
-
-def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from omegaconf import OmegaConf
-
-    with initialize_config_module("vaerun.configs", version_base="1.3"):
-        return OmegaConf.to_container(hydra_compose("config", overrides=overrides), resolve=True)
+import vaerun
 
 
 def gradient_clipping(trainer: dict):
@@ -60,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     from vaerun.stages import module_hparams
     from vaerun.training.module import AutoencoderModule
 
-    cfg = compose(args.overrides)
+    cfg = vaerun.compose(args.overrides)
     datamodule = instantiate(cfg["data"], _convert_="all")
     datamodule.setup()
     cfg["data"]["image_shape"] = list(datamodule.image_shape)

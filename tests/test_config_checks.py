@@ -7,12 +7,12 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+import vaerun
 from vaerun.core.checks import ConfigError, check_config
 
 
 def composed(*overrides: str) -> dict:
-    with initialize_config_module("vaerun.configs", version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+    return vaerun.compose(overrides)
 
 
 @pytest.mark.parametrize(
@@ -182,6 +182,15 @@ def test_validation_does_not_import_torch():
     code = "import sys, vaerun.core.checks, vaerun.cli.main; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_compose_gives_the_config_a_command_runs_without_importing_torch():
+    code = (
+        "import sys, vaerun; c = vaerun.compose(['model=ae', 'latent=8', 'data.batch_size=${latent}']); "
+        "print(c['model']['_target_'], c['data']['batch_size'], 'hydra' in c, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["vaerun.models.autoencoders.Autoencoder", "8", "False", "False"]
 
 
 def test_the_shared_names_are_those_of_the_things_they_name():

@@ -3,8 +3,9 @@
     import vaerun
     model = vaerun.load("outputs/DATE/TIME")          # a trained model: encode, decode, sample, elbo, ...
     table = vaerun.runs("outputs/multirun/DATE/TIME")  # a sweep's runs as a pandas DataFrame
+    config = vaerun.compose(["model=ae"])               # the config a command would run, as a dict
 
-Both are imported on first use, so ``import vaerun`` (and ``vae-run --help``) loads no torch.
+All are imported on first use, so ``import vaerun`` (and ``vae-run --help``) loads no torch.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Encoding", "TrainedModel", "load", "runs"]
+__all__ = ["Encoding", "TrainedModel", "compose", "load", "runs"]
 
 if TYPE_CHECKING:
+    from vaerun.api.config import compose
     from vaerun.api.trained import Encoding, TrainedModel, load
     from vaerun.evaluation.summaries import runs
 
@@ -24,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from vaerun.api import trained
 
         return getattr(trained, name)
+    if name == "compose":
+        from vaerun.api.config import compose
+
+        return compose
     if name == "runs":
         from vaerun.evaluation.summaries import runs
 

@@ -1,1 +1,2 @@
-"""A trained model from Python (``vaerun.load``), without Lightning."""
+"""vaerun from Python, without Lightning: a trained model (``vaerun.load``) and the config a command would
+run (``vaerun.compose``)."""
