@@ -12,7 +12,7 @@ from vaerun.core.checks import ConfigError, check_config
 
 
 def composed(*overrides: str) -> dict:
-    return vaerun.compose(overrides)
+    return vaerun.compose(overrides, check=False)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +191,11 @@ def test_compose_gives_the_config_a_command_runs_without_importing_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["vaerun.models.autoencoders.Autoencoder", "8", "False", "False"]
+    with pytest.raises(TypeError, match=r"not one string"):
+        vaerun.compose("model=ae")
+    with pytest.raises(ConfigError, match=r"^latent must be"):
+        vaerun.compose(["latent=0"])
+    assert vaerun.compose(["latent=0"], check=False)["latent"] == 0
 
 
 def test_the_shared_names_are_those_of_the_things_they_name():
