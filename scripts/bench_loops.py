@@ -225,14 +225,15 @@ def run_bare_lightning(cfg: dict, datamodule, args: argparse.Namespace, result: 
 
 
 def _estimate_inputs(cfg: dict, splits, args: argparse.Namespace):
-    """The model (initialised with the config's seed, in eval mode) and the test images of the IWAE
-    measurements."""
+    """The model (initialised with the config's seed, in eval mode, its batch norms folded as vae-run's
+    stages evaluate it) and the test images of the IWAE measurements."""
     from vaerun.data import to_unit_float
+    from vaerun.models.networks import fold_batch_norm
     from vaerun.stages import module_hparams
     from vaerun.training.module import AutoencoderModule
 
     torch.manual_seed(cfg["seed"])
-    model = AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval()
+    model = fold_batch_norm(AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval())
     return model, to_unit_float(splits.test.images[: args.eval_images].to(args.device))
 
 

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from vaerun.models.autoencoders import VariationalAutoencoder
 from vaerun.models.likelihoods import DiscretizedLogisticLikelihood, GaussianLikelihood
-from vaerun.models.networks import MLP, Conv, ResidualBlock, ResNet, running_statistics
+from vaerun.models.networks import MLP, Conv, ResidualBlock, ResNet, fold_batch_norm, running_statistics
 
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64)]
 
@@ -172,3 +172,54 @@ def test_within_running_statistics_each_sample_is_its_own_and_the_statistics_sta
         assert n.training and torch.equal(n.running_mean, mean)
         assert torch.equal(n.num_batches_tracked, tracked)
     assert not torch.allclose(decoder(z)[:1], decoder(torch.cat([z[:1], 10 * z[1:]]))[:1])  # batch statistics
+
+
+def trained_norms(network: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """``network`` in eval mode with batch norms whose statistics and affine maps are no longer the identity
+    they start as (a few training-mode passes move the running statistics)."""
+    for norm in network.modules():
+        if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+            torch.nn.init.uniform_(norm.weight, 0.5, 2.0)
+            torch.nn.init.normal_(norm.bias)
+    for scale in (1.0, 3.0, 0.5):
+        network(scale * x + 0.2)
+    return network.eval()
+
+
+@pytest.mark.parametrize("architecture_class", [Conv, ResNet], ids=["conv", "resnet"])
+def test_folding_the_batch_norms_keeps_every_output_and_the_other_layers_places(architecture_class):
+    torch.manual_seed(0)
+    architecture, shape = architecture_class(channels=[8, 16], norm=torch.nn.BatchNorm2d), (3, 16, 16)
+    cases = [
+        (architecture.encoder(shape, 6), torch.rand(8, *shape)),
+        (architecture.decoder(4, shape), torch.randn(8, 4)),
+        (architecture.grid_decoder(5, shape), torch.randn(8, 5, 4, 4).to(memory_format=torch.channels_last)),
+    ]
+    for network, x in cases:
+        trained_norms(network, x)
+        with torch.no_grad():
+            expected = network(x)
+        layers = [type(m) for m in network]
+        assert fold_batch_norm(network) is network and not batch_norms(network)
+        # each batch norm's place is an identity; every other layer stays where it was
+        assert [type(m) for m in network] == [
+            torch.nn.Identity if kind is torch.nn.BatchNorm2d else kind for kind in layers
+        ]
+        convolutions = [
+            m for m in network.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+        ]
+        assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions)
+        with torch.no_grad():
+            torch.testing.assert_close(network(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_folding_takes_a_linear_layers_batch_norm_and_refuses_a_network_in_training_mode():
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU())
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norm(network)  # training mode normalises by the batch: nothing to fold
+    x = torch.randn(16, 4)
+    expected = trained_norms(network, x)(x)
+    fold_batch_norm(network)
+    assert isinstance(network[1], torch.nn.Identity)
+    torch.testing.assert_close(network(x), expected, rtol=1e-5, atol=1e-5)

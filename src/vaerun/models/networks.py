@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from vaerun.core.checks import check_encoder
 from vaerun.core.spec import conv_depth
@@ -37,6 +38,31 @@ def running_statistics(module: nn.Module) -> Iterator[None]:
     finally:
         for norm in norms:
             norm.train()
+
+
+def fold_batch_norm(module: nn.Module) -> nn.Module:
+    """``module`` (in eval mode) with each batch norm that follows a convolution or a linear layer in a
+    ``nn.Sequential`` folded into that layer's weights and bias, and replaced by ``nn.Identity`` (the
+    other layers keep their places); in place, returned. The outputs stay the same to float rounding: in
+    eval mode a batch norm is an affine map per channel of its running statistics. For inference: about
+    a tenth of a 64-px conv decoder's forward time is its batch norms' passes over the feature maps."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d)
+    if any(m.training for m in module.modules() if isinstance(m, norms)):
+        raise ValueError("fold_batch_norm needs the module in eval mode: training normalises by the batch")
+    for sequence in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i, (layer, norm) in enumerate(itertools.pairwise(list(sequence))):
+            if not isinstance(norm, norms) or norm.running_mean is None:
+                continue
+            if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+                folded = fuse_conv_bn_eval(layer, norm, transpose=isinstance(layer, nn.ConvTranspose2d))
+                if layer.weight.is_contiguous(memory_format=torch.channels_last):
+                    folded = folded.to(memory_format=torch.channels_last)
+            elif isinstance(layer, nn.Linear):
+                folded = fuse_linear_bn_eval(layer, norm)
+            else:
+                continue
+            sequence[i], sequence[i + 1] = folded, nn.Identity()
+    return module
 
 
 class MLP:

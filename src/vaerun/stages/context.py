@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from vaerun.core.atomic import write_text_atomically
 from vaerun.data.datamodule import ImageDataModule
 from vaerun.evaluation.baselines import PCA, fit_pca
+from vaerun.models.networks import fold_batch_norm
 from vaerun.stages.checkpoints import load_module
 from vaerun.training.module import AutoencoderModule
 from vaerun.training.visualisation import ImageSink
@@ -93,11 +94,12 @@ class Run:
 
     def inference_model(self) -> AutoencoderModule:
         """The best weights by validation loss after training (else the model as loaded), on the
-        training device, in eval mode."""
+        training device, in eval mode, with its batch norms folded into the layers before them (the same
+        outputs; every stage after training only evaluates)."""
         best = self.checkpoint.best_model_path
         if best and best != self.loaded_checkpoint:
             self.module, self.loaded_checkpoint = load_module(best, self.datamodule.image_shape), best
-        return self.module.to(self.trainer.strategy.root_device).eval()
+        return fold_batch_norm(self.module.to(self.trainer.strategy.root_device).eval())
 
     def generative_prior(self) -> Any:
         """The inference model's distribution of new codes: its own prior, or one fitted to the training
