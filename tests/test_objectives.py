@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -229,6 +230,37 @@ def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decod
     torch.testing.assert_close(likelihood.log_prob(samples, x), likelihood.log_prob(output, x).expand(5, 4))
     mean = likelihood.mean(output)
     assert mean.shape == (4, 3, 2, 2) and mean.min() >= 0 and mean.max() <= 1
+
+
+def test_one_component_reads_a_location_and_a_log_scale_and_the_older_layout_ignores_its_weight(generator):
+    """One component's weight is 1: the decoder outputs 2 x C channels. Checkpoints made before the key
+    (whose config lacks it) output a weight too, which nothing reads: the same likelihood otherwise."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import vaerun.configs
+
+    shipped = OmegaConf.to_container(
+        OmegaConf.load(Path(vaerun.configs.__file__).parent / "likelihood" / "discretized_logistic.yaml")
+    )
+    lean = instantiate(shipped)
+    older = instantiate({k: v for k, v in shipped.items() if k != "one_component_weight"})
+    assert lean.output_channels(3) == 6 and older.output_channels(3) == 9
+    assert DiscretizedLogisticLikelihood(mixtures=2, one_component_weight=False).output_channels(3) == 18
+    output = torch.randn(4, 6, 2, 2, generator=generator).requires_grad_(True)
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    with_weight = torch.cat([100 * torch.randn(4, 3, 2, 2, generator=generator), output], dim=1)
+    log_prob = lean.log_prob(output, x)
+    torch.testing.assert_close(log_prob, older.log_prob(with_weight, x))
+    torch.testing.assert_close(lean.mean(output), older.mean(with_weight))
+    (gradient,) = torch.autograd.grad(log_prob.sum(), output)
+    assert gradient.abs().amin(dim=(0, 2, 3)).gt(0).all()  # every location and log-scale channel learns
+    with pytest.raises(ValueError, match=r"likelihood\.one_component_weight"):
+        DiscretizedLogisticLikelihood(one_component_weight="no")
+    with pytest.raises(ValueError, match="logit_weights"):
+        discretized_logistic_log_prob(
+            None, torch.zeros(1, 1, 1, 1, 2), torch.zeros(1, 1, 1, 1, 2), x[:1, :1, :1, :1]
+        )
 
 
 def test_bounded_locations_are_tanh_of_the_decoders_location_outputs_and_nothing_else(generator):

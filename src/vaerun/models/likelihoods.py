@@ -41,14 +41,14 @@ OPEN_EDGE = 1e6
 
 
 def discretized_logistic_log_prob(
-    logit_weights: Tensor, means: Tensor, log_scales: Tensor, x: Tensor, levels: int = 256
+    logit_weights: Tensor | None, means: Tensor, log_scales: Tensor, x: Tensor, levels: int = 256
 ) -> Tensor:
     """log P(x) per image of a mixture of logistics per sub-pixel, discretized to ``levels`` equally spaced
     values of [0, 1] (Salimans et al. 2017, PixelCNN++, without its coupling of the channels): each level
     gets the logistic's mass over its bin, the lowest and the highest the tails beyond, so the levels'
     probabilities sum to one. Parameters (..., C, H, W, K) for K components, on the [-1, 1] scale, the
-    log-scales within [-7, 7] (as the likelihood clamps them); x (N, C, H, W) in [0, 1], on the levels (it
-    broadcasts against leading sample dimensions).
+    log-scales within [-7, 7] (as the likelihood clamps them; ``logit_weights`` may be None for K = 1); x
+    (N, C, H, W) in [0, 1], on the levels (it broadcasts against leading sample dimensions).
 
     A bin's mass sigmoid(plus) - sigmoid(minus) is taken in log space, exactly and stably wherever the bin
     lies: -softplus(-plus) - softplus(minus) + log(1 - exp(minus - plus)), whose last term depends on the
@@ -62,7 +62,8 @@ def discretized_logistic_log_prob(
     half_bin = 1.0 / (levels - 1)
     upper = torch.where(x > 1 - half_bin, OPEN_EDGE, x + half_bin).unsqueeze(-1)
     lower = torch.where(x < -1 + half_bin, -OPEN_EDGE, x - half_bin).unsqueeze(-1)
-    needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (logit_weights, means, log_scales))
+    parameters = (means, log_scales) if logit_weights is None else (logit_weights, means, log_scales)
+    needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in parameters)
     if needs_graph:
         inverse_scale = torch.exp(-log_scales)
         plus, minus = inverse_scale * (upper - means), inverse_scale * (lower - means)
@@ -77,6 +78,8 @@ def discretized_logistic_log_prob(
         log_probs = log_width.sub_(F.softplus(plus.neg_())).sub_(F.softplus(minus))
     if log_probs.shape[-1] == 1:  # one component: its weight is 1, and the log-sum-exp two passes for nothing
         return sum_pixels(log_probs.squeeze(-1))
+    if logit_weights is None:
+        raise ValueError(f"a mixture of {log_probs.shape[-1]} components needs its logit_weights")
     return sum_pixels(torch.logsumexp(log_probs + F.log_softmax(logit_weights, dim=-1), dim=-1))
 
 
@@ -185,7 +188,10 @@ class DiscretizedLogisticLikelihood:
     """p(x|z) for 8-bit images: per sub-pixel, a mixture of ``mixtures`` logistics discretized to the 256
     levels (``discretized_logistic_log_prob``), a proper probability, so -log p(x) in bits per dimension
     is what image papers report. The decoder outputs 3 x mixtures numbers per sub-pixel: the components'
-    weights (logits), locations and log-scales. The logistics start near a standard deviation of
+    weights (logits), locations and log-scales; for one component only its location and log-scale, unless
+    ``one_component_weight`` (the class default, as checkpoints made before the key: their decoders output
+    a weight that nothing reads; the config sets false, which makes a 64-px conv decoder's forward and
+    backward 6-8% faster). The logistics start near a standard deviation of
     ``initial_std`` in image units (the decoder's output is the log-scale relative to that; None: the
     log-scale itself, as checkpoints made before the key); the configs start them at 0.2, near the
     spread of natural images' levels. Left at the raw output, they start wider than the image range, and a
@@ -205,27 +211,38 @@ class DiscretizedLogisticLikelihood:
     #: a thousand times wider than the image range, whose bin masses' gradients would under- and overflow
     min_log_scale, max_log_scale = -7.0, 7.0
 
-    def __init__(self, mixtures: int = 1, initial_std: float | None = None, bounded: bool = False) -> None:
+    def __init__(
+        self,
+        mixtures: int = 1,
+        initial_std: float | None = None,
+        bounded: bool = False,
+        one_component_weight: bool = True,
+    ) -> None:
         check_value("likelihood.mixtures", mixtures)
         check_value("likelihood.initial_std", initial_std)
         check_value("likelihood.bounded", bounded)
+        check_value("likelihood.one_component_weight", one_component_weight)
         self.mixtures = int(mixtures)
         self.log_scale_offset = 0.0 if initial_std is None else logistic_log_scale(initial_std)
         self.bounded = bool(bounded)
+        #: the decoder's numbers per component and sub-pixel: (weight,) location, log-scale
+        self.parts = 3 if self.mixtures > 1 or one_component_weight else 2
 
     def output_channels(self, channels: int) -> int:
-        return 3 * self.mixtures * channels
+        return self.parts * self.mixtures * channels
 
     def channels_started_at_zero(self, channels: int) -> slice | None:
         """None: started at 0, the log-scales (the last third of the channels) reconstructed worse after 5
         epochs in two seeds of three on the photo patches (docs/images.md)."""
         return None
 
-    def _parameters(self, decoder_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(..., 3 K C, H, W) -> weights, locations, log-scales, each (..., C, H, W, K)."""
+    def _parameters(self, decoder_output: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        """(..., 3 K C, H, W) -> weights, locations, log-scales, each (..., C, H, W, K); (..., 2 C, H, W)
+        -> None (one component's weight is 1), locations, log-scales."""
         *lead, _, height, width = decoder_output.shape
-        parts = decoder_output.reshape(*lead, 3, self.mixtures, -1, height, width).movedim(-4, -1)
-        weights, locations, log_scales = parts.unbind(dim=-5)
+        parts = decoder_output.reshape(*lead, self.parts, self.mixtures, -1, height, width).movedim(-4, -1)
+        unbound = parts.unbind(dim=-5)
+        weights, locations, log_scales = unbound if self.parts == 3 else (None, *unbound)
         if self.bounded and self.mixtures > 1:
             locations = torch.tanh(locations + self._component_offsets(locations))
         elif self.bounded:  # one component starts at 0: no offset to add (a pass over k x N x D in IWAE)

@@ -197,6 +197,7 @@ RULES: dict[str, Rule] = {
     # the likelihoods
     "likelihood.std": number_in(0, low_open=True),
     "likelihood.bounded": flag,
+    "likelihood.one_component_weight": flag,
     "likelihood.learn_std": flag,
     "likelihood.mixtures": int_at_least(1),
     "likelihood.initial_std": number_in(0, 1, low_open=True, optional=True),
