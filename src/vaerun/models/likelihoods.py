@@ -232,8 +232,8 @@ class DiscretizedLogisticLikelihood:
         return self.parts * self.mixtures * channels
 
     def channels_started_at_zero(self, channels: int) -> slice | None:
-        """None: started at 0, the log-scales (the last third of the channels) reconstructed worse after 5
-        epochs in two seeds of three on the photo patches (docs/images.md)."""
+        """None: started at 0, the log-scales (the last channels) reconstructed worse after 5 epochs in two
+        seeds of three on the photo patches (docs/images.md)."""
         return None
 
     def _parameters(self, decoder_output: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
