@@ -13,6 +13,7 @@ from conftest import TINY, read_metrics, vae_run
 from test_module import fit_on_digits
 
 from vaerun.training.graphs import CudaGraphs, StepGraphs
+from vaerun.training.timing import IntervalTimer
 
 pytestmark = pytest.mark.gpu
 
@@ -24,6 +25,7 @@ def test_every_stage_runs_on_the_gpu_with_the_data_on_the_device(tmp_path):
     assert "on the training device" in result.stdout + result.stderr
     metrics = read_metrics(tmp_path / "run")
     assert metrics["test/loss"] > 0 and metrics["test/nll_iwae"] > 0
+    assert 0 < metrics["time/eval_iwae_s"] <= metrics["time/eval_test_loop_s"]  # timed by CUDA events
     for stage, extra in (("impute", ["model=dae"]), ("anomaly", ["data.normal_class=0"])):
         vae_run(*GPU, *extra, f"stage={stage}", f"hydra.run.dir={stage}", cwd=tmp_path)
         assert read_metrics(tmp_path / stage)
@@ -89,3 +91,13 @@ def test_a_run_with_cuda_graphs_trains_as_one_without(tmp_path, options):
         assert captured == (graphs == "true")
         losses[graphs] = read_metrics(tmp_path / graphs)["test/loss"]
     assert abs(losses["true"] - losses["false"]) < 0.03 * losses["false"]
+
+
+def test_the_interval_timer_times_gpu_work_by_its_events_and_reads_them_once():
+    timer, device = IntervalTimer(), torch.device("cuda")
+    x = torch.randn(1024, 1024, device=device)
+    for _ in range(3):
+        with timer.interval(device):  # no sync here: the host runs ahead of the GPU
+            x = torch.tanh(x @ x)
+    seconds = timer.seconds
+    assert seconds > 0 and timer.seconds == seconds  # read once: the events are summed and let go

@@ -31,7 +31,7 @@ def evaluate(run: Run) -> None:
     )
     with run.timed("eval_test_loop"):  # the loss terms, image metrics and IWAE over the test split
         run.trainer.test(module, datamodule=run.datamodule, verbose=False)
-    run.timings["eval_iwae"] = module.iwae_seconds
+    run.timings["eval_iwae"] = module.iwae_timer.seconds
     if not run.trainer.is_global_zero:  # the metrics are reduced across processes; rank 0 writes them
         return
     logged = scalars(run.trainer.callback_metrics, prefix="test/")  # by Lightning, during the test

@@ -8,7 +8,6 @@ loads with ``weights_only=True``.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from vaerun.training.clipping import PercentileClipping
 from vaerun.training.graphs import StepGraphs
 from vaerun.training.guards import TrainingTerms
 from vaerun.training.step_groups import StepGroups
+from vaerun.training.timing import IntervalTimer
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -61,7 +61,7 @@ class AutoencoderModule(pl.LightningModule):
         self.corrupted_input_metrics = image_metrics("test/corrupted_input/", unit_range)
         self.iwae_samples, self.iwae_chunk = 0, 50
         self.iwae_images_left: int | None = None  # of this process's share of eval.iwae_images
-        self.iwae_seconds = 0.0  # the IWAE estimate's share of the test loop
+        self.iwae_timer = IntervalTimer()  # the IWAE estimate's share of the test loop
         self.training_terms = TrainingTerms()
         # Optimisation is manual (training_step), so gradient clipping is the module's: configure_training.
         self.automatic_optimization = False
@@ -238,11 +238,9 @@ class AutoencoderModule(pl.LightningModule):
             self.iwae_images_left -= count
             clean, corrupted = clean[:count], corrupted[:count]
         if self.iwae_samples > 0 and len(clean) > 0:
-            start = time.perf_counter()
-            log_likelihood = self.model.log_likelihood(corrupted, clean, self.iwae_samples, self.iwae_chunk)
-            if clean.is_cuda:  # the time of the work, not of its launch
-                torch.cuda.synchronize()
-            self.iwae_seconds += time.perf_counter() - start
+            samples, chunk = self.iwae_samples, self.iwae_chunk
+            with self.iwae_timer.interval(clean.device):
+                log_likelihood = self.model.log_likelihood(corrupted, clean, samples, chunk)
             if log_likelihood is not None:
                 nll = -log_likelihood.mean()
                 self.log("test/nll_iwae", nll, batch_size=len(clean), sync_dist=True)
