@@ -131,3 +131,22 @@ def test_ais_carries_the_joint_terms_across_temperatures_and_decodes_once_per_le
         z, step = out.z, adapt_step_size(step, out.accept_prob, 0.65)
     plain = torch.logsumexp(log_weights, dim=0) - math.log(6)
     torch.testing.assert_close(estimate, plain, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_a_trajectory_that_diverges_to_nan_is_rejected_not_an_error(name):
+    """A step size far too large for a sharp target sends the leapfrog to inf and NaN; a torch distribution
+    refuses NaN in log_prob. The diverged chains stay where they were, the others move on."""
+    kernel, _ = KERNELS[name]
+    sharp = Independent(Normal(torch.zeros(2), 1e-3), 1)  # validates its arguments, as torch's do by default
+    z = torch.zeros(4, 2)
+    step = torch.tensor([1e-4, 1e-4, 1e3, 1e3])  # the last two chains' trajectories blow up
+    torch.manual_seed(0)
+    out = kernel(z, sharp.log_prob, step, 20)
+    assert torch.isfinite(out.z).all() and torch.isfinite(out.log_density).all()
+    assert not out.accepted[2:].any() and torch.equal(out.z[2:], z[2:]) and (out.accept_prob[2:] == 0).all()
+    assert out.accepted[:2].any()  # small steps on the same target still move
+    # AIS: the step adapts per image; one started far too large diverges at first and then shrinks
+    posterior = Independent(Normal(torch.zeros(3, 2), 1.0), 1)
+    estimate, _ = ais_log_likelihood(posterior, sharp.log_prob, 8, 10, step_size=1e3, kernel=kernel)
+    assert torch.isfinite(estimate).all()

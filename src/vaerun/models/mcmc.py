@@ -128,7 +128,21 @@ def _start(
             raise ValueError("an MCMC kernel needs a log_density or an evaluate function")
         evaluate = functools.partial(value_and_grad, log_density)
     step = torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[:-1]).unsqueeze(-1)
-    return evaluate, step, current if current is not None else evaluate(z)
+    return _finite_codes_only(evaluate), step, current if current is not None else evaluate(z)
+
+
+def _finite_codes_only(evaluate: Evaluate) -> Evaluate:
+    """``evaluate`` at the chains whose codes are finite; -inf and a zero gradient at those a diverging
+    trajectory took to inf or NaN (a step size too large for a sharp target), which the Metropolis step
+    then rejects. Evaluated there, they would be NaN, which a torch distribution's log_prob refuses with
+    an error that would end the whole run."""
+
+    def evaluate_finite(codes: Tensor) -> tuple[Tensor, Tensor]:
+        finite = torch.isfinite(codes).all(dim=-1)
+        value, grad = evaluate(torch.where(finite[..., None], codes, 0.0))
+        return value.masked_fill(~finite, -math.inf), grad.masked_fill(~finite[..., None], 0.0)
+
+    return evaluate_finite
 
 
 def _metropolis(
