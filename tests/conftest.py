@@ -172,6 +172,16 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def shipped_option(group: str, option: str) -> dict:
+    """A config group's option as vaerun ships it (configs/GROUP/OPTION.yaml), as a plain dict."""
+    from omegaconf import OmegaConf
+
+    import vaerun.configs
+
+    path = Path(vaerun.configs.__file__).parent / group / f"{option}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
 def without_times(metrics: dict[str, float]) -> dict[str, float]:
     """A run's metrics less its wall times (time/*), which differ from run to run."""
     return {key: value for key, value in metrics.items() if not key.startswith("time/")}

@@ -1,8 +1,8 @@
 import functools
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import shipped_option
 from hydra.utils import instantiate
 
 from vaerun.models.autoencoders import VariationalAutoencoder
@@ -144,12 +144,7 @@ def test_a_norm_follows_every_convolution_but_the_decoders_last(architecture_cla
 def test_the_conv_config_normalises_and_a_config_without_norm_builds_the_net_without():
     """configs/encoder/conv.yaml sets batch norm; an encoder config saved before the option existed (an
     older checkpoint's) has no `norm` key and rebuilds the net it was trained with."""
-    from omegaconf import OmegaConf
-
-    import vaerun.configs
-
-    conv_yaml_path = Path(vaerun.configs.__file__).parent / "encoder" / "conv.yaml"
-    conv_yaml = OmegaConf.to_container(OmegaConf.load(conv_yaml_path))
+    conv_yaml = shipped_option("encoder", "conv")
     assert len(batch_norms(instantiate(conv_yaml).encoder((3, 32, 32), 6))) == 3
     older = {k: v for k, v in conv_yaml.items() if k != "norm"}
     assert not batch_norms(instantiate(older).encoder((3, 32, 32), 6))

@@ -1,9 +1,9 @@
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shipped_option
 from torch.distributions import Bernoulli, Independent, Normal, StudentT, kl_divergence
 
 from vaerun.models.likelihoods import (
@@ -236,13 +236,8 @@ def test_one_component_reads_a_location_and_a_log_scale_and_the_older_layout_ign
     """One component's weight is 1: the decoder outputs 2 x C channels. Checkpoints made before the key
     (whose config lacks it) output a weight too, which nothing reads: the same likelihood otherwise."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    import vaerun.configs
-
-    shipped = OmegaConf.to_container(
-        OmegaConf.load(Path(vaerun.configs.__file__).parent / "likelihood" / "discretized_logistic.yaml")
-    )
+    shipped = shipped_option("likelihood", "discretized_logistic")
     lean = instantiate(shipped)
     older = instantiate({k: v for k, v in shipped.items() if k != "one_component_weight"})
     assert lean.output_channels(3) == 6 and older.output_channels(3) == 9
