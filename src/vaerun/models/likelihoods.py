@@ -240,8 +240,8 @@ class DiscretizedLogisticLikelihood:
         """(..., 3 K C, H, W) -> weights, locations, log-scales, each (..., C, H, W, K); (..., 2 C, H, W)
         -> None (one component's weight is 1), locations, log-scales."""
         *lead, _, height, width = decoder_output.shape
-        parts = decoder_output.reshape(*lead, self.parts, self.mixtures, -1, height, width).movedim(-4, -1)
-        unbound = parts.unbind(dim=-5)
+        grouped = decoder_output.reshape(*lead, self.parts, self.mixtures, -1, height, width).movedim(-4, -1)
+        unbound = grouped.unbind(dim=-5)
         weights, locations, log_scales = unbound if self.parts == 3 else (None, *unbound)
         if self.bounded and self.mixtures > 1:
             locations = torch.tanh(locations + self._component_offsets(locations))
