@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 #: a run of a few batches: enough to exercise every stage, small enough for a 2-core CI machine
 TINY = [
@@ -64,6 +65,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA GPU: run `pytest -m gpu -p no:benchmark` on one")
         for item in gpu_tests:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A CPU generator seeded at 0: each test's random tensors the same on every run."""
+    return torch.Generator().manual_seed(0)
 
 
 @pytest.fixture

@@ -1,0 +1,320 @@
+"""The decoder likelihoods (vaerun.models.likelihoods) against torch.distributions, PixelCNN++'s loss and
+the levels' own sums."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import shipped_option
+from torch.distributions import Bernoulli, Independent, Normal
+
+from vaerun.models.likelihoods import (
+    BINARY,
+    DENSITY,
+    LEVELS,
+    BernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
+    GaussianLikelihood,
+    bernoulli_log_prob,
+    dequantization_nats,
+    discretized_logistic_log_prob,
+    gaussian_log_prob,
+    squared_error,
+)
+
+
+def test_bernoulli_log_prob_matches_torch_distributions(generator):
+    logits = torch.randn(4, 1, 8, 8, generator=generator)
+    x = (torch.rand(4, 1, 8, 8, generator=generator) > 0.5).float()
+    expected = Independent(Bernoulli(logits=logits), 3).log_prob(x)
+    torch.testing.assert_close(bernoulli_log_prob(logits, x), expected)
+
+
+def test_bernoulli_log_prob_of_many_samples_per_image_matches_torch_distributions(generator):
+    """The IWAE's shapes: logits of k samples (k, N, ...) or (a, b, N, ...) against images (N, ...)."""
+    x = (torch.rand(4, 1, 8, 8, generator=generator) > 0.5).float()
+    for leading in [(3,), (2, 3), (1,)]:
+        logits = torch.randn(*leading, 4, 1, 8, 8, generator=generator, requires_grad=True)
+        got = bernoulli_log_prob(logits, x)
+        expected = Independent(Bernoulli(logits=logits), 3).log_prob(x.expand_as(logits))
+        torch.testing.assert_close(got, expected)
+        (grad,) = torch.autograd.grad(got.sum(), logits)  # HMC takes gradients through it
+        (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+        torch.testing.assert_close(grad, expected_grad)
+
+
+def test_gaussian_log_prob_matches_torch_distributions(generator):
+    mean = torch.rand(4, 1, 8, 8, generator=generator)
+    x = torch.rand(4, 1, 8, 8, generator=generator)
+    expected = Independent(Normal(mean, 0.3), 3).log_prob(x)
+    torch.testing.assert_close(gaussian_log_prob(mean, x, 0.3), expected)
+
+
+def test_likelihoods_read_the_decoder_output_as_logits(generator):
+    output = torch.randn(3, 1, 4, 4, generator=generator)
+    x = torch.rand(3, 1, 4, 4, generator=generator)
+    for likelihood in (BernoulliLikelihood(), GaussianLikelihood(std=0.2)):
+        torch.testing.assert_close(likelihood.mean(output), torch.sigmoid(output))
+    torch.testing.assert_close(
+        GaussianLikelihood(std=0.2).log_prob(output, x), gaussian_log_prob(torch.sigmoid(output), x, 0.2)
+    )
+    with pytest.raises(ValueError, match="std"):
+        GaussianLikelihood(std=0.0)
+
+
+@pytest.mark.parametrize("mixtures", [1, 3])
+def test_the_discretized_logistic_sums_to_one_over_the_256_levels(generator, mixtures):
+    levels = (torch.arange(256) / 255.0).reshape(256, 1, 1, 1)  # one 1 x 1 x 1 image per level
+    for _ in range(20):  # random weights, locations across [-1.5, 1.5], log-scales from a level to wide
+        weights = torch.randn(1, 1, 1, mixtures, generator=generator)
+        locations = torch.rand(1, 1, 1, mixtures, generator=generator) * 3 - 1.5
+        log_scales = torch.rand(1, 1, 1, mixtures, generator=generator) * 6 - 6
+        log_p = discretized_logistic_log_prob(weights, locations, log_scales, levels)
+        assert log_p.shape == (256,)
+        torch.testing.assert_close(torch.logsumexp(log_p, dim=0), torch.tensor(0.0), atol=1e-4, rtol=0)
+
+
+def pixelcnn_pp_log_prob(logit_probs, means, log_scales, x):
+    """PixelCNN++'s discretize_mixed_logistic_loss (Salimans et al. 2017, openai/pixel-cnn nn.py), without
+    its coupling of the channels, written out independently: x in [-1, 1] on 256 levels, parameters
+    (N, C, H, W, K); the per-image log-probability, and per image whether any component took PixelCNN++'s
+    approximation (the density at the bin's centre times its width, where the sigmoids' difference is
+    under 1e-5)."""
+    x = x.unsqueeze(-1)
+    centered = x - means
+    inv_stdv = torch.exp(-log_scales)
+    plus_in = inv_stdv * (centered + 1.0 / 255.0)
+    min_in = inv_stdv * (centered - 1.0 / 255.0)
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    log_cdf_plus = plus_in - F.softplus(plus_in)
+    log_one_minus_cdf_min = -F.softplus(min_in)
+    mid_in = inv_stdv * centered
+    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
+    approximated = (cdf_delta <= 1e-5) & (x >= -0.999) & (x <= 0.999)
+    inner = torch.where(
+        cdf_delta > 1e-5, torch.log(torch.clamp(cdf_delta, min=1e-12)), log_pdf_mid - math.log(127.5)
+    )
+    log_probs = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, inner))
+    mixed = torch.logsumexp(log_probs + torch.log_softmax(logit_probs, dim=-1), dim=-1)
+    return mixed.flatten(1).sum(dim=1), approximated.flatten(1).any(dim=1)
+
+
+def one_sub_pixel_per_image(generator, count, mixtures, log_scale_range=(-6.5, -0.5)):
+    """Random parameters (count, 1, 1, 1, K) and levels: each image is one sub-pixel, so per-image values
+    are per-sub-pixel ones. Locations across [-1.1, 1.1], scales from much narrower than a level."""
+    shape = (count, 1, 1, 1, mixtures)
+    low, high = log_scale_range
+    weights = torch.randn(shape, generator=generator)
+    locations = torch.rand(shape, generator=generator) * 2.2 - 1.1
+    log_scales = torch.rand(shape, generator=generator) * (high - low) + low
+    x = torch.randint(0, 256, shape[:4], generator=generator) / 255.0
+    return weights, locations, log_scales, x
+
+
+@pytest.mark.parametrize("mixtures", [1, 5])
+def test_the_discretized_logistic_is_pixelcnn_pps_loss_where_that_is_exact(generator, mixtures):
+    """In float64, where PixelCNN++'s subtraction of two sigmoids near 1 keeps its digits (in float32 it
+    loses up to 1e-3 of a small bin's log-mass there)."""
+    parameters = one_sub_pixel_per_image(generator, 3000, mixtures, (-4.0, -0.5))
+    in_float64 = [p.double() for p in parameters[:3]]
+    expected, approximated = pixelcnn_pp_log_prob(*in_float64, parameters[3] * 2 - 1)
+    got = discretized_logistic_log_prob(*parameters)
+    assert approximated.any() and (~approximated).sum() > 300  # both of PixelCNN++'s branches are tried
+    torch.testing.assert_close(got[~approximated].double(), expected[~approximated], rtol=1e-5, atol=2e-5)
+
+
+def test_the_discretized_logistic_is_exact_in_the_tails_where_pixelcnn_pp_approximates(generator):
+    """Against the bins' log-masses in float64 by another route: log sigmoid(plus) + log(1 - exp(log
+    sigmoid(minus) - log sigmoid(plus))), the edges' tails as they are."""
+    weights, locations, log_scales, x = one_sub_pixel_per_image(generator, 3000, 1, (-5.5, 0.0))
+    _, approximated = pixelcnn_pp_log_prob(weights, locations, log_scales, x * 2 - 1)
+    assert approximated.sum() > 300  # many bins far out in a narrow logistic's tail
+    centred = (x.double() * 2 - 1).unsqueeze(-1) - locations.double()
+    inverse_scale = torch.exp(-log_scales.double())
+    plus, minus = inverse_scale * (centred + 1 / 255), inverse_scale * (centred - 1 / 255)
+    inner = F.logsigmoid(plus) + torch.log(-torch.expm1(F.logsigmoid(minus) - F.logsigmoid(plus)))
+    level = x.double().unsqueeze(-1)
+    exact = torch.where(level == 0, F.logsigmoid(plus), torch.where(level == 1, F.logsigmoid(-minus), inner))
+    got = discretized_logistic_log_prob(weights, locations, log_scales, x)
+    torch.testing.assert_close(got.double(), exact.flatten(), rtol=1e-5, atol=1e-4)
+    # where PixelCNN++ takes the density at the bin's centre x its width, it is off by up to 0.15 nats here
+    pixelcnn, _ = pixelcnn_pp_log_prob(weights, locations, log_scales, x * 2 - 1)
+    assert (pixelcnn - exact.flatten()).abs()[approximated].max() > 0.1
+
+
+def test_the_discretized_logistics_gradients_are_the_exact_ones_at_the_edge_levels_too(generator):
+    """The edge levels' bins end at +-OPEN_EDGE rather than infinity, so that their gradients are 0 and not
+    0 x inf: the gradients equal float64 autograd of the exact log-masses (the tails written as such), for
+    logistics from far narrower than a level to wider than the range, at every level, 0 and 255 included."""
+    weights, locations, log_scales, x = one_sub_pixel_per_image(generator, 3000, 1, (-7.0, 7.0))
+    x[:100], x[100:200] = 0.0, 1.0
+    parameters = [locations.clone().requires_grad_(True), log_scales.clone().requires_grad_(True)]
+    discretized_logistic_log_prob(weights, *parameters, x).sum().backward()
+    exact_parameters = [locations.double().requires_grad_(True), log_scales.double().requires_grad_(True)]
+    centred = (x.double() * 2 - 1).unsqueeze(-1) - exact_parameters[0]
+    inverse_scale = torch.exp(-exact_parameters[1])
+    plus, minus = inverse_scale * (centred + 1 / 255), inverse_scale * (centred - 1 / 255)
+    level = x.double().unsqueeze(-1)
+    bottom, top = level == 0, level == 1
+    # each kind of bin on its own elements (a where's other branch would back-propagate nan), the bins
+    # right of the location mirrored, so that both sigmoids' logs keep their digits in float64
+    left = ~(bottom | top) & (plus + minus <= 0)
+    right = ~(bottom | top) & (plus + minus > 0)
+    high, low = F.logsigmoid(plus[left]), F.logsigmoid(minus[left])
+    high_mirrored, low_mirrored = F.logsigmoid(-minus[right]), F.logsigmoid(-plus[right])
+    inner = high + torch.log(-torch.expm1(low - high))
+    inner_mirrored = high_mirrored + torch.log(-torch.expm1(low_mirrored - high_mirrored))
+    tails = F.logsigmoid(plus[bottom]).sum() + F.logsigmoid(-minus[top]).sum()
+    (tails + inner.sum() + inner_mirrored.sum()).backward()
+    for got, expected in zip(parameters, exact_parameters, strict=True):
+        assert torch.isfinite(got.grad).all()
+        torch.testing.assert_close(got.grad.double(), expected.grad, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("mixtures", [1, 3])
+def test_the_discretized_logistics_in_place_path_without_gradients_equals_the_graph_path(generator, mixtures):
+    """IWAE scores without gradients, through buffers overwritten in place: the same log-probabilities,
+    the edge levels and logistics narrower than a level included."""
+    shape = (5, 4, 3, 8, 8, mixtures)
+    weights = torch.randn(shape, generator=generator)
+    locations = torch.rand(shape, generator=generator) * 2 - 1
+    log_scales = torch.rand(shape, generator=generator) * 9 - 8  # far narrower than a level to wider than all
+    x = torch.randint(0, 256, (4, 3, 8, 8), generator=generator) / 255.0
+    x[0, 0, 0], x[0, 0, 1] = 0.0, 1.0
+    with torch.no_grad():
+        in_place = discretized_logistic_log_prob(weights, locations, log_scales, x)
+    log_scales.requires_grad_(True)
+    with_graph = discretized_logistic_log_prob(weights, locations, log_scales, x)
+    torch.testing.assert_close(in_place, with_graph.detach(), rtol=1e-6, atol=1e-2)
+    assert with_graph.grad_fn is not None
+
+
+def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decoder(generator):
+    likelihood = DiscretizedLogisticLikelihood(mixtures=2)
+    assert likelihood.output_channels(3) == 18
+    output = torch.randn(4, 18, 2, 2, generator=generator)
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    assert likelihood.log_prob(output, x).shape == (4,) and (likelihood.log_prob(output, x) < 0).all()
+    samples = output.expand(5, *output.shape)  # IWAE's leading sample dimension broadcasts against x
+    torch.testing.assert_close(likelihood.log_prob(samples, x), likelihood.log_prob(output, x).expand(5, 4))
+    mean = likelihood.mean(output)
+    assert mean.shape == (4, 3, 2, 2) and mean.min() >= 0 and mean.max() <= 1
+
+
+def test_one_component_reads_a_location_and_a_log_scale_and_the_older_layout_ignores_its_weight(generator):
+    """One component's weight is 1: the decoder outputs 2 x C channels. Checkpoints made before the key
+    (whose config lacks it) output a weight too, which nothing reads: the same likelihood otherwise."""
+    from hydra.utils import instantiate
+
+    shipped = shipped_option("likelihood", "discretized_logistic")
+    lean = instantiate(shipped)
+    older = instantiate({k: v for k, v in shipped.items() if k != "one_component_weight"})
+    assert lean.output_channels(3) == 6 and older.output_channels(3) == 9
+    assert DiscretizedLogisticLikelihood(mixtures=2, one_component_weight=False).output_channels(3) == 18
+    output = torch.randn(4, 6, 2, 2, generator=generator).requires_grad_(True)
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    with_weight = torch.cat([100 * torch.randn(4, 3, 2, 2, generator=generator), output], dim=1)
+    log_prob = lean.log_prob(output, x)
+    torch.testing.assert_close(log_prob, older.log_prob(with_weight, x))
+    torch.testing.assert_close(lean.mean(output), older.mean(with_weight))
+    (gradient,) = torch.autograd.grad(log_prob.sum(), output)
+    assert gradient.abs().amin(dim=(0, 2, 3)).gt(0).all()  # every location and log-scale channel learns
+    with pytest.raises(ValueError, match=r"likelihood\.one_component_weight"):
+        DiscretizedLogisticLikelihood(one_component_weight="no")
+    with pytest.raises(ValueError, match="logit_weights"):
+        discretized_logistic_log_prob(
+            None, torch.zeros(1, 1, 1, 1, 2), torch.zeros(1, 1, 1, 1, 2), x[:1, :1, :1, :1]
+        )
+
+
+def test_bounded_locations_are_tanh_of_the_decoders_location_outputs_and_nothing_else(generator):
+    """With bounded=True, the likelihood at output (w, m, s) is the unbounded one at (w, tanh(m + c), s),
+    where c spreads the components' starts over [-1, 1]: the mixture's mean stays in the image range
+    however far the output goes."""
+    output = torch.randn(4, 18, 2, 2, generator=generator) * 3
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    squashed = output.clone()  # channels: (weights, locations, log-scales) x 2 components x 3 colours
+    squashed[:, 6:9], squashed[:, 9:12] = torch.tanh(output[:, 6:9] - 1), torch.tanh(output[:, 9:12] + 1)
+    bounded = DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2, bounded=True)
+    unbounded = DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2)
+    torch.testing.assert_close(bounded.log_prob(output, x), unbounded.log_prob(squashed, x))
+    torch.testing.assert_close(bounded.mean(output), unbounded.mean(squashed))
+    with pytest.raises(ValueError, match=r"likelihood\.bounded"):
+        DiscretizedLogisticLikelihood(bounded="yes")
+    one = DiscretizedLogisticLikelihood(initial_std=0.2, bounded=True)  # one component starts at grey
+    torch.testing.assert_close(one.mean(torch.zeros(1, 9, 2, 2)), torch.full((1, 3, 2, 2), 0.5))
+
+
+def test_a_learned_gaussian_std_is_read_from_the_decoder_per_pixel(generator):
+    likelihood = GaussianLikelihood(learn_std=True)
+    location, log_std = (
+        torch.randn(2, 3, 4, 4, generator=generator),
+        -torch.rand(2, 3, 4, 4, generator=generator),
+    )
+    x = torch.rand(2, 3, 4, 4, generator=generator)
+    expected = Independent(Normal(torch.sigmoid(location), log_std.exp()), 3).log_prob(x)
+    output = torch.cat([location, log_std], dim=1)
+    assert likelihood.output_channels(3) == 6
+    torch.testing.assert_close(likelihood.log_prob(output, x), expected)
+    torch.testing.assert_close(likelihood.mean(output), torch.sigmoid(location))
+
+
+def test_squared_error_is_per_pixel_mean():
+    assert squared_error(torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)).tolist() == [1.0, 1.0]
+
+
+def test_bits_per_dim_are_given_only_where_they_are_bits_of_the_data():
+    assert dequantization_nats(BINARY, binary_data=True, unit_range=True) == 0.0
+    assert dequantization_nats(BINARY, binary_data=False, unit_range=True) is None  # a Bernoulli of grey
+    assert dequantization_nats(LEVELS, binary_data=False, unit_range=True) == 0.0
+    assert dequantization_nats(DENSITY, binary_data=False, unit_range=False) is None  # a table
+    assert dequantization_nats(DENSITY, binary_data=True, unit_range=True) is None
+    # the density's -log p(x) + log 256 at each level is the -log of the probability of the level's bin
+    x = (torch.arange(256, dtype=torch.float64) + 0.5) / 256
+    density = Normal(torch.tensor(0.5, dtype=torch.float64), 0.1)
+    bins = density.cdf(x + 0.5 / 256) - density.cdf(x - 0.5 / 256)
+    dequantized = -density.log_prob(x) + dequantization_nats(DENSITY, False, True)
+    torch.testing.assert_close(dequantized, -bins.log(), rtol=1e-4, atol=1e-6)
+
+
+def level_distribution_moments(likelihood, output):
+    """Mean and standard deviation, in image units, of the distribution over the 256 levels of a one-pixel
+    grey image that ``likelihood`` makes of the decoder ``output``."""
+    levels = (torch.arange(256) / 255.0).reshape(256, 1, 1, 1)
+    probabilities = likelihood.log_prob(output.expand(256, -1, -1, -1), levels).exp()
+    mean = (probabilities * levels.flatten()).sum()
+    return mean, ((probabilities * (levels.flatten() - mean).square()).sum()).sqrt()
+
+
+@pytest.mark.parametrize("initial_std", [0.02, 0.05, 0.1])  # narrow enough for the tails
+def test_the_discretized_logistic_starts_at_its_initial_standard_deviation(initial_std):
+    likelihood = DiscretizedLogisticLikelihood(initial_std=initial_std)
+    mean, std = level_distribution_moments(likelihood, torch.zeros(1, 3, 1, 1))  # a decoder's output at 0
+    torch.testing.assert_close(mean, torch.tensor(0.5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(std, torch.tensor(initial_std), atol=2e-3, rtol=0)  # levels: 1 / 255 apart
+    # without it, the raw output is the log-scale: at 0 a logistic wider than the image range
+    _, raw = level_distribution_moments(DiscretizedLogisticLikelihood(), torch.zeros(1, 3, 1, 1))
+    assert raw > 0.4
+    with pytest.raises(ValueError, match=r"likelihood\.initial_std must be null or a number in \(0, 1\]"):
+        DiscretizedLogisticLikelihood(initial_std=0.0)
+
+
+def test_a_learned_gaussian_std_starts_at_its_initial_std(generator):
+    output = torch.cat([torch.randn(2, 3, 4, 4, generator=generator), torch.zeros(2, 3, 4, 4)], dim=1)
+    x = torch.rand(2, 3, 4, 4, generator=generator)
+    likelihood = GaussianLikelihood(learn_std=True, initial_std=0.05)
+    expected = Independent(Normal(torch.sigmoid(output[:, :3]), 0.05), 3).log_prob(x)
+    torch.testing.assert_close(likelihood.log_prob(output, x), expected)
+
+
+def test_the_discretized_logistic_has_finite_gradients_for_extreme_decoder_outputs(generator):
+    """Raw log-scales far outside [-7, 7] (a decoder fed codes far from its training data, as HMC in AIS
+    proposes) are clamped: no infinite gradient of a bin's log-mass where a logistic is vastly wide."""
+    likelihood = DiscretizedLogisticLikelihood(initial_std=0.1)
+    output = torch.randn(4, 9, 2, 2, generator=generator) * 100
+    output.requires_grad_(True)
+    x = torch.randint(0, 256, (4, 3, 2, 2), generator=generator) / 255.0
+    log_p = likelihood.log_prob(output, x)
+    log_p.sum().backward()
+    assert torch.isfinite(log_p).all() and torch.isfinite(output.grad).all()
