@@ -54,13 +54,15 @@ def test_bits_per_dim():
     assert bits_per_dim(0.0, 784, dequantization_nats(DENSITY, False, True)) == pytest.approx(8.0)
 
 
-def test_iwae_of_the_exact_posterior_is_exact_for_every_k(generator):
-    """With q(z|x) = p(z|x), every importance weight equals p(x): the estimate has no variance."""
+def test_iwae_of_the_exact_posterior_is_exact_for_every_k():
+    """With q(z|x) = p(z|x), every importance weight equals p(x): the estimate has no variance. In float64
+    throughout: with q's scale rounded to float32, 16 of 2,000 seeds failed by 2e-7 (samples far out)."""
     prior, noise = Normal(0.0, 1.0), 0.5
     x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
     # z ~ N(0, 1), x | z ~ N(z, noise^2): p(x) = N(0, 1 + noise^2), p(z|x) = N(x / (1 + s2), s2 / (1 + s2))
     s2 = noise**2
-    posterior = Independent(Normal((x / (1 + s2))[:, None], torch.full((3, 1), math.sqrt(s2 / (1 + s2)))), 1)
+    scale = torch.full((3, 1), math.sqrt(s2 / (1 + s2)), dtype=torch.float64)
+    posterior = Independent(Normal((x / (1 + s2))[:, None], scale), 1)
 
     def log_joint(z):
         return prior.log_prob(z).sum(-1) + Normal(z[..., 0], noise).log_prob(x)
