@@ -14,6 +14,7 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -118,7 +119,7 @@ def _resolve_checkpoints(config: dict) -> None:
         config["anomaly"]["background_ckpt"] = str(checkpoint_file(path))
 
 
-def _fail(message: str, run_dir: Path) -> None:
+def _fail(message: str, run_dir: Path) -> NoReturn:
     # a sweep's run keeps its .hydra and log beside its failure.json
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         _discard_run_dir(run_dir)
@@ -207,6 +208,24 @@ def _run_in_sweep(cfg: DictConfig) -> float | None:
 def _run(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    config, config_fingerprint, plan = _checked_config_and_plan(cfg, run_dir)
+    if plan.skip:
+        print(f"Finished already with this config, skipped (force=true runs it again): {run_dir}")
+        return _objective(run_dir)
+    if config["resume"] and plan.resume_from is None and run_state.process_rank() == 0:
+        run_dir, plan = _continue_earlier_run(run_dir, config_fingerprint)
+    _pin_run_dir_for_child_processes(run_dir, list(hydra_cfg.overrides.task))
+    metrics = _run_stages(config, run_dir, config_fingerprint, plan.resume_from)
+    if run_state.process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
+        return None
+    log.info("Run directory: %s", run_dir)
+    _print_where_to_look(run_dir)
+    return _objective(run_dir, metrics)
+
+
+def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str, run_state.Plan]:
+    """The resolved and checked config, its fingerprint, and what to do with the run directory: a bad
+    config ends the run here, with one line."""
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
         check_config(config)
@@ -224,12 +243,12 @@ def _run(cfg: DictConfig) -> float | None:
         _fail(f"invalid config: {err}", run_dir)
     if plan is None:
         plan = run_state.Plan(resume_from=last_checkpoint(run_dir))
-    if plan.skip:
-        print(f"Finished already with this config, skipped (force=true runs it again): {run_dir}")
-        return _objective(run_dir)
-    if config["resume"] and plan.resume_from is None and run_state.process_rank() == 0:
-        run_dir, plan = _continue_earlier_run(run_dir, config_fingerprint)
-    _pin_run_dir_for_child_processes(run_dir, list(hydra_cfg.overrides.task))
+    return config, config_fingerprint, plan
+
+
+def _run_stages(config: dict, run_dir: Path, config_fingerprint: str, resume_from: Path | None) -> dict:
+    """The stages' metrics; Lightning and torch are imported here, off the --help and config-error path."""
+    hydra_cfg = HydraConfig.get()
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
     overridden = {override.split("=")[0].lstrip("+~").split(".")[0] for override in hydra_cfg.overrides.task}
 
@@ -242,12 +261,12 @@ def _run(cfg: DictConfig) -> float | None:
     from vaerun.stages import run
 
     try:
-        metrics = run(
+        return run(
             config,
             run_dir,
             choices,
             overridden,
-            plan.resume_from,
+            resume_from,
             record_status=partial(run_state.record, run_dir, config_fingerprint),
         )
     except ConfigError as err:
@@ -258,9 +277,10 @@ def _run(cfg: DictConfig) -> float | None:
         interrupted = err if isinstance(err, RunInterrupted) else RunInterrupted(signal.SIGTERM)
         print(f"vae-run: interrupted by {interrupted}: {run_dir}", file=sys.stderr)
         raise SystemExit(interrupted.exit_code) from None
-    if run_state.process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
-        return None
-    log.info("Run directory: %s", run_dir)
+
+
+def _print_where_to_look(run_dir: Path) -> None:
+    """The run directory and the TensorBoard command that shows it."""
     # The venv's tensorboard by its full path when the venv is not on PATH (as after `make run`).
     tensorboard = (
         "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
@@ -272,7 +292,6 @@ def _run(cfg: DictConfig) -> float | None:
         else run_dir.name
     )
     print(f"\nRun directory: {run_dir}\nLook at it with: {tensorboard} --logdir_spec {name}:{run_dir}")
-    return _objective(run_dir, metrics)
 
 
 def _objective(run_dir: Path, metrics: dict[str, float] | None = None) -> float | None:
