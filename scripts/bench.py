@@ -43,6 +43,7 @@ import warnings
 import torch
 from bench_loops import (
     EVAL_PAIRS,
+    EvalRates,
     Result,
     ais_throughput,
     eval_throughput,
@@ -223,6 +224,69 @@ def _elbo_summary(elbos: list[float]) -> str:
     return f"{statistics.median(elbos):.2f} [{min(elbos):.2f}, {max(elbos):.2f}]"
 
 
+def print_precision_table(
+    args: argparse.Namespace, precision: str, results: dict, median: dict, flops_per_image: float
+) -> None:
+    """One precision's training rates: each method's images/s and share of the matmul peak, its ELBO over
+    seeds, and the ratios between methods."""
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    peak = matmul_peak(args.device, dtype, args.matmul_size)
+    print(f"\n{precision}")
+    print(f"{'method':32s} {'images/s':>10s} {'GFLOP/s':>9s} {'of peak':>8s}  final ELBO")
+    for method in args.methods:
+        result = results[precision, method]
+        rate = median.get((precision, method), float("nan"))
+        achieved = rate * flops_per_image
+        print(
+            f"{method} {NAMES[method]:30s} {rate:10.0f} {achieved / 1e9:9.1f} {achieved / peak:8.1%}  "
+            f"{_elbo_summary(result.final_elbo)}"
+        )
+    print(f"d {'matmul ' + str(args.matmul_size) + '^2 peak':30s} {'':10s} {peak / 1e9:9.1f} {1:8.0%}")
+    ratios = {"b/a": ("b", "a"), "b/c": ("b", "c"), "l/a": ("l", "a"), "b/g": ("b", "g")}
+    shown = [
+        f"{name} = {median[precision, x] / median[precision, y]:.3f}"
+        for name, (x, y) in ratios.items()
+        if (precision, x) in median and (precision, y) in median
+    ]
+    if "32-true" in args.precision and precision != "32-true" and ("32-true", "a") in median:
+        shown += [
+            f"{m} / fp32 a = {median[precision, m] / median['32-true', 'a']:.3f}"
+            for m in args.methods
+            if (precision, m) in median
+        ]
+    print("   ".join(shown))
+    rates = [f"{m}={median[precision, m]:.0f}" for m in args.methods if (precision, m) in median]
+    ratio = [f"{name}={v}" for name, v in (x.split(" = ") for x in shown if x[:3] in ("b/a", "b/g"))]
+    print(f"images/s {precision}: {' '.join(rates + ratio)}")  # one line for scripts/gpu_check.sh
+    a, b = (results.get((precision, m), Result()).final_elbo for m in "ab")
+    if a and len(a) == len(b):
+        largest = max(abs(x - y) for x, y in zip(a, b, strict=True))
+        print(f"largest |ELBO a - ELBO b| over seeds: {largest:.4f} nats")
+
+
+def print_estimate_rates(
+    args: argparse.Namespace, base: dict, eval_rates: EvalRates, ais_rates: EvalRates | None
+) -> None:
+    """The IWAE's rate against the decoder's forward, and AIS's against its forward and backward."""
+    low, high = eval_rates.ratio_quartiles
+    print(
+        f"\neval: decoder forward {eval_rates.floor_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
+        f"{eval_rates.estimate_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median of "
+        f"{EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f})"
+    )
+    if ais_rates is not None:
+        low, high = ais_rates.ratio_quartiles
+        cfg_eval = base["eval"]
+        print(
+            f"eval: decoder forward+backward {ais_rates.floor_rate:,.0f} codes/s; "
+            f"AIS ({args.ais_temperatures} temperatures, {cfg_eval['ais_chains']} chains, "
+            f"{cfg_eval['ais_kernel']} with {cfg_eval['ais_leapfrog_steps']} leapfrog steps) "
+            f"{ais_rates.estimate_rate:,.0f} gradients/s; "
+            f"AIS / decoder {ais_rates.ratio:.2f} (median of {EVAL_PAIRS} back-to-back pairs, quartiles "
+            f"{low:.2f}-{high:.2f})"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if "g" in args.methods and args.device != "cuda":
@@ -280,56 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         "(seeds 0..repeats-1; images/s: median of epochs after the first; ELBO: median [range] over seeds)"
     )
     for precision in args.precision:
-        dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
-        peak = matmul_peak(args.device, dtype, args.matmul_size)
-        print(f"\n{precision}")
-        print(f"{'method':32s} {'images/s':>10s} {'GFLOP/s':>9s} {'of peak':>8s}  final ELBO")
-        for method in args.methods:
-            result = results[precision, method]
-            rate = median.get((precision, method), float("nan"))
-            achieved = rate * flops_per_image
-            print(
-                f"{method} {NAMES[method]:30s} {rate:10.0f} {achieved / 1e9:9.1f} {achieved / peak:8.1%}  "
-                f"{_elbo_summary(result.final_elbo)}"
-            )
-        print(f"d {'matmul ' + str(args.matmul_size) + '^2 peak':30s} {'':10s} {peak / 1e9:9.1f} {1:8.0%}")
-        ratios = {"b/a": ("b", "a"), "b/c": ("b", "c"), "l/a": ("l", "a"), "b/g": ("b", "g")}
-        shown = [
-            f"{name} = {median[precision, x] / median[precision, y]:.3f}"
-            for name, (x, y) in ratios.items()
-            if (precision, x) in median and (precision, y) in median
-        ]
-        if "32-true" in args.precision and precision != "32-true" and ("32-true", "a") in median:
-            shown += [
-                f"{m} / fp32 a = {median[precision, m] / median['32-true', 'a']:.3f}"
-                for m in args.methods
-                if (precision, m) in median
-            ]
-        print("   ".join(shown))
-        rates = [f"{m}={median[precision, m]:.0f}" for m in args.methods if (precision, m) in median]
-        ratio = [f"{name}={v}" for name, v in (x.split(" = ") for x in shown if x[:3] in ("b/a", "b/g"))]
-        print(f"images/s {precision}: {' '.join(rates + ratio)}")  # one line for scripts/gpu_check.sh
-        a, b = (results.get((precision, m), Result()).final_elbo for m in "ab")
-        if a and len(a) == len(b):
-            largest = max(abs(x - y) for x, y in zip(a, b, strict=True))
-            print(f"largest |ELBO a - ELBO b| over seeds: {largest:.4f} nats")
-    low, high = eval_rates.ratio_quartiles
-    print(
-        f"\neval: decoder forward {eval_rates.floor_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
-        f"{eval_rates.estimate_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median of "
-        f"{EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f})"
-    )
-    if ais_rates is not None:
-        low, high = ais_rates.ratio_quartiles
-        cfg_eval = base["eval"]
-        print(
-            f"eval: decoder forward+backward {ais_rates.floor_rate:,.0f} codes/s; "
-            f"AIS ({args.ais_temperatures} temperatures, {cfg_eval['ais_chains']} chains, "
-            f"{cfg_eval['ais_kernel']} with {cfg_eval['ais_leapfrog_steps']} leapfrog steps) "
-            f"{ais_rates.estimate_rate:,.0f} gradients/s; "
-            f"AIS / decoder {ais_rates.ratio:.2f} (median of {EVAL_PAIRS} back-to-back pairs, quartiles "
-            f"{low:.2f}-{high:.2f})"
-        )
+        print_precision_table(args, precision, results, median, flops_per_image)
+    print_estimate_rates(args, base, eval_rates, ais_rates)
     if profile_table is not None:
         print(
             f"\none IWAE estimate (k={args.iwae_samples}, {args.eval_images} images), operators by their own "
