@@ -12,9 +12,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 #: a run of a few batches: enough to exercise every stage, small enough for a 2-core CI machine
 TINY = [
@@ -70,6 +73,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def generator() -> torch.Generator:
     """A CPU generator seeded at 0: each test's random tensors the same on every run."""
+    import torch  # here, as in the hooks: conftest is imported before pytest_configure sets the threads
+
     return torch.Generator().manual_seed(0)
 
 
