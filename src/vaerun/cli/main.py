@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun.cli import run_lock, run_state
 from vaerun.cli.help import HELP_FLAGS, help_text
+from vaerun.cli.process_end import without_teardown
 from vaerun.cli.refusals import (
     HeldStartupErrors,
     one_line,
@@ -165,17 +166,22 @@ def _print_help(folders: list[Path], overrides: list[str]) -> None:
     print(text)
 
 
-def main() -> float | None:
+def main() -> None:
     """The console entry point: the user's own config files checked, then Hydra's main, whose own
-    refusals of the command line are answered in one line."""
-    sys.argv[1:] = without_plus_on_trainer_keys(sys.argv[1:], PACKAGE_CONFIGS / "trainer" / "default.yaml")
-    folders, overrides = _config_folders(sys.argv[1:])
-    _check_config_dir_files(folders[1:])
-    if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
-        return _print_help(folders, overrides)
-    refuse_bad_flags(sys.argv[1:])
-    with HeldStartupErrors(folders), without_mode_composition(folders, overrides):
-        return _hydra_main()
+    refusals of the command line are answered in one line. The process ends without the interpreter's
+    teardown (vaerun.cli.process_end): main() is for the process's entry, not for calling in another
+    program."""
+    with without_teardown():
+        trainer_defaults = PACKAGE_CONFIGS / "trainer" / "default.yaml"
+        sys.argv[1:] = without_plus_on_trainer_keys(sys.argv[1:], trainer_defaults)
+        folders, overrides = _config_folders(sys.argv[1:])
+        _check_config_dir_files(folders[1:])
+        if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
+            _print_help(folders, overrides)
+            return
+        refuse_bad_flags(sys.argv[1:])
+        with HeldStartupErrors(folders), without_mode_composition(folders, overrides):
+            _hydra_main()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vaerun.configs", config_name="config")
