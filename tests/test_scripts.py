@@ -179,3 +179,14 @@ def test_training_curves_prints_each_epochs_validation_error_and_gradient_norms(
     ).stdout
     first = re.fullmatch(pattern, clipped.splitlines()[-1])
     assert first.group(1) == "1" and first.group(2) != epochs[0].group(2)
+
+
+def test_bench_process_times_a_whole_vae_run_and_its_ending():
+    run = ["data=digits", "latent=2", "stage=train", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+           "trainer.limit_val_batches=1"]  # fmt: skip
+    command = [sys.executable, ROOT / "scripts" / "bench_process.py", "--repeats", "1", "--", *run]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[1] == "$ vae-run " + " ".join(run)
+    wall, ending = re.findall(r"median ([\d.]+) s \(runs: ([\d.]+)\)", out)
+    assert wall[0] == wall[1] and ending[0] == ending[1]  # one run: its median is itself
+    assert float(ending[0]) < float(wall[0])
