@@ -38,8 +38,9 @@ SlurmctldHost=$node
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-# a requeued job waits for its credentials to expire before it starts again: 2 minutes by default
-AuthInfo=cred_expire=10
+# a requeued job waits for its credentials to expire before it starts again: 2 minutes by default, 5 s the
+# least Slurm takes (a job step must start within it: milliseconds on one node)
+AuthInfo=cred_expire=5
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
