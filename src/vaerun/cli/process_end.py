@@ -1,8 +1,8 @@
 """How a ``vae-run`` process ends: as Python ends it, less the interpreter's teardown.
 
 With torch and Lightning loaded, Python's finalisation frees every object of every module one at a time
-before the operating system frees the whole process anyway: 0.6 s for torch alone, 1.3-2.6 s with Lightning
-on the 2-core machine (docs/speed.md), paid by every run, every job of a sweep and every process of a DDP run.
+before the operating system frees the whole process anyway: about 1 s of every run on the idle 2-core
+machine, more on a busy one (docs/speed.md), paid by every run and every process of a DDP run.
 Inside ``without_teardown`` the process ends right after all of a normal exit that anyone can observe: the
 interpreter joins the other threads and runs the exit handlers (those registered after ours run before it,
 as atexit runs the last registered first: torch's, multiprocessing's, the trackers'), then ours shuts
