@@ -1,6 +1,7 @@
 """The library internals behind vaerun.training.adapters still behave as vaerun relies on: an upgrade of
 Lightning or TensorBoard that changes one fails here."""
 
+import logging
 import shutil
 import warnings
 
@@ -11,7 +12,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from vaerun.training.adapters import (
+    LIGHTNING_INFO_LOGGER,
+    LIGHTNING_TIP,
     UNUSED_SRUN_WARNING,
+    _not_a_lightning_tip,
+    hush_lightning_tips,
     hush_unused_srun_outside_slurm,
     set_validation_interval,
     step_counting_hooks,
@@ -156,3 +161,32 @@ def test_lightnings_unused_srun_warning_is_the_one_hushed_outside_a_slurm_job(tm
     assert not any("srun" in message for message in trainer_warnings())
     monkeypatch.setenv("SLURM_JOB_ID", "7")  # inside a job, where srun matters, the warning stays
     assert any(message.startswith(UNUSED_SRUN_WARNING) for message in trainer_warnings())
+
+
+def test_lightnings_cloud_tips_are_the_lines_hushed_and_its_device_lines_stay(tmp_path):
+    info_logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    def trainer_info() -> list[str]:
+        said.clear()
+        logger = TensorBoardLogger(tmp_path)  # not Lightning's own LitLogger: the tip comes
+        pl.Trainer(logger=logger, enable_checkpointing=False, default_root_dir=tmp_path)
+        return list(said)
+
+    said: list[str] = []
+    handler = Kept(level=logging.INFO)
+    info_logger.addHandler(handler)
+    info_logger.removeFilter(_not_a_lightning_tip)
+    try:
+        assert any(line.startswith(LIGHTNING_TIP) for line in trainer_info())  # Lightning's logger and text
+        hush_lightning_tips()
+        hush_lightning_tips()  # once is enough; twice adds nothing
+        assert info_logger.filters.count(_not_a_lightning_tip) == 1
+        lines = trainer_info()
+        assert not any("Tip" in line for line in lines)
+        assert any(line.startswith("GPU available") for line in lines)
+    finally:
+        info_logger.removeHandler(handler)

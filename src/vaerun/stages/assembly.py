@@ -32,7 +32,7 @@ from vaerun.data.datamodule import ImageDataModule
 from vaerun.search.study import TrialHandle
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
 from vaerun.stages.context import Run
-from vaerun.training.adapters import hush_unused_srun_outside_slurm
+from vaerun.training.adapters import hush_lightning_tips, hush_unused_srun_outside_slurm
 from vaerun.training.callbacks import EncoderGradientVariance, ReconstructionImages
 from vaerun.training.graphs import CudaGraphs, StepGraphs
 from vaerun.training.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
@@ -238,6 +238,7 @@ def build_trainer(
         log_every = cfg["trainer"].get("log_every_n_steps") or 1
         callbacks = [*callbacks, StepProgressBar(refresh_rate=max(1, log_every // step_groups.size))]
     hush_unused_srun_outside_slurm()
+    hush_lightning_tips()
     try:
         return pl.Trainer(
             **trainer_kwargs,

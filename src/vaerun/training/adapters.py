@@ -11,10 +11,13 @@ silently somewhere in a run.
   the Trainer is built; Lightning reads ``trainer.val_check_interval`` when fit starts.
 - Every Trainer built where ``srun`` is on PATH but not used warns so, by its text (Lightning's
   ``SLURMEnvironment._validate_srun_used``): outside a Slurm job that is every run on a cluster's login node.
+- Every Trainer logs tips for Lightning's cloud services (litlogger, litmodels) through its rank-zero logger,
+  each line starting with LIGHTNING_TIP.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -25,6 +28,9 @@ from lightning_fabric.utilities.warnings import PossibleUserWarning
 
 #: the start of Lightning's warning that srun is on PATH but the process was not started by it
 UNUSED_SRUN_WARNING = "The `srun` command is available on your system but is not used"
+#: the logger and the start of Lightning's tips for its cloud services
+LIGHTNING_INFO_LOGGER = "pytorch_lightning.utilities.rank_zero"
+LIGHTNING_TIP = "💡 Tip:"
 
 
 def step_counting_hooks(optimizer: Any) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -50,3 +56,15 @@ def hush_unused_srun_outside_slurm() -> None:
     several processes not started by srun would wait for each other forever, it stays."""
     if "SLURM_JOB_ID" not in os.environ:
         warnings.filterwarnings("ignore", message=UNUSED_SRUN_WARNING, category=PossibleUserWarning)
+
+
+def _not_a_lightning_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(LIGHTNING_TIP)
+
+
+def hush_lightning_tips() -> None:
+    """Drop Lightning's tips for its cloud services from every run's output and log: advertisements for
+    packages the run does not use. Lightning's other lines (the devices found and used) stay."""
+    info_logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
+    if _not_a_lightning_tip not in info_logger.filters:
+        info_logger.addFilter(_not_a_lightning_tip)
