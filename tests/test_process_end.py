@@ -22,12 +22,15 @@ class Finalised:
         print("finalised", flush=True)
 
 kept = Finalised()
+written = threading.Event()
 with without_teardown():
     logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
     atexit.register(print, "the handler registered later ran")
-    threading.Thread(target=lambda: (time.sleep(0.2), print("the thread ended"))).start()
+    # still running when main ends, and prints after main's own line whatever the machine's load
+    threading.Thread(target=lambda: (written.wait(), time.sleep(0.2), print("the thread ended"))).start()
     logging.getLogger("run").info("logged")
     print("written, not flushed", end=" ")
+    written.set()
     ENDING
 """
 
