@@ -63,6 +63,14 @@ def test_an_ending_of_the_programs_choosing_keeps_all_a_normal_exit_does_but_the
     assert "finalised" not in result.stdout  # the teardown, skipped
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, a device that is always full")
+def test_output_that_cannot_be_written_at_the_end_is_one_line_and_pythons_status(tmp_path):
+    """Buffered output into a full device fails when it is flushed at exit: said, not silently lost."""
+    result, _ = end_with("sys.stdout = open('/dev/full', 'w'); print('lost')", tmp_path)
+    assert result.returncode == 120
+    assert result.stderr == "vae-run: error: /dev/full: [Errno 28] No space left on device\n"
+
+
 def test_an_uncaught_exception_ends_the_ordinary_way_with_its_traceback(tmp_path):
     result, log = end_with("raise ValueError('a defect')", tmp_path)
     assert result.returncode == 1

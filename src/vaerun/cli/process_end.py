@@ -11,8 +11,9 @@ other descriptor go with the process, as they do at any exit.
 
 Only an ending of the program's choosing takes this path: a return or a SystemExit (an error explained in
 one line, an interruption's 128 + N), and a reader of the output that has gone (`vae-run --help | head -1`),
-which ends it silently with SIGPIPE's status, 141. An uncaught exception ends the ordinary way, with its
-traceback, and Ctrl-C outside a run with the signal's own status.
+which ends it silently with SIGPIPE's status, 141. Output that cannot be written out at the end (a full
+disk) is said in one line, with the status Python gives it, 120. An uncaught exception ends the ordinary
+way, with its traceback, and Ctrl-C outside a run with the signal's own status.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from contextlib import contextmanager
 #: a program whose reader has gone ends as SIGPIPE ends one that does not catch it (128 + N, the shell's
 #: convention that vae-run follows for the signals it does catch); silently, with no traceback
 BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
+
+#: Python's own status for output it could not write out at exit (a full disk)
+UNWRITTEN_OUTPUT_STATUS = 120
 
 #: the exit status main() ended with; None until it has ended by a return or a SystemExit
 _status: int | None = None
@@ -70,6 +74,18 @@ def _end_process() -> None:
             stream.flush()
         except BrokenPipeError:  # `vae-run --help | head -1`: not all of it was read
             status = status or BROKEN_PIPE_STATUS
-        except (OSError, ValueError):  # a stream closed: nothing more to write to it
+        except ValueError:  # a stream closed: nothing more to write to it
             pass
+        except OSError as err:  # a full disk: said in one line, with the status Python gives it
+            status = status or UNWRITTEN_OUTPUT_STATUS
+            _say(f"vae-run: error: {getattr(stream, 'name', 'output')}: {err}")
     os._exit(status)
+
+
+def _say(line: str) -> None:
+    """A last line on stderr, where stderr can still take one."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
