@@ -353,3 +353,39 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     job = vae_run("model=vae", "latent=2", "--cfg", "job", cwd=tmp_path)
     assert "latent: 2" in job.stdout
     assert json.dumps(job.returncode) == "0"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["data.source.val_size=0", "stage=train"],
+            "data: the validation split of digits is empty (train 1617, val 0, test 180): training keeps its "
+            "best checkpoint by val/loss; use more data, or a larger share for that split "
+            "(data.source.val_size=0)",
+        ),
+        (
+            ["data.source.test_size=0"],
+            "data: the test split of digits is empty (train 1617, val 180, test 0)",
+        ),
+        (  # the two validation images are 5s
+            ["data.source.val_size=2", "data.source.test_size=1", "stage=anomaly", "data.normal_class=3"],
+            "the validation split of digits is empty once only data.normal_class=3 is kept",
+        ),
+        (  # the one test image is a 6
+            ["data.source.test_size=1", "stage=anomaly", "data.normal_class=3"],
+            "data.normal_class=3: the test split of digits holds images of class 6 only",
+        ),
+    ],
+)
+def test_a_split_the_stages_read_that_is_empty_is_refused_before_anything_is_written(tmp_path, args, message):
+    result = vae_run("data=digits", *args, *TINY, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("vae-run: error: ") and message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not list((tmp_path / "outputs").rglob("*.*"))  # no run directory, nothing half-written
+
+
+def test_a_run_that_reads_no_test_split_needs_none(tmp_path):
+    vae_run("data=digits", "data.source.test_size=0", "stage=train", *TINY, "hydra.run.dir=run", cwd=tmp_path)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

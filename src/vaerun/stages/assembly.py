@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from vaerun.core.checks import ConfigError, check_shape_dependent, leaves
 from vaerun.core.errors import first_line
 from vaerun.core.spec import MODEL_PARTS, ModelSpec
 from vaerun.data.datamodule import ImageDataModule
+from vaerun.data.splits import Splits
 from vaerun.search.study import TrialHandle
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
 from vaerun.stages.context import Run
@@ -251,6 +252,37 @@ def build_trainer(
         raise ConfigError(f"trainer: {first_line(err)}") from None
 
 
+def check_splits_hold_images(splits: Splits, splits_read: Collection[str], cfg: dict[str, Any]) -> None:
+    """One line, before anything is written, for a split the run's stages read that holds no images (a
+    small folder or CSV file whose fractions round to none), or a test split without the two kinds of
+    image the anomaly stage compares, instead of a failure or NaN scores after training."""
+    sizes = ", ".join(f"{split} {len(getattr(splits, split))}" for split in ("train", "val", "test"))
+    normal_class = cfg["data"].get("normal_class")
+    for name, what, why in (
+        ("val", "validation", "training keeps its best checkpoint by val/loss"),
+        ("test", "test", f"stage={cfg['stage']} reads it"),
+    ):
+        if name in splits_read and len(getattr(splits, name)) == 0:
+            kept = f" once only data.normal_class={normal_class} is kept" if normal_class is not None else ""
+            kept = kept if name == "val" else ""  # the test split keeps every class
+            settings = [
+                f"data.source.{key}={value}" for key, value in cfg["data"]["source"].items() if name in key
+            ]
+            raise ConfigError(
+                f"data: the {what} split of {splits.source} is empty{kept} ({sizes}): "
+                f"{why}; use more data, or a larger share for that split"
+                + (f" ({', '.join(settings)})" if settings else "")
+            )
+    if cfg["stage"] == "anomaly" and normal_class is not None:
+        classes = sorted(set(splits.test.labels.tolist()))
+        if normal_class not in classes or len(classes) < 2:
+            raise ConfigError(
+                f"data.normal_class={normal_class}: the test split of {splits.source} holds images of "
+                f"{'class' if len(classes) == 1 else 'classes'} {', '.join(map(str, classes))} only: anomaly "
+                "detection scores the normal class against the others and needs both"
+            )
+
+
 def setup(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -259,11 +291,13 @@ def setup(
     extra_callbacks: Sequence[pl.Callback] = (),
     resume_from: Path | None = None,
     interruptions: Interruptions | None = None,
+    splits_read: Collection[str] = ("val",),
 ) -> Run:
     """Everything that can fail on bad input comes first, before anything is written to the run dir.
 
     ``choices``: the group options picked (model=vae, ...); ``overridden``: the top-level keys typed on the
-    command line."""
+    command line; ``splits_read``: the splits beyond train that the run's stages read ("val", "test"),
+    refused now where they hold no images."""
     cfg = copy.deepcopy(cfg)  # the run records what it found (data.source_used) in its own copy
     _check_device(cfg["trainer"])
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -278,6 +312,7 @@ def setup(
     except Exception as err:
         raise refusal(err, cfg, "data") from None
     datamodule.setup()
+    check_splits_hold_images(datamodule.splits, splits_read, cfg)
     steps_per_epoch = datamodule.train_dataloader().num_batches
     if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
         check_shape_dependent(cfg, datamodule.image_shape)

@@ -37,6 +37,24 @@ STAGE_STEPS: dict[str, tuple[Callable[[Run], None], ...]] = {
     "anomaly": (train_unless_checkpoint, detect_anomalies),
 }
 
+#: the splits beyond train that each stage reads (an empty train split is refused where the data is read):
+#: training keeps its best checkpoint by val/loss, as early stopping and a search's pruning read it
+SPLITS_READ: dict[Callable[[Run], None], tuple[str, ...]] = {
+    train: ("val",),
+    train_unless_checkpoint: ("val",),
+    evaluate: ("test",),
+    sample: ("test",),
+    impute: ("test",),
+    detect_anomalies: ("test",),
+}
+
+
+def splits_read(stage: str, ckpt: str | None) -> set[str]:
+    """The splits a run of ``stage`` reads beyond train (impute and anomaly train only without ``ckpt``)."""
+    steps = [s for s in STAGE_STEPS[stage] if not (s is train_unless_checkpoint and ckpt is not None)]
+    return {split for step in steps for split in SPLITS_READ[step]}
+
+
 #: the name each stage's time is recorded under (time/NAME_s in metrics.json)
 TIMED_AS: dict[Callable[[Run], None], str] = {
     train: "train",
@@ -143,6 +161,7 @@ def run(
                     overridden or set(),
                     resume_from=resume_from,
                     interruptions=interruptions,
+                    splits_read=splits_read(cfg["stage"], cfg["ckpt"]),
                 )
             except ConfigError:
                 raise
