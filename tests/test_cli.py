@@ -389,3 +389,11 @@ def test_a_split_the_stages_read_that_is_empty_is_refused_before_anything_is_wri
 def test_a_run_that_reads_no_test_split_needs_none(tmp_path):
     vae_run("data=digits", "data.source.test_size=0", "stage=train", *TINY, "hydra.run.dir=run", cwd=tmp_path)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_test_split_of_one_image_is_evaluated_without_a_variance_over_it(tmp_path):
+    result = vae_run("data=digits", "data.source.test_size=1", *TINY, "hydra.run.dir=run", cwd=tmp_path)
+    metrics = read_metrics(tmp_path / "run")
+    assert "test/active_units" not in metrics and math.isfinite(metrics["test/nll_iwae"])
+    assert math.isnan(metrics["test/nll_iwae_se"])  # a standard error over one image: undefined
+    assert "degrees of freedom" not in result.stderr

@@ -140,10 +140,9 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
         pca = run.pca(model.latent_dim)
         restored = run.datamodule.clip(pca.reconstruct(corrupted))
     codes = encode_all(model, corrupted)
-    results = {
-        "test/pca_mse": torch.mean((restored - clean) ** 2).item(),
-        "test/active_units": float(active_units(codes)),
-    }
+    results = {"test/pca_mse": torch.mean((restored - clean) ** 2).item()}
+    if len(codes) > 1:  # a variance over the test images: none for a test split of one
+        results["test/active_units"] = float(active_units(codes))
     if model.discrete_codes:
         with run.timed("eval_rate"):
             results.update(_code_rate(run, codes))
