@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TINY, read_events, read_metrics, vae_run
 
 from vaerun.stages.checkpoints import checkpoint_step
@@ -111,6 +112,21 @@ def test_anomaly_needs_a_normal_class_that_exists(tmp_path):
     assert not list((tmp_path / "outputs").rglob("*.*"))  # no run directory, nothing half-written
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "discretized_logistic"])
+def test_a_likelihood_of_values_in_the_unit_interval_is_refused_for_a_table(tmp_path, likelihood):
+    from sklearn.datasets import load_wine
+
+    load_wine(as_frame=True).frame.to_csv(tmp_path / "wine.csv", index=False)
+    args = ["data=csv", "data.source.path=wine.csv", f"likelihood={likelihood}", *TINY]
+    result = vae_run(*args, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(
+        f"vae-run: error: likelihood={likelihood}: csv:wine.csv holds standardised table columns, not the "
+        "values in [0, 1] this likelihood models; use likelihood=gaussian"
+    )
+    assert not list((tmp_path / "outputs").rglob("*.*"))
+
+
 def test_a_denoiser_imputes_the_cells_of_a_csv_table(tmp_path):
     from sklearn.datasets import load_wine
 
@@ -152,7 +168,9 @@ def test_a_denoiser_imputes_the_cells_of_a_csv_table(tmp_path):
         cwd=tmp_path,
         check=False,
     )
-    assert conv.returncode == 2 and "the 1x14 images cannot be halved" in conv.stderr
+    assert (
+        conv.returncode == 2 and "encoder: rows of 14 table columns are no images to convolve" in conv.stderr
+    )
     assert "WARNING" not in conv.stdout  # nothing said about the run it refuses (its 2 steps log no loss)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -30,6 +30,7 @@ from vaerun.core.errors import first_line
 from vaerun.core.spec import MODEL_PARTS, ModelSpec
 from vaerun.data.datamodule import ImageDataModule
 from vaerun.data.splits import Splits
+from vaerun.models.likelihoods import DENSITY
 from vaerun.search.study import TrialHandle
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
 from vaerun.stages.context import Run
@@ -283,6 +284,21 @@ def check_splits_hold_images(splits: Splits, splits_read: Collection[str], cfg: 
             )
 
 
+def check_likelihood_fits_values(
+    cfg: dict[str, Any], choices: dict[str, str], datamodule: ImageDataModule
+) -> None:
+    """A likelihood of values in [0, 1] (binary, or the 256 levels of 8-bit images) on a table's standardised
+    columns: one line, instead of a model of values the data do not take (or a keyword the table's
+    likelihood settings give the other likelihood)."""
+    likelihood = get_class(cfg["likelihood"]["_target_"])
+    if getattr(likelihood, "values", DENSITY) != DENSITY and not datamodule.unit_range:
+        raise ConfigError(
+            f"likelihood={choices.get('likelihood', likelihood.__name__)}: {datamodule.source_used} holds "
+            "standardised table columns, not the values in [0, 1] this likelihood models; use "
+            "likelihood=gaussian"
+        )
+
+
 def setup(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -313,6 +329,7 @@ def setup(
         raise refusal(err, cfg, "data") from None
     datamodule.setup()
     check_splits_hold_images(datamodule.splits, splits_read, cfg)
+    check_likelihood_fits_values(cfg, choices, datamodule)
     steps_per_epoch = datamodule.train_dataloader().num_batches
     if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
         check_shape_dependent(cfg, datamodule.image_shape)

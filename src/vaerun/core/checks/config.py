@@ -79,6 +79,11 @@ def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...] | Non
     check_values("encoder", {k: v for k, v in encoder.items() if k in ("hidden", "channels")})
     if image_shape is None or "channels" not in encoder:
         return
+    if image_shape[-2] == 1:  # a CSV file's rows: (1, 1, columns)
+        raise ConfigError(
+            f"encoder: rows of {image_shape[-1]} table columns are no images to convolve: use encoder=mlp "
+            "(model=vqvae, whose codes are a grid, is for images)"
+        )
     channels = encoder["channels"]
     if channels is None:
         if conv_depth(image_shape) == 0:
