@@ -322,6 +322,12 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
         ),
         (["impute.images=5"], "impute.images is now impute.test_images: give impute.test_images=5"),
         (["latent=[1,"], "the command line: no viable alternative at input '[1,'"),
+        (
+            ["data=image_folder", "data.source.path=~/photos"],
+            "data.source.path=~/photos: Hydra's override syntax takes a ~ only inside quotes: write "
+            "'data.source.path=\"~/photos\"' (the shell's quotes around Hydra's), "
+            "or data.source.path=$HOME/photos",
+        ),
         (["-m", "latent=2,4", "--cfg", "job"], "--multirun, --cfg: Hydra takes one of these at a time"),
         (["--cfg", "jobs"], "--cfg: invalid choice: 'jobs' (choose from 'job', 'hydra', 'all')"),
     ],

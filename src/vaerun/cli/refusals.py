@@ -142,6 +142,13 @@ def one_line(text: str, folders: list[Path]) -> str:
     if found := re.search(r"An item is already at '([^']+)'", text):
         key = found.group(1)
         return f"+{key}: {key} is in the config already; give it without the +, as {key}=VALUE"
+    if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*~\S*)", text):
+        key, value = found.groups()  # a home folder written as ~/...: Hydra's grammar keeps ~ for deletions
+        home = f", or {key}=$HOME{value[1:]}" if value.startswith("~/") else ""
+        return (
+            f"{key}={value}: Hydra's override syntax takes a ~ only inside quotes: write "
+            f"'{key}=\"{value}\"' (the shell's quotes around Hydra's){home}"
+        )
     if "override_grammar" in text:
         return (
             f"the command line: {text.strip().splitlines()[0]} (the override syntax: KEY=VALUE, see --help)"
