@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from vaerun.cli.summary import main
-from vaerun.evaluation.summaries import find_runs, summarize, swept_keys
+from vaerun.evaluation.run_records import find_runs
+from vaerun.evaluation.summaries import summarize, swept_keys
 
 
 def make_run(path: Path, model: str, overrides: list[str], metrics: dict) -> Path:
@@ -63,10 +64,24 @@ def test_summary_has_one_row_per_run_with_overrides_and_metrics(sweep):
 
 
 def test_swept_keys_are_the_ones_that_vary(sweep):
-    from vaerun.evaluation.summaries import load_run
+    from vaerun.evaluation.run_records import load_run
 
     records = [load_run(path) for path in find_runs([sweep])]
     assert swept_keys(records) == ["latent", "model"]
+
+
+@pytest.mark.parametrize("broken", ["", "{not json", "[1, 2]", "\udcff"])
+def test_a_record_file_that_is_not_vaeruns_json_marks_its_run_failed_and_the_others_are_summarised(
+    sweep, broken, capsys
+):
+    (sweep / "1" / "metrics.json").write_bytes(broken.encode("utf-8", "surrogateescape"))
+    main([str(sweep)])
+    assert "4 runs" in capsys.readouterr().out
+    with open(sweep / "summary.csv") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert rows["1"]["state"] == "failed" and rows["1"]["model"] == "ae" and rows["1"]["latent"] == "8"
+    assert rows["1"]["error"].startswith("metrics.json is unreadable (")
+    assert all(rows[run]["state"] == "finished" and rows[run]["test/loss"] for run in ("0", "2", "3"))
 
 
 def test_the_command_rebuilds_a_summary_from_runs_of_different_sweeps(sweep, tmp_path, capsys):
