@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -124,3 +126,14 @@ def test_ddp_on_cpu_with_two_processes_inside_a_multirun_keeps_each_job_in_its_o
 )
 def test_a_ddp_child_gets_the_jobs_own_command_line(argv, expected):
     assert _single_run_argv(argv, ["latent=2", "device=ddp"]) == expected
+
+
+@pytest.mark.skipif(
+    shutil.which("sbatch") is None or "SLURM_CONF" in os.environ or os.path.exists("/etc/slurm/slurm.conf"),
+    reason="needs Slurm's sbatch with no cluster configured (as make test installs it)",
+)
+def test_the_slurm_launcher_without_a_cluster_is_one_line_saying_so(tmp_path):
+    result = vae_run("-m", "hydra/launcher=slurm", "data=digits", "latent=2,3", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("vae-run: error: hydra/launcher=slurm: sbatch did not submit the jobs: ")
+    assert "no Slurm controller answers here" in result.stderr

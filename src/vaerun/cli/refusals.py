@@ -113,8 +113,21 @@ def _did_you_mean(word: str, candidates: set[str] | list[str]) -> str:
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
+#: what a Slurm submission that found no cluster adds to sbatch's own last line
+NO_SLURM_CONTROLLER = (
+    " (no Slurm controller answers here: submit from a cluster's login node, or set SLURM_CONF to its "
+    "slurm.conf)"
+)
+
+
 def one_line(text: str, folders: list[Path]) -> str:
     """Hydra's refusal (its stderr text) as one line naming the key and what would work."""
+    if said := re.findall(r"^sbatch: (?:fatal|error): (.+)$", text, re.MULTILINE):  # the Slurm launcher's
+        no_cluster = any(
+            "configuration source" in line or "contact slurm controller" in line for line in said
+        )
+        hint = NO_SLURM_CONTROLLER if no_cluster else ""
+        return f"hydra/launcher=slurm: sbatch did not submit the jobs: {said[-1]}{hint}"
     if found := re.search(r"Could not override '([^']+)'\.\nTo append to your config use (\S+)", text):
         key, append = found.groups()
         if key in RENAMED:
