@@ -403,3 +403,12 @@ def test_a_test_split_of_one_image_is_evaluated_without_a_variance_over_it(tmp_p
     assert "test/active_units" not in metrics and math.isfinite(metrics["test/nll_iwae"])
     assert math.isnan(metrics["test/nll_iwae_se"])  # a standard error over one image: undefined
     assert "degrees of freedom" not in result.stderr
+
+
+def test_a_checkpoint_for_other_images_is_refused_naming_the_data_its_run_used(vae_2d, tmp_path):
+    result = vae_run("stage=eval", f"ckpt={vae_2d}", "data=fashion_mnist", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(
+        "vae-run: error: ckpt: the checkpoint's model takes images of shape [1, 8, 8], but the data gives "
+        "[1, 28, 28]; pick the data set it was trained on; its run used data=digits"
+    )

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from vaerun.core.checkpoints import refusal_reason
 from vaerun.core.errors import ConfigError
@@ -29,9 +30,33 @@ def load_module(ckpt: str | Path, image_shape: tuple[int, ...]) -> AutoencoderMo
     if trained_shape != image_shape:
         raise ConfigError(
             f"ckpt: the checkpoint's model takes images of shape {list(trained_shape)}, but the data "
-            f"gives {list(image_shape)}; pick the data set it was trained on"
+            f"gives {list(image_shape)}; pick the data set it was trained on{_data_hint(ckpt, module)}"
         )
     return module
+
+
+def _data_hint(ckpt: str | Path, module: AutoencoderModule) -> str:
+    try:
+        return _data_of_run(ckpt, module)
+    except Exception:  # only a hint: a run folder that cannot be read leaves it out of the refusal
+        return ""
+
+
+def _data_of_run(ckpt: str | Path, module: AutoencoderModule) -> str:
+    """The data the checkpoint's run was given, as overrides to type again: those its .hydra folder
+    recorded (beside checkpoints/), with a folder's or file's path made absolute, else the data option."""
+    run_dir = Path(ckpt).resolve().parent.parent
+    typed, saved = run_dir / ".hydra" / "overrides.yaml", run_dir / ".hydra" / "config.yaml"
+    data = (
+        [str(o) for o in OmegaConf.load(typed) if str(o).startswith(("data=", "data."))]
+        if typed.is_file()
+        else []
+    )
+    path = OmegaConf.select(OmegaConf.load(saved), "data.source.path") if saved.is_file() else None
+    data = [f"data.source.path={path}" if o.startswith("data.source.path=") and path else o for o in data]
+    if not data and module.hparams.get("choices", {}).get("data"):
+        data = [f"data={module.hparams['choices']['data']}"]
+    return f"; its run used {' '.join(data)}" if data else ""
 
 
 def reconcile_with_checkpoint(cfg: dict[str, Any], module: AutoencoderModule, overridden: set[str]) -> None:
