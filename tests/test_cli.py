@@ -329,6 +329,10 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "or data.source.path=$HOME/photos",
         ),
         (["-m", "latent=2,4", "--cfg", "job"], "--multirun, --cfg: Hydra takes one of these at a time"),
+        (  # a key under a node that is null: a traceback inside Hydra, its last line kept
+            ["-m", "latent=2,3", "hydra.sweeper.params.latent=4"],
+            "the command line: Hydra could not compose the config (AssertionError: ",
+        ),
         (["--cfg", "jobs"], "--cfg: invalid choice: 'jobs' (choose from 'job', 'hydra', 'all')"),
     ],
 )

@@ -167,6 +167,8 @@ def one_line(text: str, folders: list[Path]) -> str:
             f"the command line: {text.strip().splitlines()[0]} (the override syntax: KEY=VALUE, see --help)"
         )
     lines = [line for line in text.strip().splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    if lines and lines[0].startswith("Traceback"):  # a failure inside Hydra: its last line says what
+        return f"the command line: Hydra could not compose the config ({lines[-1].strip()})"
     return lines[0].strip() if lines else "Hydra refused the command line"
 
 
