@@ -92,37 +92,37 @@ def rows_of(sweep: Path) -> list[dict[str, str]]:
 
 
 def test_a_study_resumes_to_its_total_reruns_a_killed_trial_and_tolerates_a_failing_value(tmp_path):
-    """4 trials (latent=-1 fails in its job: FAIL, and the study goes on); a trial left RUNNING, as by a
-    search that was killed; then the same command with n_trials=7, two trials at once through joblib: the
-    killed trial runs again with its own parameters, two new ones are added, the first four stay as they
-    were."""
-    search = [*SEARCH, "latent=choice(-1, 2, 3)", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
-              "hydra.sweeper.sampler=random"]  # fmt: skip
+    """4 trials (a block 9 pixels wide fails in its job on 8 x 8 digits: FAIL, and the study goes on); a
+    trial left RUNNING, as by a search that was killed; then the same command with n_trials=7, two trials
+    at once through joblib: the killed trial runs again with its own parameters, two new ones are added,
+    the first four stay as they were."""
+    search = [*SEARCH, "model=dae", "corruption=block_mask", "corruption.size=choice(9, 2, 3)",
+              "optimizer.lr=tag(log, interval(1e-3, 1e-2))", "hydra.sweeper.sampler=random"]  # fmt: skip
     vae_run(*search, "hydra.sweeper.n_trials=4", cwd=tmp_path)
     sweep = tmp_path / "sweep"
     first = trials_of(sweep)
     assert len(first) == 4
     states = {t.number: t.state.name for t in first}
-    latents = {t.number: t.params["latent"] for t in first}
-    assert all(states[n] == ("FAIL" if latents[n] == -1 else "COMPLETE") for n in states)
+    sizes = {t.number: t.params["corruption.size"] for t in first}
+    assert all(states[n] == ("FAIL" if sizes[n] == 9 else "COMPLETE") for n in states)
     assert "FAIL" in states.values() and "COMPLETE" in states.values()
     for trial in first:
         if trial.state.name == "COMPLETE":  # the value told is the run's best validation loss
             assert trial.value == read_metrics(sweep / str(trial.number))["val/loss"]
         else:
-            assert "latent must be an integer >= 1" in trial.user_attrs["reason"]
+            assert "corruption.size must be an integer in [1, 8]" in trial.user_attrs["reason"]
     stamps = {p: p.stat().st_mtime_ns for n in range(4) for p in (sweep / str(n)).rglob("*") if p.is_file()}
     best = yaml.safe_load((sweep / "best.yaml").read_text())
     completed = [t for t in first if t.state.name == "COMPLETE"]
     assert best["value"] == min(t.value for t in completed)
-    assert f"latent={best['params']['latent']}" in best["overrides"]
+    assert f"corruption.size={best['params']['corruption.size']}" in best["overrides"]
     assert {"history.png", "importances.png", "summary.md", "summary.png"} <= {
         p.name for p in sweep.iterdir()
     }
     assert list((sweep / "tensorboard").glob("events.out.tfevents.*"))
 
     study = load_study(storage_url(None, sweep), "vaerun")
-    study.enqueue_trial({"latent": 2, "optimizer.lr": 0.003})
+    study.enqueue_trial({"corruption.size": 2, "optimizer.lr": 0.003})
     killed = study.ask(space_of(*search[-3:-1]).distributions())
     assert killed.number == 4  # never told: RUNNING, as when its search was killed
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
@@ -132,7 +132,9 @@ def test_a_study_resumes_to_its_total_reruns_a_killed_trial_and_tolerates_a_fail
     assert [(t.number, t.state, t.params, t.value) for t in after[:4]] == [
         (t.number, t.state, t.params, t.value) for t in first
     ]
-    assert all(t.state.name == ("FAIL" if t.params["latent"] == -1 else "COMPLETE") for t in after[4:])
+    assert all(
+        t.state.name == ("FAIL" if t.params["corruption.size"] == 9 else "COMPLETE") for t in after[4:]
+    )
     kept = {p: p.stat().st_mtime_ns for n in range(4) for p in (sweep / str(n)).rglob("*") if p.is_file()}
     assert kept == stamps  # the first four runs were neither run nor rewritten
     for trial in after[5:]:  # the two new trials, launched together through joblib
@@ -141,7 +143,7 @@ def test_a_study_resumes_to_its_total_reruns_a_killed_trial_and_tolerates_a_fail
     assert sorted(int(r["trial"]) for r in rows) == list(range(7))
     for row in rows:
         assert row["state"] == after[int(row["trial"])].state.name
-        assert row["latent"] == str(after[int(row["trial"])].params["latent"])
+        assert row["corruption.size"] == str(after[int(row["trial"])].params["corruption.size"])
         assert (row["state"] == "FAIL") == bool(row["error"])
 
 
@@ -168,7 +170,8 @@ def test_the_median_pruner_stops_a_hopeless_trial_early_and_it_skips_evaluation(
 
 
 def test_a_study_where_no_trial_completes_ends_with_one_line(tmp_path):
-    result = vae_run(*SEARCH, "latent=choice(-1, -2)", "hydra.sweeper.n_trials=2", cwd=tmp_path, check=False)
+    too_large = ["corruption=block_mask", "corruption.size=choice(9, 10)"]  # for 8 x 8 digits, in each trial
+    result = vae_run(*SEARCH, *too_large, "hydra.sweeper.n_trials=2", cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -191,10 +194,26 @@ def test_a_study_where_no_trial_completes_ends_with_one_line(tmp_path):
             "hydra.sweeper.pruner=sometimes",
             "hydra.sweeper.pruner must be one of median, hyperband, null, got 'sometimes'",
         ),
+        (  # a space that reaches values the key's rule refuses: every trial there would fail
+            "latent=choice(0, 2)",
+            "latent=choice(0, 2): the search reaches 0, and latent must be an integer >= 1 (the latent "
+            "dimension), got 0",
+        ),
+        (
+            "optimizer.lr=interval(0, 0.01)",
+            "optimizer.lr=interval(0, 0.01): the search reaches 0.0, and optimizer.lr must be a number > 0, "
+            "got 0.0",
+        ),
+        (
+            "latent=interval(2, 8)",
+            "latent=interval(2, 8): the search reaches 2.0, and latent must be an integer >= 1 (the latent "
+            "dimension), got 2.0; tag(int, interval(2, 8)) draws integers",
+        ),
     ],
 )
 def test_a_bad_sweeper_setting_is_one_line_and_leaves_no_sweep_folder(tmp_path, setting, message):
-    result = vae_run(*SEARCH, "latent=choice(2, 3)", setting, cwd=tmp_path, check=False)
+    searched = [] if "=choice" in setting or "=interval" in setting else ["latent=choice(2, 3)"]
+    result = vae_run(*SEARCH, *searched, setting, cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == f"vae-run: error: {message}"
     assert not (tmp_path / "sweep").exists()

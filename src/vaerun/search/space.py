@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
+from vaerun.core.checks import check_value
 from vaerun.core.errors import ConfigError
 
 
@@ -49,7 +50,24 @@ class Dimension:
 
 
 def dimension(override: Override) -> Dimension:
-    """The Optuna distribution of one swept override; ConfigError (naming the key) for what has none."""
+    """The Optuna distribution of one swept override; ConfigError (naming the key) for what has none, or
+    for a range that reaches values the key's rule refuses (every trial there would fail)."""
+    searched, sweep = _dimension(override), override.value()
+    reached = sweep.list if isinstance(sweep, ChoiceSweep) else [searched.low, searched.high]
+    for value in reached:
+        try:
+            check_value(searched.name, value)
+        except ConfigError as err:
+            hint = ""
+            if searched.kind == "float" and "integer" in str(err):
+                hint = f"; tag(int, interval({searched.low:g}, {searched.high:g})) draws integers"
+            raise ConfigError(
+                f"{_as_written(override)}: the search reaches {value!r}, and {err}{hint}"
+            ) from None
+    return searched
+
+
+def _dimension(override: Override) -> Dimension:
     key, sweep = override.get_key_element(), override.value()
     if isinstance(sweep, ChoiceSweep):
         # Optuna's categories are numbers, strings, booleans or None; a list or dict (encoder.hidden=
