@@ -264,8 +264,9 @@ def check_splits_hold_images(splits: Splits, splits_read: Collection[str], cfg: 
         ("test", "test", f"stage={cfg['stage']} reads it"),
     ):
         if name in splits_read and len(getattr(splits, name)) == 0:
-            kept = f" once only data.normal_class={normal_class} is kept" if normal_class is not None else ""
-            kept = kept if name == "val" else ""  # the test split keeps every class
+            # the test split keeps every class
+            filtered = normal_class is not None and name == "val"
+            kept = f" once only data.normal_class={normal_class} is kept" if filtered else ""
             settings = [
                 f"data.source.{key}={value}" for key, value in cfg["data"]["source"].items() if name in key
             ]

@@ -54,8 +54,9 @@ def _data_of_run(ckpt: str | Path, module: AutoencoderModule) -> str:
     )
     path = OmegaConf.select(OmegaConf.load(saved), "data.source.path") if saved.is_file() else None
     data = [f"data.source.path={path}" if o.startswith("data.source.path=") and path else o for o in data]
-    if not data and module.hparams.get("choices", {}).get("data"):
-        data = [f"data={module.hparams['choices']['data']}"]
+    chosen = module.hparams.get("choices", {}).get("data")
+    if not data and chosen:
+        data = [f"data={chosen}"]
     return f"; its run used {' '.join(data)}" if data else ""
 
 
