@@ -110,6 +110,25 @@ def test_each_method_takes_uint8_or_floats_one_image_or_a_batch(vae_run_dir):
         model.encode(floats * 255)
 
 
+def test_arguments_out_of_range_are_one_value_error_naming_the_argument(vae_run_dir):
+    model = vaerun.load(vae_run_dir)
+    images, _ = model.split("test")
+    with pytest.raises(ValueError, match=r"sample: n must be an integer >= 0, got -1"):
+        model.sample(-1)
+    with pytest.raises(ValueError, match=r"sample: n must be an integer >= 0, got 2\.5"):
+        model.sample(2.5)
+    with pytest.raises(ValueError, match=r"sample: temperature must be a number > 0, got 0"):
+        model.sample(2, temperature=0)
+    with pytest.raises(ValueError, match=r"log_likelihood: k must be an integer >= 1, got 0"):
+        model.log_likelihood(images[:2], k=0)
+    with pytest.raises(ValueError, match=r"decode: codes of shape \(N, 2\) or \(2,\) expected, got \[2, 3\]"):
+        model.decode(torch.zeros(2, 3))
+    assert model.decode(torch.zeros(2)).shape == (1, 1, 8, 8)  # one code
+    with pytest.raises(ValueError, match="images hold NaN"):
+        model.elbo(images[:2].float().div(255).index_fill(2, torch.tensor([0]), float("nan")))
+    assert model.sample(0).shape == (0, 1, 8, 8)
+
+
 def test_a_dae_corrupts_as_trained_samples_from_fitted_codes_and_has_no_density(dae_run_dir):
     model = vaerun.load(dae_run_dir)
     assert not model.is_variational and model.latent_dim == 3

@@ -37,6 +37,13 @@ class Encoding(NamedTuple):
     logvar: Tensor | None
 
 
+def _count(method: str, name: str, value: Any, low: int) -> int:
+    """``value`` as an int of at least ``low``, or the one ValueError that names the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{method}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 def _run_config(checkpoint_path: Path, hparams: dict[str, Any]) -> dict[str, Any]:
     """The run's whole config (.hydra/config.yaml beside the checkpoints folder), else the checkpoint's
     model hyperparameters."""
@@ -148,6 +155,8 @@ class TrainedModel:
             raise ValueError(
                 f"images of shape {list(shape)} (or a batch of them) expected, got {list(x.shape)}"
             )
+        if not torch.isfinite(x).all():  # NaN passes both range comparisons below
+            raise ValueError("images hold NaN or infinite values")
         if self.unit_range and x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError("float images must lie in [0, 1] (or pass uint8 images, 0..255)")
         return x
@@ -188,9 +197,11 @@ class TrainedModel:
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
         """The images (N, C, H, W) that codes (N, latent) stand for: the likelihood's mean."""
-        return self.network.mean(
-            torch.as_tensor(z, dtype=torch.float32, device=self.device).reshape(-1, self.network.code_size)
-        )
+        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        size = self.network.code_size
+        if not (z.dim() in (1, 2) and z.shape[-1] == size):
+            raise ValueError(f"decode: codes of shape (N, {size}) or ({size},) expected, got {list(z.shape)}")
+        return self.network.mean(z.reshape(-1, size))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor | np.ndarray) -> Tensor:
@@ -212,6 +223,9 @@ class TrainedModel:
         """``n`` new images from the model's prior, its spread scaled by ``temperature``. An AE has no
         prior: pass ``codes`` (say ``encode(training_images).mean``) to draw from a Gaussian fitted to
         them; a VQ-VAE fits its PixelCNN code prior to them (``model.code_prior``)."""
+        n = _count("sample", "n", n, 0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"sample: temperature must be a number > 0, got {temperature!r}")
         if codes is None and self.network.prior_is_fitted:
             raise ValueError(
                 "sample: an AE, DAE or VQ-VAE has no prior of its own; pass "
@@ -234,6 +248,7 @@ class TrainedModel:
     def log_likelihood(self, x: Tensor | np.ndarray, k: int = 100, seed: int | None = None) -> Tensor:
         """The IWAE estimate of log p(x) per image with ``k`` importance samples, in nats: (N,). It rises
         towards log p(x) as k grows; k = 1 is the ELBO."""
+        k = _count("log_likelihood", "k", k, 1)
         x = self._variational_input(x, "log_likelihood")
         with _seeded(seed, self.device):
             return self.network.log_likelihood(x, x, k)
