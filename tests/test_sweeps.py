@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from vaerun.cli.summary import main
-from vaerun.evaluation.run_records import find_runs
+from vaerun.evaluation.run_records import find_runs, load_run
 from vaerun.evaluation.summaries import summarize, swept_keys
 
 
@@ -117,3 +117,9 @@ def test_a_sweep_of_training_alone_is_summarised_without_a_plot(tmp_path):
         make_run(tmp_path / str(number), "vae", [f"latent={latent}"], {"time/train_s": 1.5 + number})
     assert len(summarize([tmp_path], tmp_path)) == 2
     assert (tmp_path / "summary.csv").is_file() and not (tmp_path / "summary.png").exists()
+
+
+def test_a_deleted_key_among_a_runs_overrides_is_no_column_and_breaks_no_row(tmp_path):
+    make_run(tmp_path / "sweep" / "0", "vae", ["latent=2", "~logger", "+trainer.limit_val_batches=1"], {})
+    record = load_run(tmp_path / "sweep" / "0")
+    assert record.overrides == {"latent": "2", "trainer.limit_val_batches": "1"} and record.model == "vae"

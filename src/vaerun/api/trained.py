@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaerun.core.checkpoints import checkpoint_file, read_checkpoint
+from vaerun.core.checkpoints import checkpoint_file, read_checkpoint, run_of
+from vaerun.core.run_files import saved_config
 from vaerun.core.spec import ModelSpec, current_targets
 from vaerun.models.autoencoders import Autoencoder, VariationalAutoencoder
 
@@ -47,12 +48,11 @@ def _count(method: str, name: str, value: Any, low: int) -> int:
 def _run_config(checkpoint_path: Path, hparams: dict[str, Any]) -> dict[str, Any]:
     """The run's whole config (.hydra/config.yaml beside the checkpoints folder), else the checkpoint's
     model hyperparameters."""
-    saved = checkpoint_path.parent.parent / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        return dict(hparams)
     from omegaconf import OmegaConf
 
-    config = OmegaConf.load(saved)
+    config = saved_config(run_of(checkpoint_path))
+    if config is None:
+        return dict(hparams)
     try:
         return OmegaConf.to_container(config, resolve=True)
     except Exception:  # an interpolation of the training machine's environment

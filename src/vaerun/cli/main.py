@@ -32,6 +32,7 @@ from vaerun.cli.refusals import (
     without_plus_on_trainer_keys,
 )
 from vaerun.cli.startup import without_mode_composition
+from vaerun.core import run_files
 from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checkpoints import checkpoint_file, last_checkpoint
 from vaerun.core.checks import ConfigError, check_config
@@ -53,9 +54,10 @@ OmegaConf.register_new_resolver("dirname", run_state.dirname, replace=True)
 def _discard_run_dir(run_dir: Path) -> None:
     """Remove what Hydra wrote for a run that never started, so nothing looks like a run; a directory that
     holds anything more (an earlier run) is left as it is."""
-    if any(p.name not in (".hydra", run_lock.LOCK_FILE) and p.suffix != ".log" for p in run_dir.iterdir()):
+    kept = (run_files.FOLDER, run_lock.LOCK_FILE)
+    if any(p.name not in kept and p.suffix != ".log" for p in run_dir.iterdir()):
         return
-    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    shutil.rmtree(run_dir / run_files.FOLDER, ignore_errors=True)
     for log_file in run_dir.glob("*.log"):
         log_file.unlink(missing_ok=True)
     (run_dir / run_lock.LOCK_FILE).unlink(missing_ok=True)  # ours: unlinked before its lock is let go

@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vaerun.core import run_files
 from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checkpoints import last_checkpoint
 from vaerun.core.errors import ConfigError, exit_with_error
@@ -86,12 +87,12 @@ def plan(run_dir: Path, config_fingerprint: str, force: bool) -> Plan:
 
 def _restore_hydra_files(run_dir: Path, state: dict[str, Any]) -> None:
     for name, text in state.get("hydra_files", {}).items():
-        (run_dir / ".hydra" / name).write_text(text)
+        (run_dir / run_files.FOLDER / name).write_text(text)
 
 
 def record(run_dir: Path, config_fingerprint: str, status: str) -> None:
     """Write job.json (atomically) with the status and a copy of the run's .hydra files."""
-    hydra_dir = run_dir / ".hydra"
+    hydra_dir = run_dir / run_files.FOLDER
     files = {p.name: p.read_text() for p in sorted(hydra_dir.glob("*.yaml"))} if hydra_dir.is_dir() else {}
     state = {"fingerprint": config_fingerprint, "status": status, "hydra_files": files}
     write_text_atomically(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")

@@ -17,6 +17,11 @@ FOLDER = "checkpoints"
 LAST = "last.ckpt"
 
 
+def run_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint file was saved in (``RUN/checkpoints/NAME.ckpt``)."""
+    return checkpoint.parent.parent
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     last = run_dir / FOLDER / LAST
     return last if last.is_file() else None

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from vaerun.core.run_files import chosen_option, typed_overrides
 from vaerun.search.outcome import FAILURE_FILE, TRIAL_FILE
 
 
@@ -46,20 +45,12 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
 
 
 def _overrides(run_dir: Path) -> dict[str, str]:
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        return {}
-    pairs = [str(item).split("=", 1) for item in OmegaConf.load(saved)]
+    pairs = [item.split("=", 1) for item in typed_overrides(run_dir) if "=" in item]  # not ~key
     return {key.lstrip("+~"): value for key, value in pairs if not key.startswith("hydra")}
 
 
 def _model(run_dir: Path, overrides: dict[str, str]) -> str:
-    saved = run_dir / ".hydra" / "hydra.yaml"
-    if saved.is_file():
-        choice = OmegaConf.select(OmegaConf.load(saved), "hydra.runtime.choices.model")
-        if choice:
-            return str(choice)
-    return overrides.get("model", "?")
+    return chosen_option(run_dir, "model") or overrides.get("model", "?")
 
 
 class UnreadableRecord(ValueError):

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from vaerun.core.checks import ConfigError, check_shape_dependent, leaves
 from vaerun.core.errors import first_line
+from vaerun.core.run_files import config_path, saved_config
 from vaerun.core.spec import MODEL_PARTS, ModelSpec
 from vaerun.data.datamodule import ImageDataModule
 from vaerun.data.splits import Splits
@@ -73,16 +74,15 @@ def _record_source(run_dir: Path, datamodule: ImageDataModule) -> None:
     """The data set actually used (mnist may fall back to mnist5k), its class names (an image folder's)
     and the absolute path of a folder or file it was read from go into the run's saved config, so that
     the run's data can be found again from any directory (vaerun.load's ``split``)."""
-    saved = run_dir / ".hydra" / "config.yaml"
-    if saved.is_file():
-        config = OmegaConf.load(saved)
+    config = saved_config(run_dir)
+    if config is not None:
         config.data.source_used = datamodule.source_used
         if datamodule.splits.classes:
             config.data.classes = list(datamodule.splits.classes)
         path = getattr(datamodule.source, "path", None)
         if isinstance(path, Path) and "path" in config.data.source:
             config.data.source.path = str(path.resolve())
-        OmegaConf.save(config, saved)
+        OmegaConf.save(config, config_path(run_dir))
 
 
 def _warn_if_no_step_is_logged(steps_per_epoch: int, trainer: dict[str, Any]) -> None:

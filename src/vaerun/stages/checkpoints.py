@@ -10,8 +10,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from vaerun.core.checkpoints import refusal_reason
+from vaerun.core.checkpoints import refusal_reason, run_of
 from vaerun.core.errors import ConfigError
+from vaerun.core.run_files import saved_config, typed_overrides
 from vaerun.core.spec import ARCHITECTURE_KEYS
 from vaerun.training.module import AutoencoderModule
 
@@ -45,14 +46,10 @@ def _data_hint(ckpt: str | Path, module: AutoencoderModule) -> str:
 def _data_of_run(ckpt: str | Path, module: AutoencoderModule) -> str:
     """The data the checkpoint's run was given, as overrides to type again: those its .hydra folder
     recorded (beside checkpoints/), with a folder's or file's path made absolute, else the data option."""
-    run_dir = Path(ckpt).resolve().parent.parent
-    typed, saved = run_dir / ".hydra" / "overrides.yaml", run_dir / ".hydra" / "config.yaml"
-    data = (
-        [str(o) for o in OmegaConf.load(typed) if str(o).startswith(("data=", "data."))]
-        if typed.is_file()
-        else []
-    )
-    path = OmegaConf.select(OmegaConf.load(saved), "data.source.path") if saved.is_file() else None
+    run_dir = run_of(Path(ckpt).resolve())
+    data = [o for o in typed_overrides(run_dir) if o.startswith(("data=", "data."))]
+    saved = saved_config(run_dir)
+    path = OmegaConf.select(saved, "data.source.path") if saved is not None else None
     data = [f"data.source.path={path}" if o.startswith("data.source.path=") and path else o for o in data]
     chosen = module.hparams.get("choices", {}).get("data")
     if not data and chosen:
