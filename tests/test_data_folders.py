@@ -189,9 +189,11 @@ def test_a_conv_dae_on_a_colour_folder_trains_and_imputes(colour_folder, tmp_pat
 
 def test_a_vae_with_a_discretized_logistic_reports_bits_per_dimension(colour_folder, tmp_path):
     """An MLP VAE whose -log p(x) is a probability of the 8-bit images: finite, positive bits per
-    dimension (a model three steps old is still near the 8 of a uniform guess). No host memory allowed:
-    it trains from the folder's memory-mapped cache file."""
-    vae = ["model=vae", "corruption=pixel_drop", "likelihood=discretized_logistic", "likelihood.mixtures=2"]
+    dimension (a model three steps old is still near the 8 of a uniform guess), PixelCNN++'s mixture of
+    coupled channels in every stage (AIS takes its gradient). No host memory allowed: it trains from the
+    folder's memory-mapped cache file."""
+    vae = ["model=vae", "corruption=pixel_drop", "likelihood=discretized_logistic", "likelihood.mixtures=2",
+           "likelihood.channel_coupling=true"]  # fmt: skip
     mapped = [f"data.source.cache_dir={tmp_path / 'cache'}", "data.max_host_memory_gb=0"]
     result = vae_run(*colour_run(colour_folder, *vae, "hydra.run.dir=vae", *mapped), cwd=tmp_path)
     assert "in a memory-mapped file" in result.stdout + result.stderr

@@ -143,6 +143,77 @@ def test_the_discretized_logistic_is_exact_in_the_tails_where_pixelcnn_pp_approx
     assert (pixelcnn - exact.flatten()).abs()[approximated].max() > 0.1
 
 
+def pixelcnn_pp_coupled_log_prob(raw, x):
+    """PixelCNN++'s discretize_mixed_logistic_loss as published (openai/pixel-cnn nn.py), its coupling of
+    the channels included, written out independently in its own layout: x (B, H, W, 3) in [-1, 1], raw (B, H,
+    W, 10 K) channels last: K weights, then per channel K means, K log-scales and K coefficients (green on
+    red in red's, blue on red in green's, blue on green in blue's). The per-image log-probability, and per
+    image whether any sub-pixel took PixelCNN++'s approximation."""
+    k = raw.shape[-1] // 10
+    logit_probs, rest = raw[..., :k], raw[..., k:].reshape(*x.shape, 3 * k)
+    means, log_scales = rest[..., :k], torch.clamp(rest[..., k : 2 * k], min=-7.0)
+    coeffs = torch.tanh(rest[..., 2 * k : 3 * k])
+    x = x.unsqueeze(-1).expand(*x.shape, k)
+    green = means[..., 1, :] + coeffs[..., 0, :] * x[..., 0, :]
+    blue = means[..., 2, :] + coeffs[..., 1, :] * x[..., 0, :] + coeffs[..., 2, :] * x[..., 1, :]
+    centered = x - torch.stack([means[..., 0, :], green, blue], dim=-2)
+    inv_stdv = torch.exp(-log_scales)
+    plus_in, min_in = inv_stdv * (centered + 1.0 / 255.0), inv_stdv * (centered - 1.0 / 255.0)
+    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+    mid_in = inv_stdv * centered
+    log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
+    inner = torch.where(
+        cdf_delta > 1e-5, torch.log(torch.clamp(cdf_delta, min=1e-12)), log_pdf_mid - math.log(127.5)
+    )
+    edges = torch.where(x > 0.999, -F.softplus(min_in), inner)
+    log_probs = torch.where(x < -0.999, plus_in - F.softplus(plus_in), edges)
+    mixed = torch.logsumexp(log_probs.sum(dim=3) + torch.log_softmax(logit_probs, dim=-1), dim=-1)
+    approximated = (cdf_delta <= 1e-5) & (x >= -0.999) & (x <= 0.999)
+    return mixed.flatten(1).sum(dim=1), approximated.flatten(1).any(dim=1)
+
+
+@pytest.mark.parametrize("mixtures", [1, 5])
+def test_the_coupled_discretized_logistic_is_pixelcnn_pps_loss_where_that_is_exact(generator, mixtures):
+    """``channel_coupling``: PixelCNN++'s own likelihood, read from a decoder output in vaerun's layout (the
+    same numbers as PixelCNN++'s, rearranged), in float64 on 1 x 1 colour images."""
+    count, k = 3000, mixtures
+    raw = torch.randn(count, 1, 1, 10 * k, generator=generator, dtype=torch.float64)
+    rest = raw[..., k:].reshape(count, 1, 1, 3, 3 * k)
+    rest[..., :k] = torch.rand(count, 1, 1, 3, k, generator=generator, dtype=torch.float64) * 2.2 - 1.1
+    rest[..., k : 2 * k] = torch.rand(count, 1, 1, 3, k, generator=generator, dtype=torch.float64) * 2 - 2.5
+    rest[..., 2 * k :] *= 0.5  # coefficients tanh(+-1) at most
+    raw = torch.cat([raw[..., :k], rest.flatten(-2)], dim=-1)
+    x = torch.randint(0, 256, (count, 1, 1, 3), generator=generator) / 255.0
+    expected, approximated = pixelcnn_pp_coupled_log_prob(raw, x.double() * 2 - 1)
+    # vaerun's layout: the weights, every channel's locations, every channel's log-scales, the coefficients
+    parts = [rest[..., part * k : (part + 1) * k].flatten(-2) for part in range(3)]
+    output = torch.cat([raw[..., :k], *parts], dim=-1).permute(0, 3, 1, 2)
+    likelihood = DiscretizedLogisticLikelihood(mixtures=k, channel_coupling=True)
+    assert likelihood.output_channels(3) == 10 * k == output.shape[1]
+    got = likelihood.log_prob(output, x.permute(0, 3, 1, 2).double())
+    assert approximated.any() and (~approximated).sum() > 300  # both of PixelCNN++'s branches are tried
+    torch.testing.assert_close(got[~approximated], expected[~approximated], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mixtures", [1, 3])
+def test_the_coupled_discretized_logistic_sums_to_one_and_its_mean_is_its_expectation(generator, mixtures):
+    """On a two-channel pixel, over all 65,536 pairs of levels: the probabilities sum to one, and ``mean`` is
+    each channel's expected level (to the tails folded onto the edge levels, which it leaves out: the
+    locations here lie well inside the range)."""
+    likelihood = DiscretizedLogisticLikelihood(mixtures=mixtures, channel_coupling=True, initial_std=0.02)
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    pairs = torch.cartesian_prod(levels, levels).reshape(-1, 2, 1, 1)
+    for _ in range(3):
+        output = torch.randn(1, likelihood.output_channels(2), 1, 1, generator=generator, dtype=torch.float64)
+        output = output * 0.2  # locations within about +-0.7, logistics' standard deviations near 0.02
+        probabilities = likelihood.log_prob(output, pairs).exp()
+        torch.testing.assert_close(
+            probabilities.sum(), torch.tensor(1.0, dtype=torch.float64), atol=1e-6, rtol=0
+        )
+        expected = (probabilities.reshape(-1, 1) * pairs.reshape(-1, 2)).sum(dim=0)
+        torch.testing.assert_close(likelihood.mean(output).flatten(), expected, atol=1e-4, rtol=0)
+
+
 def test_the_discretized_logistics_gradients_are_the_exact_ones_at_the_edge_levels_too(generator):
     """The edge levels' bins end at +-OPEN_EDGE rather than infinity, so that their gradients are 0 and not
     0 x inf: the gradients equal float64 autograd of the exact log-masses (the tails written as such), for
