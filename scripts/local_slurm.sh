@@ -87,10 +87,16 @@ stop() {
         fi
     done
     for _ in $(seq 1 50); do  # the daemons write their state on the way out
-        pgrep -f "slurm(ctld|d) -f $dir/slurm.conf" >/dev/null || return 0
+        pgrep -f "slurm(ctld|d) -f $dir/slurm.conf" >/dev/null || break
         sleep 0.2
     done
     pkill -9 -f "slurm(ctld|d) -f $dir/slurm.conf" || true
+    # a job that was still ending keeps its step daemons waiting for a slurmd that is gone: end them too
+    for pid in $(pgrep -x slurmstepd); do
+        if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_CONF=$dir/slurm.conf"; then
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    done
 }
 
 case "$command" in
