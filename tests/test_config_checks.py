@@ -93,6 +93,10 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
     ("overrides", "message"),
     [
         (["latent=0"], "latent must be an integer >= 1"),
+        (
+            ["likelihood=discretized_logistic", "likelihood.faithful=true", "likelihood.mixtures=2"],
+            r"likelihood.faithful=true: one logistic per sub-pixel",
+        ),
         (["latent=2.5"], "latent must be an integer >= 1"),
         (["latent=two"], "latent must be an integer >= 1"),
         (["corruption=pixel_drop", "corruption.p=1.5"], r"corruption.p must be a number in \[0, 1\]"),

@@ -261,6 +261,36 @@ def test_the_discretized_logistics_in_place_path_without_gradients_equals_the_gr
     assert with_graph.grad_fn is not None
 
 
+def test_a_faithful_logistic_keeps_its_values_and_scales_each_sub_pixels_gradient_by_its_variance(generator):
+    """``faithful``: the same log-probabilities; each location's and log-scale's gradient is the plain one
+    times its logistic's variance over the image's mean variance (beta-NLL, beta = 1)."""
+    output = torch.randn(4, 6, 5, 5, generator=generator)
+    x = torch.randint(0, 256, (4, 3, 5, 5), generator=generator) / 255.0
+    gradients, values = [], []
+    for faithful in (False, True):
+        leaf = output.clone().requires_grad_(True)
+        likelihood = DiscretizedLogisticLikelihood(initial_std=0.2, bounded=True, one_component_weight=False,
+                                                   faithful=faithful)  # fmt: skip
+        value = likelihood.log_prob(leaf, x)
+        value.sum().backward()
+        values.append(value.detach())
+        gradients.append(leaf.grad)
+    torch.testing.assert_close(values[1], values[0])
+    _, _, log_scales = DiscretizedLogisticLikelihood(initial_std=0.2, one_component_weight=False)._parameters(
+        output
+    )
+    variance = torch.exp(2 * log_scales.squeeze(-1))
+    weight = variance / variance.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(gradients[1], gradients[0] * weight.repeat(1, 2, 1, 1))
+    with torch.no_grad():  # no graph: the values alone
+        faithful, plain = (
+            DiscretizedLogisticLikelihood(one_component_weight=False, faithful=f) for f in (True, False)
+        )
+        torch.testing.assert_close(faithful.log_prob(output, x), plain.log_prob(output, x))
+    with pytest.raises(ValueError, match=r"likelihood.faithful=true: one logistic per sub-pixel"):
+        DiscretizedLogisticLikelihood(mixtures=2, faithful=True)
+
+
 def test_the_discretized_logistic_likelihood_reads_its_parameters_from_the_decoder(generator):
     likelihood = DiscretizedLogisticLikelihood(mixtures=2)
     assert likelihood.output_channels(3) == 18

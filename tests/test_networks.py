@@ -114,6 +114,38 @@ def test_learned_gaussian_scales_start_at_the_initial_value_for_every_code(archi
 
 
 @pytest.mark.parametrize(
+    "architecture",
+    [MLP(hidden=[16]), Conv(channels=[4, 8]), ResNet(channels=[4, 8], blocks=1)],
+    ids=["mlp", "conv", "resnet"],
+)
+def test_a_faithful_logistics_scales_train_their_own_weights_and_send_no_gradient_into_the_decoder(
+    architecture,
+):
+    """The same outputs as without; the log-scales' gradient reaches the last layer's weights to them and
+    nothing before it; the locations' reaches every layer."""
+    torch.manual_seed(0)
+    faithful = VariationalAutoencoder(
+        architecture, DiscretizedLogisticLikelihood(faithful=True), 3, (3, 8, 8)
+    )
+    plain = VariationalAutoencoder(architecture, DiscretizedLogisticLikelihood(), 3, (3, 8, 8))
+    plain.load_state_dict(faithful.state_dict())  # the hook leaves the weights' names as they are
+    z = torch.randn(5, 3)
+    output = faithful.decode(z)
+    torch.testing.assert_close(output, plain.decode(z))
+    # one component with its unread weight channel (the class default): weights, locations, log-scales
+    output[:, 6:].sum().backward()
+    last = [
+        m for m in faithful.decoder.modules() if isinstance(m, (torch.nn.Linear, torch.nn.ConvTranspose2d))
+    ][-1]
+    before = [p for m in faithful.decoder.modules() if m is not last for p in m.parameters(recurse=False)]
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in before)
+    assert last.weight.grad.abs().max() > 0
+    faithful.zero_grad()
+    faithful.decode(z)[:, 3:6].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in before if p.dim() > 1)
+
+
+@pytest.mark.parametrize(
     "likelihood",
     [GaussianLikelihood(std=0.1), DiscretizedLogisticLikelihood(mixtures=2, initial_std=0.2, bounded=True)],
     ids=["fixed_gaussian", "logistic_mixture"],

@@ -87,16 +87,48 @@ class MLP:
         return nn.Sequential(*self._stack(sizes), nn.Unflatten(1, tuple(image_shape)))
 
 
-def zero_output_channels(decoder: nn.Module, channels: slice, total_channels: int) -> None:
-    """Zero the weights and biases by which the decoder's last layer (linear, convolution or transposed
-    convolution) makes ``channels`` of its ``total_channels`` output channels: those outputs start at 0
-    for every code, whatever the layers before them. A linear layer's outputs are the channels one after
+def _output_layer(decoder: nn.Module, channels: slice, total_channels: int) -> tuple[nn.Module, slice]:
+    """The decoder's last layer (linear, convolution or transposed convolution) and which of its outputs
+    make ``channels`` of the image's ``total_channels``: a linear layer's outputs are the channels one after
     another, as ``nn.Unflatten`` reads them."""
     layers = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
     last = [module for module in decoder.modules() if isinstance(module, layers)][-1]
     if isinstance(last, nn.Linear):
         per_channel = last.out_features // total_channels
         channels = slice(channels.start * per_channel, channels.stop * per_channel)
+    return last, channels
+
+
+def detach_features_of_output_channels(decoder: nn.Module, channels: slice, total_channels: int) -> None:
+    """The decoder's last layer makes ``channels`` of its output (a likelihood's learned scales) from its
+    input detached, while gradients are on: those outputs train the layer's own weights to them and send
+    no gradient into the layers before, which learn from the other outputs alone (Stirn et al. 2023). The
+    values are the same; training runs the last layer twice. A forward hook: the weights keep their names."""
+    last, outputs = _output_layer(decoder, channels, total_channels)
+    dim = -1 if isinstance(last, nn.Linear) else -3
+
+    def from_detached_features(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        if not torch.is_grad_enabled():
+            return output
+        detached = module.forward(inputs[0].detach())  # forward itself: this hook is not called again
+        size = output.shape[dim]
+        return torch.cat(
+            [
+                output.narrow(dim, 0, outputs.start),
+                detached.narrow(dim, outputs.start, outputs.stop - outputs.start),
+                output.narrow(dim, outputs.stop, size - outputs.stop),
+            ],
+            dim=dim,
+        )
+
+    last.register_forward_hook(from_detached_features)
+
+
+def zero_output_channels(decoder: nn.Module, channels: slice, total_channels: int) -> None:
+    """Zero the weights and biases by which the decoder's last layer makes ``channels`` of its
+    ``total_channels`` output channels: those outputs start at 0 for every code, whatever the layers
+    before them."""
+    last, channels = _output_layer(decoder, channels, total_channels)
     with torch.no_grad():
         weight = last.weight[:, channels] if isinstance(last, nn.ConvTranspose2d) else last.weight[channels]
         weight.zero_()

@@ -7,6 +7,7 @@ from vaerun.core.checks.config import (
     check_corruption,
     check_encoder,
     check_flow_training,
+    check_likelihood,
     check_shape_dependent,
 )
 from vaerun.core.checks.rules import check_value, check_values, leaves, rule_for
@@ -20,6 +21,7 @@ __all__ = [
     "check_corruption",
     "check_encoder",
     "check_flow_training",
+    "check_likelihood",
     "check_shape_dependent",
     "check_value",
     "check_values",

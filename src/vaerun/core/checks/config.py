@@ -175,6 +175,18 @@ def check_anomaly(stage: Any, normal_class: Any, options: Mapping[str, Any]) -> 
     check_checkpoint("anomaly.background_ckpt", options.get("background_ckpt"))
 
 
+def check_likelihood(likelihood: Mapping[str, Any]) -> None:
+    """Faithful training is defined for one logistic per sub-pixel: a mixture's weights and coupled
+    locations move its mean too."""
+    if likelihood.get("faithful") and (
+        int(likelihood.get("mixtures", 1)) > 1 or likelihood.get("channel_coupling")
+    ):
+        raise ConfigError(
+            "likelihood.faithful=true: one logistic per sub-pixel, without likelihood.mixtures or "
+            "likelihood.channel_coupling (a mixture's weights and coupled locations move its mean too)"
+        )
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
@@ -195,6 +207,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_training_loop(cfg["steps_per_execution"], cfg["trainer"])
     check_shape_dependent(cfg, image_shape)
     check_model(cfg["model"], cfg["prior"], cfg["posterior"])
+    check_likelihood(cfg["likelihood"])
     if cfg.get("lr_schedule") and cfg["cuda_graphs"]:
         raise ConfigError(
             "lr_schedule: a CUDA graph keeps the learning rate it captured; set cuda_graphs=false"

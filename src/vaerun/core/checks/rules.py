@@ -199,6 +199,7 @@ RULES: dict[str, Rule] = {
     "likelihood.bounded": flag,
     "likelihood.one_component_weight": flag,
     "likelihood.channel_coupling": flag,
+    "likelihood.faithful": flag,
     "likelihood.learn_std": flag,
     "likelihood.mixtures": int_at_least(1),
     "likelihood.initial_std": number_in(0, 1, low_open=True, optional=True),

@@ -12,7 +12,7 @@ from torch.distributions import MultivariateNormal
 
 from vaerun.models.latent_paths import lerp
 from vaerun.models.likelihoods import squared_error
-from vaerun.models.networks import zero_output_channels
+from vaerun.models.networks import detach_features_of_output_channels, zero_output_channels
 from vaerun.models.posteriors.family import PosteriorFamily
 from vaerun.models.priors import GaussianPrior
 
@@ -27,6 +27,7 @@ class Likelihood(Protocol):
 
     def output_channels(self, channels: int) -> int: ...
     def channels_started_at_zero(self, channels: int) -> slice | None: ...
+    def channels_on_detached_features(self, channels: int) -> slice | None: ...
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor: ...
     def mean(self, decoder_output: Tensor) -> Tensor: ...
 
@@ -82,13 +83,17 @@ class Autoencoder(nn.Module):
     ) -> nn.Module:
         """``build(code_size, output_shape)``, a decoder from codes to the likelihood's parameters of one
         image, with the output channels the likelihood starts at 0 for every code (its learned Gaussian
-        scales) made so: the last layer's weights to them start at 0."""
+        scales) made so: the last layer's weights to them start at 0; those it learns on detached features
+        (a faithful discretized logistic's scales) made from them."""
         channels, *size = self.image_shape
         total = self.likelihood.output_channels(channels)
         decoder = build(code_size, (total, *size))
         started_at_zero = self.likelihood.channels_started_at_zero(channels)
         if started_at_zero is not None:
             zero_output_channels(decoder, started_at_zero, total)
+        on_detached = self.likelihood.channels_on_detached_features(channels)
+        if on_detached is not None:
+            detach_features_of_output_channels(decoder, on_detached, total)
         return decoder
 
     @property
