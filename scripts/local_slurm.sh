@@ -81,6 +81,17 @@ EOF
 }
 
 stop() {
+    # cancel what is still queued or running (a job requeued as its sweep ended starts again), and give
+    # slurmd a few seconds to end those jobs' processes before the daemons go
+    jobs="$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %A 2>/dev/null || true)"
+    if [ -n "$jobs" ]; then
+        # shellcheck disable=SC2086  # one argument per job id
+        SLURM_CONF="$dir/slurm.conf" scancel --quiet $jobs 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            [ -z "$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %A 2>/dev/null)" ] && break
+            sleep 0.2
+        done
+    fi
     for pid_file in "$dir/slurmd.pid" "$dir/slurmctld.pid"; do
         if [ -f "$pid_file" ]; then
             kill "$(cat "$pid_file")" 2>/dev/null || true
