@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from vaerun.core.checkpoints import checkpoint_file, read_checkpoint, run_of
+from vaerun.core.checks.values import int_at_least, number_in
 from vaerun.core.run_files import saved_config
 from vaerun.core.spec import ModelSpec, current_targets
 from vaerun.models.autoencoders import Autoencoder, VariationalAutoencoder
@@ -39,10 +40,11 @@ class Encoding(NamedTuple):
 
 
 def _count(method: str, name: str, value: Any, low: int) -> int:
-    """``value`` as an int of at least ``low``, or the one ValueError that names the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{method}: {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    """``value`` (a NumPy integer too) as an int of at least ``low``, else the config's ConfigError (a
+    ValueError) for ``method: name``."""
+    value = value.item() if isinstance(value, np.integer) else value
+    int_at_least(low)(f"{method}: {name}", value)
+    return value
 
 
 def _run_config(checkpoint_path: Path, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -224,8 +226,7 @@ class TrainedModel:
         prior: pass ``codes`` (say ``encode(training_images).mean``) to draw from a Gaussian fitted to
         them; a VQ-VAE fits its PixelCNN code prior to them (``model.code_prior``)."""
         n = _count("sample", "n", n, 0)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"sample: temperature must be a number > 0, got {temperature!r}")
+        number_in(0, low_open=True)("sample: temperature", temperature)  # as stage=sample's rule
         if codes is None and self.network.prior_is_fitted:
             raise ValueError(
                 "sample: an AE, DAE or VQ-VAE has no prior of its own; pass "

@@ -44,9 +44,14 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
+def _keyed(overrides: Iterable[Any]) -> dict[str, str]:
+    """KEY=VALUE overrides by key, without their + or ~ (a ~key without a value deletes: no column)."""
+    pairs = [str(item).split("=", 1) for item in overrides if "=" in str(item)]
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
 def _overrides(run_dir: Path) -> dict[str, str]:
-    pairs = [item.split("=", 1) for item in typed_overrides(run_dir) if "=" in item]  # not ~key
-    return {key.lstrip("+~"): value for key, value in pairs if not key.startswith("hydra")}
+    return _keyed(item for item in typed_overrides(run_dir) if not item.startswith("hydra"))
 
 
 def _model(run_dir: Path, overrides: dict[str, str]) -> str:
@@ -90,8 +95,7 @@ def _load_run(run_dir: Path) -> RunRecord:
     trial = _read_json(run_dir / TRIAL_FILE)
     if trial:
         if not record.overrides:  # a trial that never ran: its overrides are in its record
-            pairs = [str(item).split("=", 1) for item in trial.get("overrides", []) if "=" in str(item)]
-            record.overrides = {key.lstrip("+~"): value for key, value in pairs}
+            record.overrides = _keyed(trial.get("overrides", []))
         record.trial, record.value = trial["trial"], trial.get("value")
         record.state, record.error = trial["state"], str(trial.get("reason", ""))
     return record

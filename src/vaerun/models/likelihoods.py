@@ -295,13 +295,13 @@ class DiscretizedLogisticLikelihood:
         faithful: bool = False,
     ) -> None:
         check_value("likelihood.mixtures", mixtures)
-        check_value("likelihood.faithful", faithful)
-        check_likelihood({"faithful": faithful, "mixtures": mixtures, "channel_coupling": channel_coupling})
-        self.faithful = bool(faithful)
         check_value("likelihood.initial_std", initial_std)
         check_value("likelihood.bounded", bounded)
         check_value("likelihood.one_component_weight", one_component_weight)
         check_value("likelihood.channel_coupling", channel_coupling)
+        check_value("likelihood.faithful", faithful)
+        check_likelihood({"faithful": faithful, "mixtures": mixtures, "channel_coupling": channel_coupling})
+        self.faithful = bool(faithful)
         self.mixtures = int(mixtures)
         self.log_scale_offset = 0.0 if initial_std is None else logistic_log_scale(initial_std)
         self.bounded = bool(bounded)
@@ -346,7 +346,8 @@ class DiscretizedLogisticLikelihood:
         without one), locations and log-scales (..., C, H, W, K), coupling coefficients (..., C(C-1)/2, H,
         W, K)."""
         *lead, total, height, width = decoder_output.shape
-        channels, pairs = self._channels(total), channel_pairs(self._channels(total))
+        channels = self._channels(total)
+        pairs = channel_pairs(channels)
         weight_count = self.mixtures if self.parts == 3 else 0
         weights, rest = decoder_output.split([weight_count, total - weight_count], dim=-3)
         per_component = rest.reshape(*lead, 2 * channels + pairs, self.mixtures, height, width).movedim(
