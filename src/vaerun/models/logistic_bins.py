@@ -1,0 +1,98 @@
+"""The log-mass of a logistic over the bins of a discretized level, three ways with the same numbers.
+
+A bin [lower, upper] of a logistic (location ``means``, log-scale ``log_scales``) has the mass
+sigmoid(plus) - sigmoid(minus), plus = (upper - mean) / scale, minus = (lower - mean) / scale. Its log,
+exactly and stably wherever the bin lies, is
+
+    log(1 - e^(minus - plus)) - softplus(-plus) - softplus(minus)                               (1)
+    = log((1 - e^(minus - plus)) / ((1 + e^-|plus|) (1 + e^-|minus|))) - max(0, -plus, minus)   (2)
+
+whose first term depends on the bin's width over the scale alone. (2) takes one log and two sigmoids where
+(1) takes two softplus, each costlier than an exp and a log together; autograd through (2)'s many steps,
+though, costs more than through (1)'s. So: ``log_mass`` is (1) for autograd, ``log_mass_in_place`` is (2)
+without a graph (the IWAE), ``log_mass_with_own_gradients`` is (2) with its gradients in closed form (the
+ELBO, AIS). None of them takes the exp of a number far from 0, whose result, subnormal or infinite, some CPUs
+take 10 to 50 times as long over (torch's sigmoid does not slow down so).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def log_mass(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
+    """(1) in autograd's plain steps: what the other two are checked against, and what a gradient of a
+    gradient (the Hamiltonian posterior's training) differentiates."""
+    inverse_scale = torch.exp(-log_scales)
+    plus, minus = inverse_scale * (upper - means), inverse_scale * (lower - means)
+    log_width = torch.log(-torch.expm1(inverse_scale * (lower - upper)))
+    return log_width - F.softplus(-plus) - F.softplus(minus)
+
+
+def log_mass_in_place(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
+    """(2) without a graph, each step into a buffer it frees."""
+    inverse_scale = log_scales.neg().exp_()
+    plus, minus = (upper - means).mul_(inverse_scale), (lower - means).mul_(inverse_scale)
+    shift = torch.clamp(minus, min=0).sub_(torch.clamp(plus, max=0))  # at most one of the two is non-zero
+    span = lower - upper  # into inverse_scale's buffer where it has the full shape (the IWAE's)
+    scaled = inverse_scale.mul_(span) if inverse_scale.shape == plus.shape else inverse_scale * span
+    negative_width = scaled.expm1_()  # e^(minus - plus) - 1
+    tails = plus.abs_().sigmoid_().mul_(minus.abs_().sigmoid_())  # 1 / ((1 + e^-|plus|)(1 + e^-|minus|))
+    return negative_width.mul_(tails).neg_().log_().sub_(shift)
+
+
+class _LogMassWithOwnGradients(torch.autograd.Function):
+    """(2), with the gradients on the location and the log-scale computed beside the value: d/dplus =
+    sigmoid(-plus) + r, d/dminus = -sigmoid(minus) - r, r = e^(minus - plus) / (1 - e^(minus - plus)) the
+    width's, and plus, minus scale with 1 / scale. A gradient of this gradient (``create_graph``) goes
+    through ``log_mass`` again, so that it is a true second derivative."""
+
+    @staticmethod
+    def forward(ctx, means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
+        inverse_scale = log_scales.neg().exp_()
+        plus, minus = (upper - means).mul_(inverse_scale), (lower - means).mul_(inverse_scale)
+        separation = inverse_scale * (upper - lower)  # not plus - minus: that cancels in the far tails
+        negative_width = torch.expm1(-separation)  # e^(minus - plus) - 1
+        ratio = negative_width.add(1).div_(negative_width).neg_()  # r; 0 at the open edges
+        below_plus, above_minus = torch.sigmoid(-plus), torch.sigmoid(minus)
+        shift = torch.clamp(minus, min=0).sub_(torch.clamp(plus, max=0))
+        tails = plus.abs().sigmoid_().mul_(minus.abs().sigmoid_())
+        value = negative_width.mul_(tails).neg_().log_().sub_(shift)
+        location_gradient = (above_minus - below_plus).mul_(inverse_scale)
+        # d/dlog_scale: -plus (sigmoid(-plus) + r) + minus (sigmoid(minus) + r)
+        log_scale_gradient = above_minus.mul_(minus).sub_(below_plus.mul_(plus)).sub_(ratio.mul_(separation))
+        ctx.save_for_backward(means, log_scales, upper, lower, location_gradient, log_scale_gradient)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        means, log_scales, upper, lower, location_gradient, log_scale_gradient = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():  # create_graph: differentiate (1) itself, so the result has a graph
+            inputs = [tensor for tensor, needed in zip((means, log_scales), wanted, strict=True) if needed]
+            with torch.enable_grad():
+                values = log_mass(means, log_scales, upper, lower)
+            found = iter(torch.autograd.grad(values, inputs, grad, create_graph=True))
+            return (*(next(found) if needed else None for needed in wanted), None, None)
+        return (
+            (grad * location_gradient).sum_to_size(means.shape) if wanted[0] else None,
+            (grad * log_scale_gradient).sum_to_size(log_scales.shape) if wanted[1] else None,
+            None,
+            None,
+        )
+
+
+def log_mass_with_own_gradients(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
+    """(2) for autograd, its backward two multiplications (``_LogMassWithOwnGradients``)."""
+    return _LogMassWithOwnGradients.apply(means, log_scales, upper, lower)
+
+
+def fast_tanh(x: Tensor) -> Tensor:
+    """tanh, for the bounded locations; without a graph as 2 sigmoid(2x) - 1: the same to float32's
+    rounding, and on some CPUs (AMD EPYC, AVX2) in a third of torch.tanh's time, over the IWAE's k x N x D
+    locations."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.tanh(x)
+    return torch.sigmoid(x * 2).mul_(2).sub_(1)
