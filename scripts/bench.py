@@ -47,7 +47,7 @@ from bench_loops import (
     Result,
     ais_throughput,
     eval_throughput,
-    profile_estimate,
+    profile_estimates,
     run_bare_lightning,
     run_graph_loop,
     run_plain_loop,
@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-eval",
         action="store_true",
-        help="also print torch.profiler's table of one IWAE estimate (where its time goes)",
+        help="also print torch.profiler's tables of one IWAE and one AIS estimate (where their time goes)",
     )
     return parser.parse_args(argv)
 
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                 runner(method, cfg)(results[precision, method])
     eval_rates = eval_throughput(base, splits, args)
     ais_rates = ais_throughput(base, splits, args) if args.ais_temperatures > 0 else None
-    profile_table = profile_estimate(base, splits, args) if args.profile_eval else None
+    profile_tables = profile_estimates(base, splits, args) if args.profile_eval else {}
     flops_per_image = training_flops_per_image(base, datamodule)
     median = {key: statistics.median(r.throughputs) for key, r in results.items() if r.throughputs}
 
@@ -346,11 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     for precision in args.precision:
         print_precision_table(args, precision, results, median, flops_per_image)
     print_estimate_rates(args, base, eval_rates, ais_rates)
-    if profile_table is not None:
-        print(
-            f"\none IWAE estimate (k={args.iwae_samples}, {args.eval_images} images), operators by their own "
-            f"time:\n{profile_table}"
-        )
+    for name, table in profile_tables.items():
+        print(f"\none {name}, operators by their own time:\n{table}")
     print(
         f"peak memory: {peak_memory_mb(args.device):.0f} MB   (command: python scripts/bench.py "
         f"{' '.join(sys.argv[1:] if argv is None else argv)})"

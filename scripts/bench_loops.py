@@ -237,19 +237,35 @@ def _estimate_inputs(cfg: dict, splits, args: argparse.Namespace):
     return model, to_unit_float(splits.test.images[: args.eval_images].to(args.device))
 
 
-@torch.no_grad()
-def profile_estimate(cfg: dict, splits, args: argparse.Namespace, rows: int = 15) -> str:
-    """torch.profiler's table of one IWAE estimate (after one unprofiled), the operators by their own time:
-    where the estimate's time goes beyond the decoder's convolutions."""
+def profile_estimates(cfg: dict, splits, args: argparse.Namespace, rows: int = 15) -> dict[str, str]:
+    """torch.profiler's table of one IWAE estimate and, with ``--ais-temperatures``, of one AIS estimate
+    (each after one unprofiled), the operators by their own time: where an estimate's time goes beyond the
+    decoder's convolutions. Keyed by what was profiled."""
     from torch.profiler import ProfilerActivity, profile
 
     model, x = _estimate_inputs(cfg, splits, args)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
-    model.log_likelihood(x, x, args.iwae_samples, cfg["eval"]["iwae_chunk"])
-    with profile(activities=activities) as profiled:
-        model.log_likelihood(x, x, args.iwae_samples, cfg["eval"]["iwae_chunk"])
-        sync(args.device)
-    return profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    options = cfg["eval"]
+
+    @torch.no_grad()
+    def iwae() -> None:
+        model.log_likelihood(x, x, args.iwae_samples, options["iwae_chunk"])
+
+    def ais() -> None:
+        chains, leapfrog, kernel = options["ais_chains"], options["ais_leapfrog_steps"], options["ais_kernel"]
+        model.annealed_log_likelihood(x, x, chains, args.ais_temperatures, leapfrog, kernel)
+
+    estimates = {f"IWAE estimate (k={args.iwae_samples}, {args.eval_images} images)": iwae}
+    if args.ais_temperatures > 0:
+        estimates[f"AIS estimate ({args.ais_temperatures} temperatures, {args.eval_images} images)"] = ais
+    tables = {}
+    for name, estimate in estimates.items():
+        estimate()
+        with profile(activities=activities) as profiled:
+            estimate()
+            sync(args.device)
+        tables[name] = profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return tables
 
 
 #: floor-and-estimate pairs an evaluation measurement times (each pair back to back, the order alternating)

@@ -71,8 +71,11 @@ def test_bench_measures_a_conv_vae_against_its_plain_loop_names_the_cpus_bf16_un
     )
     for median, low, high in (iwae, ais):
         assert 0 < low <= median <= high
-    profile = out.split("one IWAE estimate (k=4, 8 images), operators by their own time:")[1]
-    assert "aten::_convolution" in profile and "Self CPU" in profile  # the decoder's share, among the rest
+    profiles = out.split("one IWAE estimate (k=4, 8 images), operators by their own time:")[1]
+    iwae_profile, ais_profile = profiles.split("one AIS estimate (1 temperatures, 8 images), operators by")
+    for profile in (iwae_profile, ais_profile):  # the decoder's share, among the rest
+        assert "aten::_convolution" in profile and "Self CPU" in profile
+    assert "convolution_backward" in ais_profile  # AIS takes the log-joint's gradient
 
 
 def test_read_events_lists_scalars_and_images(tmp_path):
