@@ -51,18 +51,21 @@ class _LogMassWithOwnGradients(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
+        # nine buffers of the full size, each step after into one of them: a fresh buffer is new memory to
+        # the process, and costs about as much as a pass of arithmetic over it
         inverse_scale = log_scales.neg().exp_()
         plus, minus = (upper - means).mul_(inverse_scale), (lower - means).mul_(inverse_scale)
-        separation = inverse_scale * (upper - lower)  # not plus - minus: that cancels in the far tails
-        negative_width = torch.expm1(-separation)  # e^(minus - plus) - 1
-        ratio = negative_width.add(1).div_(negative_width).neg_()  # r; 0 at the open edges
-        below_plus, above_minus = torch.sigmoid(-plus), torch.sigmoid(minus)
-        shift = torch.clamp(minus, min=0).sub_(torch.clamp(plus, max=0))
-        tails = plus.abs().sigmoid_().mul_(minus.abs().sigmoid_())
-        value = negative_width.mul_(tails).neg_().log_().sub_(shift)
-        location_gradient = (above_minus - below_plus).mul_(inverse_scale)
+        negative_separation = inverse_scale * (lower - upper)  # not minus - plus: that cancels in the tails
+        negative_width = torch.expm1(negative_separation)  # e^(minus - plus) - 1
+        width_term = negative_width.add(1).div_(negative_width).mul_(negative_separation)  # r (plus - minus)
+        below_plus, above_minus = plus.neg().sigmoid_(), torch.sigmoid(minus)
         # d/dlog_scale: -plus (sigmoid(-plus) + r) + minus (sigmoid(minus) + r)
-        log_scale_gradient = above_minus.mul_(minus).sub_(below_plus.mul_(plus)).sub_(ratio.mul_(separation))
+        log_scale_gradient = torch.mul(above_minus, minus).sub_(width_term)
+        log_scale_gradient.sub_(torch.mul(below_plus, plus, out=width_term))
+        location_gradient = above_minus.sub_(below_plus).mul_(inverse_scale)
+        shift = torch.maximum(minus, plus.neg_(), out=below_plus).clamp_(min=0)  # max(0, -plus, minus)
+        tails = plus.abs_().sigmoid_().mul_(minus.abs_().sigmoid_())
+        value = negative_width.mul_(tails).neg_().log_().sub_(shift)
         ctx.save_for_backward(means, log_scales, upper, lower, location_gradient, log_scale_gradient)
         return value
 
