@@ -101,11 +101,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one more vae-run override (repeatable), e.g. --set data.source.path=DIR",
     )
     parser.add_argument("--matmul-size", type=int, default=4096)
-    parser.add_argument("--iwae-samples", type=int, default=100, help="k of the IWAE throughput measurement")
+    parser.add_argument(
+        "--iwae-samples",
+        type=count,
+        default=100,
+        help="k of the IWAE throughput measurement (0 skips it)",
+    )
     parser.add_argument("--eval-images", type=int, default=500, help="test images of that measurement")
     parser.add_argument(
         "--ais-temperatures",
-        type=int,
+        type=count,
         default=3,
         help="temperatures of the AIS throughput measurement (0 skips it)",
     )
@@ -118,6 +123,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def count(text: str) -> int:
+    """A whole number of at least 0 (0 skips the measurement it sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
 
 
 def _precisions(text: str) -> list[str]:
@@ -265,15 +281,16 @@ def print_precision_table(
 
 
 def print_estimate_rates(
-    args: argparse.Namespace, base: dict, eval_rates: EvalRates, ais_rates: EvalRates | None
+    args: argparse.Namespace, base: dict, eval_rates: EvalRates | None, ais_rates: EvalRates | None
 ) -> None:
     """The IWAE's rate against the decoder's forward, and AIS's against its forward and backward."""
-    low, high = eval_rates.ratio_quartiles
-    print(
-        f"\neval: decoder forward {eval_rates.floor_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
-        f"{eval_rates.estimate_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median of "
-        f"{EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f})"
-    )
+    if eval_rates is not None:
+        low, high = eval_rates.ratio_quartiles
+        print(
+            f"\neval: decoder forward {eval_rates.floor_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
+            f"{eval_rates.estimate_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median "
+            f"of {EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f})"
+        )
     if ais_rates is not None:
         low, high = ais_rates.ratio_quartiles
         cfg_eval = base["eval"]
@@ -328,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = configs[precision, repeat]
             for method in args.methods:
                 runner(method, cfg)(results[precision, method])
-    eval_rates = eval_throughput(base, splits, args)
+    eval_rates = eval_throughput(base, splits, args) if args.iwae_samples > 0 else None
     ais_rates = ais_throughput(base, splits, args) if args.ais_temperatures > 0 else None
     profile_tables = profile_estimates(base, splits, args) if args.profile_eval else {}
     flops_per_image = training_flops_per_image(base, datamodule)

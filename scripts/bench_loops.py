@@ -255,7 +255,9 @@ def profile_estimates(cfg: dict, splits, args: argparse.Namespace, rows: int = 1
         chains, leapfrog, kernel = options["ais_chains"], options["ais_leapfrog_steps"], options["ais_kernel"]
         model.annealed_log_likelihood(x, x, chains, args.ais_temperatures, leapfrog, kernel)
 
-    estimates = {f"IWAE estimate (k={args.iwae_samples}, {args.eval_images} images)": iwae}
+    estimates = {}
+    if args.iwae_samples > 0:
+        estimates[f"IWAE estimate (k={args.iwae_samples}, {args.eval_images} images)"] = iwae
     if args.ais_temperatures > 0:
         estimates[f"AIS estimate ({args.ais_temperatures} temperatures, {args.eval_images} images)"] = ais
     tables = {}
