@@ -238,9 +238,10 @@ def _estimate_inputs(cfg: dict, splits, args: argparse.Namespace):
 
 
 def profile_estimates(cfg: dict, splits, args: argparse.Namespace, rows: int = 15) -> dict[str, str]:
-    """torch.profiler's table of one IWAE estimate and, with ``--ais-temperatures``, of one AIS estimate
-    (each after one unprofiled), the operators by their own time: where an estimate's time goes beyond the
-    decoder's convolutions. Keyed by what was profiled."""
+    """torch.profiler's tables of one IWAE estimate and one AIS estimate (each after one unprofiled; either
+    skipped where its measurement is, at ``--iwae-samples 0`` or ``--ais-temperatures 0``), the operators by
+    their own time: where an estimate's time goes beyond the decoder's convolutions. Keyed by what was
+    profiled."""
     from torch.profiler import ProfilerActivity, profile
 
     model, x = _estimate_inputs(cfg, splits, args)
