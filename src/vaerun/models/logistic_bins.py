@@ -31,16 +31,27 @@ def log_mass(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) ->
     return log_width - F.softplus(-plus) - F.softplus(minus)
 
 
-def log_mass_in_place(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
-    """(2) without a graph, each step into a buffer it frees."""
+def _bin_ends(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> tuple[Tensor, ...]:
+    """The inverse scale, plus and minus, each in a buffer of its own."""
     inverse_scale = log_scales.neg().exp_()
-    plus, minus = (upper - means).mul_(inverse_scale), (lower - means).mul_(inverse_scale)
-    shift = torch.clamp(minus, min=0).sub_(torch.clamp(plus, max=0))  # at most one of the two is non-zero
-    span = lower - upper  # into inverse_scale's buffer where it has the full shape (the IWAE's)
-    scaled = inverse_scale.mul_(span) if inverse_scale.shape == plus.shape else inverse_scale * span
-    negative_width = scaled.expm1_()  # e^(minus - plus) - 1
+    return inverse_scale, (upper - means).mul_(inverse_scale), (lower - means).mul_(inverse_scale)
+
+
+def _log_mass_from(
+    negative_width: Tensor, plus: Tensor, minus: Tensor, spare: Tensor | None = None
+) -> Tensor:
+    """(2) from e^(minus - plus) - 1, plus and minus, into their buffers (and ``spare``'s, if given)."""
+    shift = torch.maximum(minus, plus.neg_(), out=spare).clamp_(min=0)  # max(0, -plus, minus)
     tails = plus.abs_().sigmoid_().mul_(minus.abs_().sigmoid_())  # 1 / ((1 + e^-|plus|)(1 + e^-|minus|))
     return negative_width.mul_(tails).neg_().log_().sub_(shift)
+
+
+def log_mass_in_place(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
+    """(2) without a graph, each step into a buffer it frees."""
+    inverse_scale, plus, minus = _bin_ends(means, log_scales, upper, lower)
+    span = lower - upper  # into inverse_scale's buffer where it has the full shape (the IWAE's)
+    scaled = inverse_scale.mul_(span) if inverse_scale.shape == plus.shape else inverse_scale * span
+    return _log_mass_from(scaled.expm1_(), plus, minus)  # expm1: e^(minus - plus) - 1
 
 
 class _LogMassWithOwnGradients(torch.autograd.Function):
@@ -53,8 +64,7 @@ class _LogMassWithOwnGradients(torch.autograd.Function):
     def forward(ctx, means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
         # nine buffers of the full size, each step after into one of them: a fresh buffer is new memory to
         # the process, and costs about as much as a pass of arithmetic over it
-        inverse_scale = log_scales.neg().exp_()
-        plus, minus = (upper - means).mul_(inverse_scale), (lower - means).mul_(inverse_scale)
+        inverse_scale, plus, minus = _bin_ends(means, log_scales, upper, lower)
         negative_separation = inverse_scale * (lower - upper)  # not minus - plus: that cancels in the tails
         negative_width = torch.expm1(negative_separation)  # e^(minus - plus) - 1
         width_term = negative_width.add(1).div_(negative_width).mul_(negative_separation)  # r (plus - minus)
@@ -63,9 +73,7 @@ class _LogMassWithOwnGradients(torch.autograd.Function):
         log_scale_gradient = torch.mul(above_minus, minus).sub_(width_term)
         log_scale_gradient.sub_(torch.mul(below_plus, plus, out=width_term))
         location_gradient = above_minus.sub_(below_plus).mul_(inverse_scale)
-        shift = torch.maximum(minus, plus.neg_(), out=below_plus).clamp_(min=0)  # max(0, -plus, minus)
-        tails = plus.abs_().sigmoid_().mul_(minus.abs_().sigmoid_())
-        value = negative_width.mul_(tails).neg_().log_().sub_(shift)
+        value = _log_mass_from(negative_width, plus, minus, spare=below_plus)
         ctx.save_for_backward(means, log_scales, upper, lower, location_gradient, log_scale_gradient)
         return value
 
