@@ -283,13 +283,15 @@ def print_precision_table(
 def print_estimate_rates(
     args: argparse.Namespace, base: dict, eval_rates: EvalRates | None, ais_rates: EvalRates | None
 ) -> None:
-    """The IWAE's rate against the decoder's forward, and AIS's against its forward and backward."""
+    """The IWAE's rate against the decoder's forward, and AIS's against its forward and backward; the page
+    faults (memory new to the process) each estimate took."""
     if eval_rates is not None:
         low, high = eval_rates.ratio_quartiles
         print(
             f"\neval: decoder forward {eval_rates.floor_rate:,.0f} codes/s; IWAE (k={args.iwae_samples}) "
             f"{eval_rates.estimate_rate:,.0f} image-samples/s; IWAE / decoder {eval_rates.ratio:.2f} (median "
-            f"of {EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f})"
+            f"of {EVAL_PAIRS} back-to-back pairs, quartiles {low:.2f}-{high:.2f}); "
+            f"{eval_rates.estimate_page_faults:.2f} page faults per image-sample"
         )
     if ais_rates is not None:
         low, high = ais_rates.ratio_quartiles
@@ -300,7 +302,7 @@ def print_estimate_rates(
             f"{cfg_eval['ais_kernel']} with {cfg_eval['ais_leapfrog_steps']} leapfrog steps) "
             f"{ais_rates.estimate_rate:,.0f} gradients/s; "
             f"AIS / decoder {ais_rates.ratio:.2f} (median of {EVAL_PAIRS} back-to-back pairs, quartiles "
-            f"{low:.2f}-{high:.2f})"
+            f"{low:.2f}-{high:.2f}); {ais_rates.estimate_page_faults:.2f} page faults per gradient"
         )
 
 
@@ -309,10 +311,13 @@ def main(argv: list[str] | None = None) -> None:
     if "g" in args.methods and args.device != "cuda":
         raise SystemExit("bench.py: error: method g (the CUDA-graph floor) needs --device cuda")
     if args.device == "cpu":
-        # as vae-run does on a CPU (vaerun.stages.assembly._skip_nvml_probe_on_cpu), for every method alike
+        # as vae-run does on a CPU (vaerun.stages.assembly._tune_cpu_run), for every method alike
         import pytorch_lightning  # noqa: F401  (sets the variable on import)
 
+        from vaerun.core.host_memory import keep_freed_memory
+
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        keep_freed_memory()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     # seed is composed in, not patched afterwards: the data's shuffle seed interpolates it

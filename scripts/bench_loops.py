@@ -4,6 +4,7 @@ says what each method is), and the evaluation throughput it reports."""
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -26,6 +27,9 @@ class EvalRates(NamedTuple):
     estimate_rate: float
     ratio: float
     ratio_quartiles: tuple[float, float]
+    #: the process's minor page faults per unit of the estimate: memory new to the process, zero-filled by
+    #: the kernel page by page (vaerun.core.host_memory keeps freed memory for reuse)
+    estimate_page_faults: float
 
 
 class Result:
@@ -281,12 +285,16 @@ def paired_rates(floor, floor_units: int, estimate, estimate_units: int, device:
     each, the same code's IWAE ratio moved from 0.56 to 0.80 between runs on the 2-core machine, which
     drifts; a pair sees one state of it."""
 
+    faults = {estimate: 0}
+
     def seconds(fn) -> float:
         sync(device)
-        start = time.perf_counter()
+        start, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         fn()
         sync(device)
-        return time.perf_counter() - start
+        taken = time.perf_counter() - start
+        faults[fn] = faults.get(fn, 0) + resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted
+        return taken
 
     for fn in (floor, estimate):  # warm-up
         fn()
@@ -303,6 +311,7 @@ def paired_rates(floor, floor_units: int, estimate, estimate_units: int, device:
         statistics.median(estimate_rates),
         statistics.median(ratios),
         (quartiles[0], quartiles[2]),
+        faults[estimate] / (EVAL_PAIRS * estimate_units),
     )
 
 

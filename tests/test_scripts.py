@@ -74,6 +74,8 @@ def test_bench_measures_a_conv_vae_against_its_plain_loop_names_the_cpus_bf16_un
     )
     for median, low, high in (iwae, ais):
         assert 0 < low <= median <= high
+    for unit in ("image-sample", "gradient"):  # memory new to the process, per unit of each estimate
+        assert float(re.search(rf"\); ([\d.]+) page faults per {unit}$", out, re.MULTILINE).group(1)) >= 0
     profiles = out.split("one IWAE estimate (k=4, 8 images), operators by their own time:")[1]
     iwae_profile, ais_profile = profiles.split("one AIS estimate (1 temperatures, 8 images), operators by")
     for profile in (iwae_profile, ais_profile):  # the decoder's share, among the rest

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from vaerun.core.checks import ConfigError, check_shape_dependent, leaves
 from vaerun.core.errors import first_line
+from vaerun.core.host_memory import keep_freed_memory
 from vaerun.core.run_files import config_path, saved_config
 from vaerun.core.spec import MODEL_PARTS, ModelSpec
 from vaerun.data.datamodule import ImageDataModule
@@ -98,14 +99,16 @@ def _warn_if_no_step_is_logged(steps_per_epoch: int, trainer: dict[str, Any]) ->
         )
 
 
-def _skip_nvml_probe_on_cpu(trainer: pl.Trainer) -> None:
-    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that asking whether CUDA is there does
-    not initialise it in a process that forks later). torch's Adam asks at every step, and with the
-    variable set a CUDA build of torch that never initialises CUDA opens the NVML library each time: about
-    70 us a step on the CPU. A run on the CPU uses no CUDA in this process or its children, so the plain
-    check serves it."""
+def _tune_cpu_run(trainer: pl.Trainer) -> None:
+    """Two fixed costs of a run on the CPU, cut. Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1
+    (so that asking whether CUDA is there does not initialise it in a process that forks later). torch's
+    Adam asks at every step, and with the variable set a CUDA build of torch that never initialises CUDA
+    opens the NVML library each time: about 70 us a step on the CPU. A run on the CPU uses no CUDA in this
+    process or its children, so the plain check serves it. And the C allocator keeps freed blocks for the
+    next step's tensors (vaerun.core.host_memory)."""
     if isinstance(trainer.accelerator, CPUAccelerator):
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        keep_freed_memory()
 
 
 def _use_cuda_graphs(cfg: dict[str, Any], module: AutoencoderModule, trainer: pl.Trainer) -> None:
@@ -347,7 +350,7 @@ def setup(
         cfg, trainer_kwargs, step_groups, loggers, [*callbacks, *extra_callbacks], run_dir
     )
     step_groups.count_validation_interval(trainer, cfg["trainer"], steps_per_epoch)
-    _skip_nvml_probe_on_cpu(trainer)
+    _tune_cpu_run(trainer)
     _use_cuda_graphs(cfg, module, trainer)
     if tensorboard is not None:  # its writer is made here, at its first use: its arguments are checked now
         try:
