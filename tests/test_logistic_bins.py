@@ -5,8 +5,17 @@ edge levels too."""
 import pytest
 import torch
 
-from vaerun.models.likelihoods import OPEN_EDGE
-from vaerun.models.logistic_bins import fast_tanh, log_mass, log_mass_in_place, log_mass_with_own_gradients
+from vaerun.models.likelihoods import DiscretizedLogisticLikelihood, discretized_logistic_log_prob
+from vaerun.models.logistic_bins import (
+    OPEN_EDGE,
+    LogisticOutputs,
+    bin_edges,
+    fast_tanh,
+    log_mass,
+    log_mass_in_place,
+    log_mass_of_outputs,
+    log_mass_with_own_gradients,
+)
 
 
 def _bins(generator, dtype, samples=3):
@@ -17,8 +26,8 @@ def _bins(generator, dtype, samples=3):
     log_scales = (torch.rand(shape, generator=generator, dtype=dtype) * 14 - 7).requires_grad_()
     x = torch.randint(0, 256, (2, 3, 8, 8), generator=generator).to(dtype) / 255 * 2 - 1
     x[0, 0, 0], x[0, 0, 1] = -1.0, 1.0
-    upper = torch.where(x > 1 - 1 / 255, OPEN_EDGE, x + 1 / 255).unsqueeze(-1)
-    lower = torch.where(x < -1 + 1 / 255, -OPEN_EDGE, x - 1 / 255).unsqueeze(-1)
+    upper, lower = bin_edges((x + 1) / 2)
+    assert upper[0, 0, 1, 0] == OPEN_EDGE and lower[0, 0, 0, 0] == -OPEN_EDGE
     return means, log_scales, upper, lower
 
 
@@ -72,3 +81,72 @@ def test_the_fast_tanh_is_torchs(generator):
         torch.testing.assert_close(fast_tanh(raw), torch.tanh(raw), rtol=0, atol=3e-7)
     raw.requires_grad_(True)
     assert fast_tanh(raw).grad_fn is not None
+
+
+def _raw_outputs(generator, dtype, lead=(3, 2)):
+    """Raw decoder outputs (..., 2, 3, 8, 8, 1): locations before the tanh over most of its range, log-scales
+    before their shift from far below to far above the clamp's range."""
+    raw = torch.rand((*lead, 2, 3, 8, 8, 1), generator=generator, dtype=dtype)
+    raw[..., 0, :, :, :, :] = raw[..., 0, :, :, :, :] * 6 - 3
+    raw[..., 1, :, :, :, :] = raw[..., 1, :, :, :, :] * 20 - 10
+    return raw.requires_grad_()
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_the_log_mass_of_raw_outputs_is_the_plain_forms_of_the_started_parameters(generator, bounded):
+    """Values and gradients on the raw outputs, through the tanh and the clamped shift of the log-scales
+    (the clamp's gradient 0 beyond it), as autograd takes them through the plain steps; the images
+    broadcast over the samples."""
+    outputs = LogisticOutputs(bounded, -1.5, (-7.0, 7.0))
+    raw = _raw_outputs(generator, torch.float64)
+    _, _, upper, lower = _bins(generator, torch.float64)
+    weights = torch.rand((3, 2, 3, 8, 8, 1), generator=generator, dtype=torch.float64)
+    expected = log_mass(*outputs.started(*raw.unbind(-5)), upper, lower)
+    got = log_mass_of_outputs(raw, upper, lower, outputs)
+    torch.testing.assert_close(got, expected)
+    expected_gradient = torch.autograd.grad((weights * expected).sum(), raw)[0]
+    gradient = torch.autograd.grad((weights * got).sum(), raw)[0]
+    torch.testing.assert_close(gradient, expected_gradient)
+    assert (gradient[..., 1, :, :, :, :].abs() == 0).any()  # clamped log-scales were among them
+
+
+@pytest.mark.parametrize("samples, images", [(2, 1), (1, 2)])
+def test_the_log_mass_of_raw_outputs_passes_finite_difference_checks_to_second_order(
+    generator, samples, images
+):
+    """The bins broadcast over the outputs' samples, or the outputs over the bins' images (their
+    gradients summed back to the outputs' shape)."""
+    outputs = LogisticOutputs(True, 0.5, (-7.0, 7.0))
+    raw = torch.rand((samples, 2, 1, 2, 2, 1), generator=generator, dtype=torch.float64)
+    raw = (raw * 4 - 2).requires_grad_()
+    levels = torch.tensor([[0.0, 1.0], [0.6, 0.3]], dtype=torch.float64)
+    upper, lower = bin_edges(torch.stack([levels, levels.flip(0)])[:images].reshape(images, 1, 2, 2))
+
+    def function(r):
+        return log_mass_of_outputs(r, upper, lower, outputs)
+
+    assert torch.autograd.gradcheck(function, (raw,))
+    assert torch.autograd.gradgradcheck(function, (raw,))
+
+
+@pytest.mark.parametrize("initial_std", [0.2, None])
+def test_the_likelihood_takes_one_components_outputs_whole_with_the_same_values_and_gradients(
+    generator, initial_std
+):
+    """The ELBO's and AIS's path (a graph, one component) against the likelihood's general one, for 4
+    samples of 2 images."""
+    likelihood = DiscretizedLogisticLikelihood(
+        initial_std=initial_std, bounded=True, one_component_weight=False
+    )
+    output = (torch.randn((4, 2, 6, 8, 8), generator=generator) * 2).requires_grad_()
+    x = torch.randint(0, 256, (2, 3, 8, 8), generator=generator) / 255
+    weights = torch.rand(4, 2, generator=generator)
+    got = likelihood.log_prob(output, x)
+    assert got.grad_fn is not None and got.shape == (4, 2)
+    expected = discretized_logistic_log_prob(*likelihood._parameters(output), x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-3)
+    gradient, expected_gradient = (
+        torch.autograd.grad((weights * value).sum(), output)[0] for value in (got, expected)
+    )
+    # where a location saturates, 1 - tanh^2 is 1e-4 and carries float32's rounding of the tanh, either way
+    torch.testing.assert_close(gradient, expected_gradient, rtol=2e-3, atol=1e-5)

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaerun.core.checks import check_likelihood, check_value
-from vaerun.models.logistic_bins import fast_tanh, log_mass_in_place, log_mass_with_own_gradients
+from vaerun.models.logistic_bins import (
+    LogisticOutputs,
+    bin_edges,
+    fast_tanh,
+    log_mass_in_place,
+    log_mass_of_outputs,
+    log_mass_with_own_gradients,
+)
 from vaerun.models.objectives import sum_pixels
 
 
@@ -33,12 +40,6 @@ def gaussian_log_prob(mean: Tensor, x: Tensor, std: float | Tensor) -> Tensor:
     log_std = torch.log(std) if isinstance(std, Tensor) else math.log(std)
     log_density = -0.5 * ((x - mean) / std).square() - log_std - 0.5 * math.log(2 * math.pi)
     return sum_pixels(log_density)
-
-
-#: where the lowest level's bin begins and the highest's ends, on the [-1, 1] scale: over 900 scales out
-#: even for the widest logistic the clamp allows (e^7), so the mass beyond is 0 in float32, and finite, so
-#: that the tails' gradients are 0 rather than 0 x inf
-OPEN_EDGE = 1e6
 
 
 def discretized_logistic_log_prob(
@@ -69,10 +70,7 @@ def discretized_logistic_log_prob(
     channels are coupled: ``couple_channels``): each component's log-masses are summed over the channels
     before the mixture, and ``logit_weights`` is (..., H, W, K). ``squared_error_gradients`` (one component):
     the values as they are, their gradients as ``with_squared_error_gradients`` gives them."""
-    x = (x * 2 - 1).to(torch.promote_types(x.dtype, torch.float32))
-    half_bin = 1.0 / (levels - 1)
-    upper = torch.where(x > 1 - half_bin, OPEN_EDGE, x + half_bin).unsqueeze(-1)
-    lower = torch.where(x < -1 + half_bin, -OPEN_EDGE, x - half_bin).unsqueeze(-1)
+    upper, lower = bin_edges(x, levels)
     parameters = (means, log_scales) if logit_weights is None else (logit_weights, means, log_scales)
     needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in parameters)
     if needs_graph:
@@ -300,6 +298,9 @@ class DiscretizedLogisticLikelihood:
         #: the decoder's numbers per component and sub-pixel: (weight,) location, log-scale
         self.parts = 3 if self.mixtures > 1 or one_component_weight else 2
         self.coupled = bool(channel_coupling)
+        self.outputs = LogisticOutputs(
+            self.bounded, self.log_scale_offset, (self.min_log_scale, self.max_log_scale)
+        )
 
     def output_channels(self, channels: int) -> int:
         if not self.coupled:
@@ -327,11 +328,14 @@ class DiscretizedLogisticLikelihood:
     def _parameters(self, decoder_output: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         """(..., 3 K C, H, W) -> weights, locations, log-scales, each (..., C, H, W, K); (..., 2 C, H, W)
         -> None (one component's weight is 1), locations, log-scales."""
-        *lead, _, height, width = decoder_output.shape
-        grouped = decoder_output.reshape(*lead, self.parts, self.mixtures, -1, height, width).movedim(-4, -1)
-        unbound = grouped.unbind(dim=-5)
+        unbound = self._grouped(decoder_output).unbind(dim=-5)
         weights, locations, log_scales = unbound if self.parts == 3 else (None, *unbound)
         return weights, *self._started(locations, log_scales)
+
+    def _grouped(self, decoder_output: Tensor) -> Tensor:
+        """(..., parts K C, H, W) -> (..., parts, C, H, W, K), a view."""
+        *lead, _, height, width = decoder_output.shape
+        return decoder_output.reshape(*lead, self.parts, self.mixtures, -1, height, width).movedim(-4, -1)
 
     def _coupled_parameters(self, decoder_output: Tensor) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
         """(..., output_channels(C), H, W) -> the pixels' weights (..., H, W, K) (None for one component
@@ -368,6 +372,11 @@ class DiscretizedLogisticLikelihood:
         return torch.linspace(-1.0, 1.0, self.mixtures, device=locations.device, dtype=locations.dtype)
 
     def log_prob(self, decoder_output: Tensor, x: Tensor) -> Tensor:
+        plain = self.parts == 2 and not (self.coupled or self.faithful)
+        if plain and decoder_output.requires_grad and torch.is_grad_enabled():
+            # one component with a graph (the ELBO, AIS): its location and log-scale made in one Function
+            raw, (upper, lower) = self._grouped(decoder_output), bin_edges(x)
+            return sum_pixels(log_mass_of_outputs(raw, upper, lower, self.outputs).squeeze(-1))
         if not self.coupled:
             parameters = self._parameters(decoder_output)
             return discretized_logistic_log_prob(*parameters, x, squared_error_gradients=self.faithful)

@@ -1,4 +1,4 @@
-"""The log-mass of a logistic over the bins of a discretized level, three ways with the same numbers.
+"""The log-mass of a logistic over the bins of a discretized level, several ways with the same numbers.
 
 A bin [lower, upper] of a logistic (location ``means``, log-scale ``log_scales``) has the mass
 sigmoid(plus) - sigmoid(minus), plus = (upper - mean) / scale, minus = (lower - mean) / scale. Its log,
@@ -11,15 +11,33 @@ whose first term depends on the bin's width over the scale alone. (2) takes one 
 (1) takes two softplus, each costlier than an exp and a log together; autograd through (2)'s many steps,
 though, costs more than through (1)'s. So: ``log_mass`` is (1) for autograd, ``log_mass_in_place`` is (2)
 without a graph (the IWAE), ``log_mass_with_own_gradients`` is (2) with its gradients in closed form (the
-ELBO, AIS). None of them takes the exp of a number far from 0, whose result, subnormal or infinite, some CPUs
+ELBO, AIS), and ``log_mass_of_outputs`` the same from the decoder's raw outputs, the location's tanh and the
+log-scale's clamp inside (one component: the ELBO's and AIS's usual case). None of them takes the exp of a number far from 0, whose result, subnormal or infinite, some CPUs
 take 10 to 50 times as long over (torch's sigmoid does not slow down so).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: where the lowest level's bin begins and the highest's ends, on the [-1, 1] scale: over 900 scales out
+#: even for the widest logistic the clamp allows (e^7), so the mass beyond is 0 in float32, and finite, so
+#: that the tails' gradients are 0 rather than 0 x inf
+OPEN_EDGE = 1e6
+
+
+def bin_edges(x: Tensor, levels: int = 256) -> tuple[Tensor, Tensor]:
+    """The upper and lower edges (..., 1) of the bins of images x (N, C, H, W) in [0, 1] on ``levels``
+    levels, on the [-1, 1] scale; the edge levels' bins reach out to +-OPEN_EDGE."""
+    x = (x * 2 - 1).to(torch.promote_types(x.dtype, torch.float32))
+    half_bin = 1.0 / (levels - 1)
+    upper = torch.where(x > 1 - half_bin, OPEN_EDGE, x + half_bin).unsqueeze(-1)
+    lower = torch.where(x < -1 + half_bin, -OPEN_EDGE, x - half_bin).unsqueeze(-1)
+    return upper, lower
 
 
 def log_mass(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
@@ -54,6 +72,25 @@ def log_mass_in_place(means: Tensor, log_scales: Tensor, upper: Tensor, lower: T
     return _log_mass_from(scaled.expm1_(), plus, minus)  # expm1: e^(minus - plus) - 1
 
 
+def _value_and_gradients(
+    means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(2) and its derivatives with respect to the location and the log-scale (``_LogMassWithOwnGradients``
+    says how), in nine buffers of the full size, each step after into one of them: a fresh buffer is new
+    memory to the process, and costs about as much as a pass of arithmetic over it."""
+    inverse_scale, plus, minus = _bin_ends(means, log_scales, upper, lower)
+    negative_separation = inverse_scale * (lower - upper)  # not minus - plus: that cancels in the tails
+    negative_width = torch.expm1(negative_separation)  # e^(minus - plus) - 1
+    width_term = negative_width.add(1).div_(negative_width).mul_(negative_separation)  # r (plus - minus)
+    below_plus, above_minus = plus.neg().sigmoid_(), torch.sigmoid(minus)
+    # d/dlog_scale: -plus (sigmoid(-plus) + r) + minus (sigmoid(minus) + r)
+    log_scale_gradient = torch.mul(above_minus, minus).sub_(width_term)
+    log_scale_gradient.sub_(torch.mul(below_plus, plus, out=width_term))
+    location_gradient = above_minus.sub_(below_plus).mul_(inverse_scale)
+    value = _log_mass_from(negative_width, plus, minus, spare=below_plus)
+    return value, location_gradient, log_scale_gradient
+
+
 class _LogMassWithOwnGradients(torch.autograd.Function):
     """(2), with the gradients on the location and the log-scale computed beside the value: d/dplus =
     sigmoid(-plus) + r, d/dminus = -sigmoid(minus) - r, r = e^(minus - plus) / (1 - e^(minus - plus)) the
@@ -62,18 +99,7 @@ class _LogMassWithOwnGradients(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
-        # nine buffers of the full size, each step after into one of them: a fresh buffer is new memory to
-        # the process, and costs about as much as a pass of arithmetic over it
-        inverse_scale, plus, minus = _bin_ends(means, log_scales, upper, lower)
-        negative_separation = inverse_scale * (lower - upper)  # not minus - plus: that cancels in the tails
-        negative_width = torch.expm1(negative_separation)  # e^(minus - plus) - 1
-        width_term = negative_width.add(1).div_(negative_width).mul_(negative_separation)  # r (plus - minus)
-        below_plus, above_minus = plus.neg().sigmoid_(), torch.sigmoid(minus)
-        # d/dlog_scale: -plus (sigmoid(-plus) + r) + minus (sigmoid(minus) + r)
-        log_scale_gradient = torch.mul(above_minus, minus).sub_(width_term)
-        log_scale_gradient.sub_(torch.mul(below_plus, plus, out=width_term))
-        location_gradient = above_minus.sub_(below_plus).mul_(inverse_scale)
-        value = _log_mass_from(negative_width, plus, minus, spare=below_plus)
+        value, location_gradient, log_scale_gradient = _value_and_gradients(means, log_scales, upper, lower)
         ctx.save_for_backward(means, log_scales, upper, lower, location_gradient, log_scale_gradient)
         return value
 
@@ -98,6 +124,63 @@ class _LogMassWithOwnGradients(torch.autograd.Function):
 def log_mass_with_own_gradients(means: Tensor, log_scales: Tensor, upper: Tensor, lower: Tensor) -> Tensor:
     """(2) for autograd, its backward two multiplications (``_LogMassWithOwnGradients``)."""
     return _LogMassWithOwnGradients.apply(means, log_scales, upper, lower)
+
+
+class LogisticOutputs(NamedTuple):
+    """How a decoder's raw outputs become a logistic's location and log-scale: location = tanh(raw) where
+    ``bounded`` (else the raw output), log-scale = clamp(raw + ``log_scale_offset``, *``log_scale_range``)."""
+
+    bounded: bool
+    log_scale_offset: float
+    log_scale_range: tuple[float, float]
+
+    def started(self, raw_means: Tensor, raw_log_scales: Tensor) -> tuple[Tensor, Tensor]:
+        """The locations and log-scales, in autograd's plain steps (``log_mass_of_outputs``'s reference)."""
+        means = torch.tanh(raw_means) if self.bounded else raw_means
+        return means, (raw_log_scales + self.log_scale_offset).clamp(*self.log_scale_range)
+
+
+class _LogMassOfOutputs(torch.autograd.Function):
+    """``_LogMassWithOwnGradients`` from the decoder's raw outputs, stacked (..., 2, C, H, W, 1) as it outputs
+    them: the tanh and the log-scale's shift and clamp inside, so that their backward steps are two
+    multiplications into the gradients already there, and the gradient on both comes back in one buffer
+    laid out as the outputs are (autograd would first make one for each and then join them)."""
+
+    @staticmethod
+    def forward(ctx, raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs) -> Tensor:
+        raw_means, raw_log_scales = raw.unbind(-5)
+        means = torch.mul(raw_means, 2).sigmoid_().mul_(2).sub_(1) if outputs.bounded else raw_means
+        log_scales = torch.add(raw_log_scales, outputs.log_scale_offset)
+        low, high = outputs.log_scale_range
+        inside = (log_scales >= low).logical_and_(log_scales <= high)  # the clamp's gradient: 1 within
+        clamped = log_scales.clamp_(low, high)
+        value, location_gradient, log_scale_gradient = _value_and_gradients(means, clamped, upper, lower)
+        log_scale_gradient.mul_(inside)
+        if outputs.bounded:  # tanh' = 1 - tanh^2, into the locations' buffer
+            location_gradient.mul_(means.square_().neg_().add_(1))
+        ctx.outputs = outputs
+        ctx.save_for_backward(raw, upper, lower, location_gradient, log_scale_gradient)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        raw, upper, lower, location_gradient, log_scale_gradient = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain steps, so the result has a graph
+            with torch.enable_grad():
+                values = log_mass(*ctx.outputs.started(*raw.unbind(-5)), upper, lower)
+            return torch.autograd.grad(values, raw, grad, create_graph=True)[0], None, None, None
+        gradient = torch.empty_like(raw)
+        for part, own in zip(gradient.unbind(-5), (location_gradient, log_scale_gradient), strict=True):
+            if own.shape == part.shape:
+                torch.mul(grad, own, out=part)
+            else:  # the values broadcast beyond the outputs' shape
+                part.copy_((grad * own).sum_to_size(part.shape))
+        return gradient, None, None, None
+
+
+def log_mass_of_outputs(raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs) -> Tensor:
+    """The bins' log-masses from the decoder's raw outputs (..., 2, C, H, W, 1) (``_LogMassOfOutputs``)."""
+    return _LogMassOfOutputs.apply(raw, upper, lower, outputs)
 
 
 def fast_tanh(x: Tensor) -> Tensor:
