@@ -12,8 +12,9 @@ whose first term depends on the bin's width over the scale alone. (2) takes one 
 though, costs more than through (1)'s. So: ``log_mass`` is (1) for autograd, ``log_mass_in_place`` is (2)
 without a graph (the IWAE), ``log_mass_with_own_gradients`` is (2) with its gradients in closed form (the
 ELBO, AIS), and ``log_mass_of_outputs`` the same from the decoder's raw outputs, the location's tanh and the
-log-scale's clamp inside (one component: the ELBO's and AIS's usual case). None of them takes the exp of a number far from 0, whose result, subnormal or infinite, some CPUs
-take 10 to 50 times as long over (torch's sigmoid does not slow down so).
+log-scale's clamp inside (one component: the ELBO's and AIS's usual case). None of them takes the exp of
+a number far from 0, whose result, subnormal or infinite, some CPUs take 10 to 50 times as long over
+(torch's sigmoid does not slow down so).
 """
 
 from __future__ import annotations
