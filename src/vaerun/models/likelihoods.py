@@ -15,7 +15,6 @@ from vaerun.core.checks import check_likelihood, check_value
 from vaerun.models.logistic_bins import (
     LogisticOutputs,
     bin_edges,
-    fast_tanh,
     log_mass_in_place,
     log_mass_of_outputs,
     log_mass_with_own_gradients,
@@ -358,13 +357,9 @@ class DiscretizedLogisticLikelihood:
 
     def _started(self, locations: Tensor, log_scales: Tensor) -> tuple[Tensor, Tensor]:
         """The locations bounded and spread, the log-scales relative to the initial scale and clamped."""
-        if self.bounded and self.mixtures > 1:
-            locations = fast_tanh(locations + self._component_offsets(locations))
-        elif self.bounded:  # one component starts at 0: no offset to add (a pass over k x N x D in IWAE)
-            locations = fast_tanh(locations)
-        log_scales = torch.add(log_scales, self.log_scale_offset)
-        log_scales = log_scales.clamp_(self.min_log_scale, self.max_log_scale)
-        return locations, log_scales
+        if self.bounded and self.mixtures > 1:  # one component starts at 0: no offset to add (a pass in IWAE)
+            locations = locations + self._component_offsets(locations)
+        return self.outputs.started(locations, log_scales)
 
     def _component_offsets(self, locations: Tensor) -> Tensor:
         """Where each component's location starts before the tanh: spread evenly over [-1, 1], so that a

@@ -136,9 +136,10 @@ class LogisticOutputs(NamedTuple):
     log_scale_range: tuple[float, float]
 
     def started(self, raw_means: Tensor, raw_log_scales: Tensor) -> tuple[Tensor, Tensor]:
-        """The locations and log-scales, in autograd's plain steps (``log_mass_of_outputs``'s reference)."""
-        means = torch.tanh(raw_means) if self.bounded else raw_means
-        return means, (raw_log_scales + self.log_scale_offset).clamp(*self.log_scale_range)
+        """The locations and log-scales in autograd's plain steps where there is a graph (the likelihood's
+        general path, and ``log_mass_of_outputs``'s reference and second derivative)."""
+        means = fast_tanh(raw_means) if self.bounded else raw_means
+        return means, torch.add(raw_log_scales, self.log_scale_offset).clamp_(*self.log_scale_range)
 
 
 class _LogMassOfOutputs(torch.autograd.Function):
@@ -150,7 +151,7 @@ class _LogMassOfOutputs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs) -> Tensor:
         raw_means, raw_log_scales = raw.unbind(-5)
-        means = torch.mul(raw_means, 2).sigmoid_().mul_(2).sub_(1) if outputs.bounded else raw_means
+        means = fast_tanh(raw_means) if outputs.bounded else raw_means  # a new buffer: no graph in here
         log_scales = torch.add(raw_log_scales, outputs.log_scale_offset)
         low, high = outputs.log_scale_range
         inside = (log_scales >= low).logical_and_(log_scales <= high)  # the clamp's gradient: 1 within
@@ -190,4 +191,4 @@ def fast_tanh(x: Tensor) -> Tensor:
     locations."""
     if torch.is_grad_enabled() and x.requires_grad:
         return torch.tanh(x)
-    return torch.sigmoid(x * 2).mul_(2).sub_(1)
+    return torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)  # one new buffer, each step after into it
