@@ -285,25 +285,23 @@ def paired_rates(floor, floor_units: int, estimate, estimate_units: int, device:
     each, the same code's IWAE ratio moved from 0.56 to 0.80 between runs on the 2-core machine, which
     drifts; a pair sees one state of it."""
 
-    faults = {estimate: 0}
-
-    def seconds(fn) -> float:
+    def measured(fn) -> tuple[float, int]:
+        """Its seconds and the minor page faults it took."""
         sync(device)
         start, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         fn()
         sync(device)
-        taken = time.perf_counter() - start
-        faults[fn] = faults.get(fn, 0) + resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted
-        return taken
+        return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted
 
     for fn in (floor, estimate):  # warm-up
         fn()
-    floor_rates, estimate_rates, ratios = [], [], []
+    floor_rates, estimate_rates, ratios, estimate_faults = [], [], [], 0
     for pair in range(EVAL_PAIRS):
         order = (floor, estimate) if pair % 2 == 0 else (estimate, floor)
-        taken = {fn: seconds(fn) for fn in order}
-        floor_rates.append(floor_units / taken[floor])
-        estimate_rates.append(estimate_units / taken[estimate])
+        taken = {fn: measured(fn) for fn in order}
+        floor_rates.append(floor_units / taken[floor][0])
+        estimate_rates.append(estimate_units / taken[estimate][0])
+        estimate_faults += taken[estimate][1]
         ratios.append(estimate_rates[-1] / floor_rates[-1])
     quartiles = statistics.quantiles(ratios, n=4)
     return EvalRates(
@@ -311,7 +309,7 @@ def paired_rates(floor, floor_units: int, estimate, estimate_units: int, device:
         statistics.median(estimate_rates),
         statistics.median(ratios),
         (quartiles[0], quartiles[2]),
-        faults[estimate] / (EVAL_PAIRS * estimate_units),
+        estimate_faults / (EVAL_PAIRS * estimate_units),
     )
 
 
