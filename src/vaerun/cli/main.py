@@ -231,13 +231,25 @@ def _run(cfg: DictConfig) -> float | None:
     return _objective(run_dir, metrics)
 
 
-def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str, run_state.Plan]:
-    """The resolved and checked config, its fingerprint, and what to do with the run directory: a bad
-    config ends the run here, with one line."""
+def checked_config(cfg: DictConfig) -> dict:
+    """The composed config resolved and checked, as a run reads it; a bad one raises ConfigError with the
+    line the user sees (an interpolation that does not resolve, a missing key: "invalid config: ...")."""
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
         check_config(config)
         _resolve_checkpoints(config)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError(f"invalid config: {err}") from err
+    return config
+
+
+def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str, run_state.Plan]:
+    """The resolved and checked config, its fingerprint, and what to do with the run directory: a bad
+    config ends the run here, with one line."""
+    try:
+        config = checked_config(cfg)
         config_fingerprint = run_state.fingerprint(config)
         # Only rank 0 decides what to do with the directory; the other processes of a DDP run follow it.
         plan = (
@@ -247,7 +259,7 @@ def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str,
         )
     except ConfigError as err:
         _fail(str(err), run_dir)
-    except Exception as err:  # an interpolation that does not resolve, a missing key
+    except Exception as err:  # the run directory's state unreadable
         _fail(f"invalid config: {err}", run_dir)
     if plan is None:
         plan = run_state.Plan(resume_from=last_checkpoint(run_dir))
