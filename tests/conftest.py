@@ -104,8 +104,7 @@ def vae_run(
     GPU in use (``pytest -m gpu``, where a forked CUDA is not to be trusted), with VAERUN_TEST_FORK=0 and for
     any other ``executable``, a fresh interpreter each time."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    cuda_hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""
-    if executable == VAE_RUN and cuda_hidden and os.environ.get("VAERUN_TEST_FORK", "1") != "0":
+    if executable == VAE_RUN and _forking():
         result = _server().run(list(args), cwd=cwd, env=env, timeout=600)
     else:
         result = subprocess.run(
@@ -114,6 +113,28 @@ def vae_run(
     if check and result.returncode != 0:
         pytest.fail(f"vae-run {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def run_script(script: Path, *args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS...`` to its end, its output captured; a failure fails the test with it. Forked
+    from the same warmed-up server as ``vae_run`` where that forks (most scripts import what vae-run does:
+    ~5-10 s each in a fresh interpreter)."""
+    argv, cwd = [str(arg) for arg in args], Path.cwd() if cwd is None else cwd
+    if _forking():
+        result = _server().run(argv, cwd=cwd, env=dict(os.environ), timeout=600, script=Path(script))
+    else:
+        command = [sys.executable, str(script), *argv]
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        output = f"{result.stdout}\n{result.stderr}"
+        pytest.fail(f"{script} {' '.join(argv)} exited {result.returncode}:\n{output}")
+    return result
+
+
+def _forking() -> bool:
+    """Whether runs fork from the warmed-up server: while CUDA is hidden, unless VAERUN_TEST_FORK=0."""
+    cuda_hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+    return cuda_hidden and os.environ.get("VAERUN_TEST_FORK", "1") != "0"
 
 
 class _VaeRunServer:
@@ -138,11 +159,15 @@ class _VaeRunServer:
         return json.loads(line)
 
     def run(
-        self, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+        self, args: list[str], cwd: Path, env: dict[str, str], timeout: float, script: Path | None = None
     ) -> subprocess.CompletedProcess:
+        """vae-run with these arguments, or ``script`` where given."""
+        command = [str(VAE_RUN) if script is None else str(script), *args]
         with tempfile.TemporaryDirectory() as folder:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            if script is not None:
+                request["script"] = str(script.resolve())
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             pid = self._reply(timeout=60)["pid"]
@@ -151,9 +176,9 @@ class _VaeRunServer:
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
                 self._reply(timeout=60)
-                raise subprocess.TimeoutExpired([str(VAE_RUN), *args], timeout) from None
+                raise subprocess.TimeoutExpired(command, timeout) from None
             return subprocess.CompletedProcess(
-                [str(VAE_RUN), *args],
+                command,
                 returncode,
                 out.read_text(errors="replace"),
                 err.read_text(errors="replace"),

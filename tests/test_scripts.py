@@ -1,4 +1,5 @@
-"""The scripts run on tiny sizes and print what they promise (their numbers are measured, not tested)."""
+"""The scripts run on tiny sizes and print what they promise (their numbers are measured, not tested);
+each as ``python SCRIPT`` would run it, forked from the tests' warmed-up server (conftest.run_script)."""
 
 import re
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,9 +33,7 @@ def test_bench_prints_its_table_and_the_floor_and_vaerun_agree_on_the_elbo():
         "--iwae-samples",
         "0",
     ]
-    out = subprocess.run(
-        [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
-    ).stdout
+    out = run_script(ROOT / "scripts" / "bench.py", *args).stdout
     fp32, bf16 = out.split("\nbf16-mixed\n")
     rows = {line[0]: line.split() for line in fp32.splitlines() if line[:2] in ("a ", "b ", "c ", "d ", "l ")}
     assert set(rows) == {"a", "b", "c", "d", "l"}
@@ -58,9 +58,7 @@ def test_bench_measures_a_conv_vae_against_its_plain_loop_names_the_cpus_bf16_un
     args = ["--data", "digits", "--encoder", "conv", "--epochs", "2", "--repeats", "1"]
     args += ["--limit-batches", "2", "--matmul-size", "64", "--methods", "ab"]
     args += ["--eval-images", "8", "--iwae-samples", "4", "--ais-temperatures", "1", "--profile-eval"]
-    out = subprocess.run(
-        [sys.executable, ROOT / "scripts" / "bench.py", *args], capture_output=True, text=True, check=True
-    ).stdout
+    out = run_script(ROOT / "scripts" / "bench.py", *args).stdout
     assert out.startswith("cpu: ") and "bf16 units: " in out.splitlines()[0]
     assert "digits (1x8x8, encoder conv)" in out
     rows = {line[0]: line.split() for line in out.splitlines() if line[:2] in ("a ", "b ")}
@@ -89,19 +87,13 @@ def test_read_events_lists_scalars_and_images(tmp_path):
     writer = SummaryWriter(str(tmp_path / "tensorboard"))
     writer.add_scalar("val/loss", 1.5, 3)
     writer.close()
-    out = subprocess.run(
-        [sys.executable, ROOT / "scripts" / "read_events.py", tmp_path],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = run_script(ROOT / "scripts" / "read_events.py", tmp_path).stdout
     assert "val/loss" in out and "1.5" in out
 
 
 def test_the_photo_patches_and_the_data_bench_run_on_small_folders(tmp_path):
     def script(name: str, *args) -> str:
-        command = [sys.executable, ROOT / "scripts" / name, *map(str, args)]
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        return run_script(ROOT / "scripts" / name, *args).stdout
 
     out = script("photo_patches.py", tmp_path / "patches", "--stride", 128)
     assert out.startswith("40 patches of 32 x 32 in ")  # 4 x 5 places in each 427 x 640 photograph
@@ -157,10 +149,8 @@ def test_inference_gaps_fits_each_images_posterior_better_than_the_encoder(tmp_p
 def test_one_class_neighbours_prints_each_baselines_auroc_per_class(tmp_path):
     """On Fashion-MNIST's class 0 (T-shirts) against the other nine: the Hellinger neighbours above PCA,
     as docs/applications.md reports for every class."""
-    command = [sys.executable, str(ROOT / "scripts" / "one_class_neighbours.py"), "--classes", "1"]
-    output = subprocess.run(
-        [*command, "--data-dir", str(tmp_path)], check=True, capture_output=True, text=True
-    ).stdout
+    script = ROOT / "scripts" / "one_class_neighbours.py"
+    output = run_script(script, "--classes", "1", "--data-dir", tmp_path).stdout
     rows = {line.split()[0]: line.split() for line in output.splitlines()[1:]}
     assert set(rows) == {"pca", "euclidean", "hellinger"}
     assert float(rows["hellinger"][1]) > float(rows["pca"][1]) > 0.8
@@ -168,9 +158,9 @@ def test_one_class_neighbours_prints_each_baselines_auroc_per_class(tmp_path):
 
 
 def test_training_curves_prints_each_epochs_validation_error_and_gradient_norms():
-    command = [sys.executable, str(ROOT / "scripts" / "training_curves.py"), "--epochs", "2"]
+    script = ROOT / "scripts" / "training_curves.py"
     overrides = ["data=digits", "likelihood=gaussian", "likelihood.learn_std=true"]
-    output = subprocess.run([*command, *overrides], check=True, capture_output=True, text=True).stdout
+    output = run_script(script, "--epochs", "2", *overrides).stdout
     pattern = r"epoch (\d): val MSE ([\d.]+), gradient norm median ([\d,]+), largest ([\d,]+) \((\d+) steps\)"
     epochs = [re.fullmatch(pattern, line) for line in output.splitlines()]
     assert [int(found.group(1)) for found in epochs if found] == [1, 2]
@@ -182,9 +172,7 @@ def test_training_curves_prints_each_epochs_validation_error_and_gradient_norms(
     assert float(epochs[1].group(2)) < float(epochs[0].group(2))
     # and applies the config's gradient clipping, as vae-run does: the same seed learns otherwise
     clipping = ["trainer.gradient_clip_algorithm=percentile", "trainer.gradient_clip_val=10"]
-    clipped = subprocess.run(
-        [*command, "--epochs", "1", *overrides, *clipping], check=True, capture_output=True, text=True
-    ).stdout
+    clipped = run_script(script, "--epochs", "1", *overrides, *clipping).stdout
     first = re.fullmatch(pattern, clipped.splitlines()[-1])
     assert first.group(1) == "1" and first.group(2) != epochs[0].group(2)
 

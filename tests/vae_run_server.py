@@ -9,8 +9,12 @@ library reads from the environment at import time (OMP_NUM_THREADS, say) is read
 starts. Tests that are about the process itself (signals, import laziness, an installed wheel) start the
 real console script instead.
 
-Protocol, one JSON line each way: request {args, cwd, env, stdout, stderr}; reply {"pid": ...}, then
-{"returncode": ...} when the child has ended.
+The same server runs the repository's scripts (scripts/*.py, most of which import what vae-run does): with
+"script" in the request, the child runs that file as ``python SCRIPT ARGS...`` would, its folder first on
+``sys.path``.
+
+Protocol, one JSON line each way: request {args, cwd, env, stdout, stderr[, script]}; reply {"pid": ...},
+then {"returncode": ...} when the child has ended.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def _warm_up() -> dict[str, str]:
 
 def _become_vae_run(request: dict, script: str, set_by_imports: dict[str, str]) -> None:
     """In the forked child: take the run's directory, environment and output files, then do what the
-    console script does. Never returns; SystemExit unwinds to the interpreter's own exit."""
+    console script (or the request's script) does. Never returns; SystemExit unwinds to the interpreter's
+    own exit, and an exception's traceback goes to stderr with exit status 1, as in a fresh process."""
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -53,6 +58,13 @@ def _become_vae_run(request: dict, script: str, set_by_imports: dict[str, str]) 
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin, for its lifetime
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    if "script" in request:
+        import runpy
+
+        sys.argv = [request["script"], *request["args"]]
+        sys.path.insert(0, os.path.dirname(request["script"]))
+        runpy.run_path(request["script"], run_name="__main__")
+        sys.exit(0)
     sys.argv = [script, *request["args"]]
 
     from vaerun.cli.main import main
