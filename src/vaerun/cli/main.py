@@ -62,10 +62,10 @@ def _discard_run_dir(run_dir: Path) -> None:
         log_file.unlink(missing_ok=True)
     (run_dir / run_lock.LOCK_FILE).unlink(missing_ok=True)  # ours: unlinked before its lock is let go
     run_lock.release(run_dir)
-    # The day's directory of Hydra's default layout (outputs/DATE/TIME) goes too when this run made it the
-    # only thing in it; the parent of a hydra.run.dir of the user's choosing stays.
+    # The day's directory of Hydra's default layout (outputs/DATE/TIME), and outputs/ above it, go too when
+    # this run left them empty; the parent of a hydra.run.dir of the user's choosing stays.
     made_by_hydra = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
-    for directory in (run_dir, run_dir.parent) if made_by_hydra else (run_dir,):
+    for directory in (run_dir, run_dir.parent, run_dir.parent.parent) if made_by_hydra else (run_dir,):
         try:
             directory.rmdir()  # only when empty: never removes anything else
         except OSError:
@@ -233,15 +233,16 @@ def _run(cfg: DictConfig) -> float | None:
 
 def checked_config(cfg: DictConfig) -> dict:
     """The composed config resolved and checked, as a run reads it; a bad one raises ConfigError with the
-    line the user sees (an interpolation that does not resolve, a missing key: "invalid config: ...")."""
+    line the user sees (an interpolation that does not resolve: "KEY: what OmegaConf says")."""
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
         check_config(config)
         _resolve_checkpoints(config)
     except ConfigError:
         raise
-    except Exception as err:
-        raise ConfigError(f"invalid config: {err}") from err
+    except Exception as err:  # OmegaConf's errors end in lines of their own: the key, the node's type
+        key = getattr(err, "full_key", None) or "invalid config"
+        raise ConfigError(f"{key}: {first_line(err)}") from err
     return config
 
 
@@ -260,7 +261,7 @@ def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str,
     except ConfigError as err:
         _fail(str(err), run_dir)
     except Exception as err:  # the run directory's state unreadable
-        _fail(f"invalid config: {err}", run_dir)
+        _fail(f"hydra.run.dir: {run_dir}: {first_line(err)}", run_dir)
     if plan is None:
         plan = run_state.Plan(resume_from=last_checkpoint(run_dir))
     return config, config_fingerprint, plan
