@@ -209,3 +209,13 @@ def test_the_shared_names_are_those_of_the_things_they_name():
 
     assert tuple(STAGE_STEPS) == STAGES
     assert tuple(sorted(KERNELS)) == KERNEL_NAMES
+
+
+def test_an_error_is_one_line_whatever_line_breaks_a_quoted_library_message_held(capsys):
+    from vaerun.core.errors import ErrorExit, exit_with_error
+
+    with pytest.raises(ErrorExit) as exit:
+        exit_with_error("latent: Interpolation key 'nope' not found\n    full_key: latent\n", status=2)
+    said = capsys.readouterr().err
+    assert said == "vae-run: error: latent: Interpolation key 'nope' not found full_key: latent\n"
+    assert exit.value.code == 2 and "\n" not in exit.value.message

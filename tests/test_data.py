@@ -291,6 +291,16 @@ def test_csv_mistakes_name_the_key(wine_csv, change, message):
         CSVSource(**{"path": str(wine_csv), **change}).load()
 
 
+def test_a_file_that_is_no_table_is_refused_on_one_line(tmp_path):
+    from vaerun.core.checks import ConfigError
+
+    (tmp_path / "ragged.csv").write_text("a\n1\n2,3,4\n")  # pandas's own message ends in a line break
+    refusal = r"is not a readable CSV file \(Error tokenizing data.*saw 3\)$"
+    with pytest.raises(ConfigError, match=refusal) as err:
+        CSVSource(str(tmp_path / "ragged.csv")).load()
+    assert "\n" not in str(err.value)
+
+
 def test_text_columns_are_refused(tmp_path):
     from vaerun.core.checks import ConfigError
 

@@ -39,6 +39,9 @@ class ErrorExit(SystemExit):
 
 
 def exit_with_error(message: str, status: int = 2) -> NoReturn:
+    """Print ``vae-run: error: MESSAGE`` and end with ``status``: on one line, whatever line breaks a
+    library's text quoted in the message held."""
+    message = " ".join(message.split())
     print(f"vae-run: error: {message}", file=sys.stderr)
     raise ErrorExit(status, message)
 

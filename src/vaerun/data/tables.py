@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vaerun.core.checks import ConfigError
+from vaerun.core.errors import first_line
 from vaerun.data.splits import Split, Splits, split_off
 
 
@@ -42,7 +43,9 @@ class CSVSource:
         try:
             table = pd.read_csv(self.path)
         except (ValueError, UnicodeDecodeError) as err:
-            raise ConfigError(f"data.source.path: {self.path} is not a readable CSV file ({err})") from None
+            reason = first_line(err)  # pandas's message ends in a line break
+            message = f"data.source.path: {self.path} is not a readable CSV file ({reason})"
+            raise ConfigError(message) from None
         if self.label_column is not None and self.label_column not in table.columns:
             raise ConfigError(
                 f"data.source.label_column: {self.path.name} has no column {self.label_column!r}; its "
