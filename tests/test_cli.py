@@ -254,6 +254,7 @@ def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
         (["data=digits", "posterior=hamiltonian", "compile=true"], "compile=true: this posterior's steps"),
         # an interpolation that does not resolve: OmegaConf's message, without its lines of detail
         (["data=digits", "latent=${nope}"], "latent: Interpolation key 'nope' not found"),
+        (["data=digits", "~latent"], "latent: missing from the config, and every run reads it"),
     ],
 )
 def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, args, message):

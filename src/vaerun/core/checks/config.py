@@ -13,7 +13,7 @@ from typing import Any
 
 from vaerun.core.checkpoints import checkpoint_file
 from vaerun.core.checks.packages import missing_package
-from vaerun.core.checks.rules import check_leaves, check_values
+from vaerun.core.checks.rules import RULES, check_leaves, check_values
 from vaerun.core.checks.values import is_int
 from vaerun.core.errors import ConfigError
 from vaerun.core.names import DEFAULT_POSTERIOR, DEFAULT_PRIOR, DETERMINISTIC_MODELS
@@ -187,8 +187,19 @@ def check_likelihood(likelihood: Mapping[str, Any]) -> None:
         )
 
 
+#: the top-level keys every run reads: the config groups, and the keys whose values have rules
+READ_BY_EVERY_RUN = (
+    *("data", "trainer", "model", "prior", "posterior", "likelihood", "encoder", "corruption", "optimizer"),
+    *("eval", "sample", "impute", "anomaly", "diagnostics"),
+    *(key for key in RULES if "." not in key),
+)
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
+    if gone := [key for key in READ_BY_EVERY_RUN if key not in cfg]:
+        key = gone[0]
+        raise ConfigError(f"{key}: missing from the config, and every run reads it (removed with ~{key}?)")
     unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
     if unset:
         raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=VALUE to the command")
