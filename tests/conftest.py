@@ -89,14 +89,18 @@ def _starts_processes(item: pytest.Item) -> bool:
 
 
 def _dealt_longest_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
-    """The tests that start processes first, then the rest, dealt out in turn into ``workers`` runs of the
-    list: pytest-xdist's work stealing hands each worker one such run and steals from the ends of the
-    queues, so every queue starts with the long tests and ends with short ones, and no worker waits at
-    the end while another runs a 30-second test (it did, 25 s of the suite's 7 minutes). The same order
-    on every worker, as xdist requires."""
+    """The tests that start processes or are marked ``long`` first, then the rest, dealt out in turn into
+    ``workers`` runs of the list: pytest-xdist's work stealing hands each worker one such run and steals
+    from the ends of the queues, so every queue starts with the long tests and ends with short ones, and no
+    worker waits at the end while another runs a 30-second test (it did, 25 s of the suite's 7 minutes).
+    The same order on every worker, as xdist requires."""
     if workers < 2:
         return items
-    ordered = sorted(items, key=lambda item: not _starts_processes(item))  # stable: files' order kept
+
+    def long(item: pytest.Item) -> bool:
+        return item.get_closest_marker("long") is not None or _starts_processes(item)
+
+    ordered = sorted(items, key=lambda item: not long(item))  # stable: the files' order kept
     return [item for worker in range(workers) for item in ordered[worker::workers]]
 
 

@@ -27,6 +27,8 @@ from vaerun.cli import main as cli
 from vaerun.cli.main import checked_config
 from vaerun.core.checks import ConfigError, leaves, rule_for
 
+pytestmark = pytest.mark.long  # Hydra composes ~110 command lines and ~50 options: 10-15 s a test
+
 CONFIGS = Path(cli.__file__).parents[3] / "configs"
 #: group -> its options; every option is walked with the others at their defaults. Not walked: the
 #: experiments, the searches and the inference methods, which are bundles of the other groups' options

@@ -58,6 +58,7 @@ def test_the_users_own_allocator_settings_are_left_alone(env):
     assert mapped_after(setup, env) == ["False", "True"]
 
 
+@pytest.mark.long
 def test_a_cpu_run_keeps_freed_memory():
     """What vae-run's assembly does for a trainer on the CPU (and only there: a GPU run's host tensors are
     few)."""

@@ -72,6 +72,7 @@ def test_the_bound_tightens_with_k_toward_the_exact_log_likelihood():
     assert exact - bounds[50] < 0.5 * (exact - bounds[1])
 
 
+@pytest.mark.long
 def test_dreg_and_the_reparameterisation_gradient_agree_in_expectation_and_dreg_is_less_noisy():
     """Both gradients of the k=10 bound are unbiased: averaged over 200,000 draws they agree in the encoder
     and in the decoder. Draw by draw, DReG's encoder gradient is far less noisy."""

@@ -60,6 +60,7 @@ def test_chains_started_far_away_converge_to_the_target_and_adapt_toward_the_acc
     assert abs(acceptance.mean().item() - target_accept) < 0.15
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", KERNELS)
 def test_ais_recovers_the_exact_log_likelihood_of_a_linear_gaussian_model(name):
     """z ~ N(0, I_2), x | z ~ N(Wz + b, s^2 I_5): log p(x) = log N(x; b, W W^T + s^2 I). Starting from a

@@ -87,6 +87,7 @@ def test_the_kernel_leaves_a_correlated_gaussian_invariant_from_exact_samples():
     assert drift > 0.1
 
 
+@pytest.mark.long
 def test_the_density_of_the_chains_output_is_normalised_and_is_the_law_of_its_draws():
     """For fixed noises and directions, log q_K evaluated anywhere integrates to 1 (importance sampling
     from a broad Gaussian), and its moments are those of the chain's own draws with those innovations."""
@@ -123,6 +124,7 @@ def linear_gaussian_model():
     return log_joint, marginal.log_prob(x)
 
 
+@pytest.mark.long
 def test_the_iwae_of_metflow_is_a_lower_bound_that_tightens_with_k():
     log_joint, exact = linear_gaussian_model()
     chain = random_chain(steps=2, seed=4, scale=0.2)

@@ -32,6 +32,7 @@ def tiny_module(
     )
 
 
+@pytest.mark.long
 def test_compiled_training_loss_matches_eager_and_takes_any_batch_size_after_one_recompile():
     module = tiny_module()
     x = torch.rand(8, 1, 4, 4)

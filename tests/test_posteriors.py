@@ -118,6 +118,7 @@ def test_a_flow_posteriors_log_density_is_normalised(family):
     torch.testing.assert_close(log_integral, torch.zeros(6, dtype=torch.float64), atol=0.05, rtol=0)
 
 
+@pytest.mark.long
 def test_ais_from_a_flow_posterior_runs_on_the_base_and_finds_the_exact_log_likelihood():
     log_joint, exact, _ = linear_gaussian_model()
     flow, context = flow_and_context(IAF(flows=2, hidden=8), seed=1)
