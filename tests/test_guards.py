@@ -2,10 +2,21 @@ import pickle
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
+from vaerun.core.checkpoints import best_checkpoint
 from vaerun.core.errors import NonFiniteLossError
-from vaerun.training.guards import AtomicCheckpointIO, TrainingTerms
+from vaerun.stages.assembly import build_callbacks
+from vaerun.training.guards import AtomicCheckpointIO, Interruptions, LatestCheckpoint, TrainingTerms
+
+
+def compose_config():
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        return compose("config", overrides=["data=digits"])
 
 
 def test_the_terms_name_the_first_step_and_the_term_that_blew_up():
@@ -66,3 +77,39 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is not a loadable vaerun checkpoint"):
         load_module(str(planted), (1, 8, 8))
     assert not Path("/tmp/vaerun-pwned").exists()
+
+
+class RisingValidationLoss(pl.LightningModule):
+    """A model whose validation loss rises every epoch: its best checkpoint is its first epoch's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - batch[0]).square().mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_last_ckpt_is_the_newest_state_and_the_best_stays_the_best(tmp_path):
+    """Lightning >= 2.6 writes save_last's last.ckpt only beside a new best checkpoint; vaerun's own
+    LatestCheckpoint rewrites it at every validation end, so a resumed run starts where it was stopped."""
+    cfg = OmegaConf.to_container(compose_config(), resolve=True)
+    checkpoint, callbacks = build_callbacks(cfg, tmp_path, sink=None, interruptions=Interruptions())
+    assert not checkpoint.save_last and any(isinstance(c, LatestCheckpoint) for c in callbacks)
+    kept = [c for c in callbacks if isinstance(c, ModelCheckpoint)]  # the best's and the newest's
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 1)), batch_size=4)
+    trainer = pl.Trainer(
+        max_epochs=3, callbacks=kept, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(RisingValidationLoss(), data, data)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 6)  # three epochs of two steps
+    assert best_checkpoint(tmp_path) == folder / "best-epoch000.ckpt"

@@ -39,7 +39,7 @@ from vaerun.stages.context import Run
 from vaerun.training.adapters import hush_lightning_tips, hush_unused_srun_outside_slurm
 from vaerun.training.callbacks import EncoderGradientVariance, ReconstructionImages
 from vaerun.training.graphs import CudaGraphs, StepGraphs
-from vaerun.training.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions
+from vaerun.training.guards import AtomicCheckpointIO, InterruptCheckpoint, Interruptions, LatestCheckpoint
 from vaerun.training.module import AutoencoderModule
 from vaerun.training.step_groups import StepGroups, StepProgressBar
 from vaerun.training.trackers import run_arguments
@@ -165,19 +165,21 @@ def build_loggers(cfg: dict[str, Any], run_dir: Path, resume_from: Path | None) 
 def build_callbacks(
     cfg: dict[str, Any], run_dir: Path, sink: ImageSink, interruptions: Interruptions
 ) -> tuple[ModelCheckpoint, list[pl.Callback]]:
-    """The ``callbacks`` group's callbacks (its model_checkpoint writes best and last checkpoints to the
-    run's checkpoints/, what eval and resuming read), and vaerun's own: the checkpoint on interruption,
-    the reconstructions of every validation, the diagnostics asked for, the progress bar."""
+    """The ``callbacks`` group's callbacks (its model_checkpoint writes the best checkpoint to the run's
+    checkpoints/, what eval reads), and vaerun's own: the newest state in checkpoints/last.ckpt (what
+    resuming reads), the checkpoint on interruption, the reconstructions of every validation, the
+    diagnostics asked for, the progress bar."""
     checkpoint_dir = run_dir / "checkpoints"
     callbacks = []
     for name, spec in cfg["callbacks"].items():
-        fixed = {"dirpath": checkpoint_dir, "save_last": True} if name == "model_checkpoint" else {}
+        fixed = {"dirpath": checkpoint_dir, "save_last": False} if name == "model_checkpoint" else {}
         try:
             callbacks.append(instantiate(spec, **fixed))
         except Exception as err:
             raise refusal(err, cfg, f"callbacks.{name}") from None
     checkpoint = callbacks[list(cfg["callbacks"]).index("model_checkpoint")]
     callbacks += [
+        LatestCheckpoint(checkpoint_dir),
         InterruptCheckpoint(checkpoint_dir, interruptions),
         ReconstructionImages(sink, cfg["sample"]["num_reconstructions"], cfg["seed"]),
     ]

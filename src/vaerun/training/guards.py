@@ -16,10 +16,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from vaerun.core.atomic import atomic_path
+from vaerun.core.checkpoints import LAST
 from vaerun.core.errors import NonFiniteLossError, RunInterrupted
 
 
@@ -137,6 +139,24 @@ class InterruptCheckpoint(pl.Callback):
             trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume from
             if trainer.is_global_zero:
                 print(f"\nInterrupted: saved {self.path}", flush=True)
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt``, the newest state, rewritten at every validation end (or training epoch end
+    where there is no validation): what a killed run resumes from, and what ``ckpt=RUN/checkpoints/last.ckpt``
+    names. Lightning >= 2.6 writes its own ``save_last`` only beside a new top-k checkpoint, so that with
+    ``save_top_k=1`` its last.ckpt is a copy of the best one, epochs behind once validation stops improving;
+    this is a checkpoint callback of its own that monitors nothing, as Lightning saves the latest state."""
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=Path(LAST).stem,
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            enable_version_counter=False,
+        )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

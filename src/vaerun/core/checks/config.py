@@ -210,8 +210,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"logger={name} {missing}")
     if "model_checkpoint" not in cfg["callbacks"]:
         raise ConfigError(
-            "callbacks: model_checkpoint is required (the best checkpoint is what eval uses after training, "
-            "last.ckpt what a re-run resumes from): callbacks=[default,NAME] adds NAME to it"
+            "callbacks: model_checkpoint is required (its best checkpoint is what eval uses after training): "
+            "callbacks=[default,NAME] adds NAME to it"
         )
     check_stage(cfg["stage"], cfg["ckpt"])
     image_shape = check_image_shape(cfg["data"]["image_shape"])
