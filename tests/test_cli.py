@@ -179,7 +179,9 @@ def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d,
         *TINY,
         cwd=tmp_path,
     )
-    assert "ignored" in result.stderr + result.stdout
+    said = result.stderr + result.stdout
+    assert "latent from the command line is ignored: the checkpoint's model has latent=2" in said
+    assert "encoder from the command line is ignored: the checkpoint's model has encoder=mlp" in said
     images = {p.name for p in (tmp_path / "sample" / "images").glob("*.png")}
     assert {"sample_generated.png", "sample_manifold.png"} <= images  # a 2-D manifold: latent=2 it is
     # a VAE samples its own prior: no training image is encoded to fit one (time/generative_prior_fit_s)
@@ -190,15 +192,17 @@ def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d,
     }
     assert not (tmp_path / "sample" / "checkpoints").exists()  # no training happened
 
-    vae_run(
+    evaluated = vae_run(
         "stage=eval",
         f"ckpt={vae_2d}",  # a run directory: its best checkpoint
         "data=digits",
+        "latent=2",  # as the checkpoint has it: not reported as ignored
         "hydra.run.dir=eval",
         *TINY,
         "data.binarize=static",
         cwd=tmp_path,
     )
+    assert "ignored" not in evaluated.stderr + evaluated.stdout
     metrics = read_metrics(tmp_path / "eval")
     assert set(VAE_TERMS) <= set(metrics) and metrics["test/binarize"] == "static"
     # of binary data, the Bernoulli's -log p(x) is bits of the data: bits/dim = nats / (D ln 2)

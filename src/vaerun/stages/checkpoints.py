@@ -59,8 +59,11 @@ def _data_of_run(ckpt: str | Path, module: AutoencoderModule) -> str:
 
 def reconcile_with_checkpoint(cfg: dict[str, Any], module: AutoencoderModule, overridden: set[str]) -> None:
     """The checkpoint defines the model; a corruption typed on the command line replaces the stored one
-    (to test a denoiser on another corruption). Other architecture keys typed are reported as ignored."""
+    (to test a denoiser on another corruption). Other architecture keys typed otherwise than the checkpoint
+    has them are reported as ignored."""
     for key in sorted(overridden & set(ARCHITECTURE_KEYS) - {"corruption"}):
+        if cfg.get(key) == module.hparams.get(key):
+            continue  # typed as the checkpoint has it: nothing is ignored
         stored = module.hparams.get("choices", {}).get(key) or module.hparams.get(key)
         log.warning("%s from the command line is ignored: the checkpoint's model has %s=%s", key, key, stored)
     if "corruption" in overridden:
