@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY, hparams_of, read_events, read_metrics, vae_run
 
+from vaerun.core.checkpoints import best_checkpoint
+
 VAE_TERMS = ("test/elbo", "test/recon", "test/kl", "test/loss", "test/nll_iwae")
 IMAGE_METRICS = ("mse", "bce", "psnr", "ssim")
 
@@ -204,6 +206,7 @@ def test_sample_and_eval_from_a_checkpoint_take_the_architecture_from_it(vae_2d,
     )
     assert "ignored" not in evaluated.stderr + evaluated.stdout
     metrics = read_metrics(tmp_path / "eval")
+    assert metrics["test/checkpoint"] == best_checkpoint(vae_2d).name  # what ckpt= gave, by its name
     assert set(VAE_TERMS) <= set(metrics) and metrics["test/binarize"] == "static"
     # of binary data, the Bernoulli's -log p(x) is bits of the data: bits/dim = nats / (D ln 2)
     assert metrics["test/nll_iwae_bpd"] == pytest.approx(

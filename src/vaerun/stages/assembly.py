@@ -362,4 +362,15 @@ def setup(
     # The checks are done: from here on the run writes to its directory.
     _warn_if_no_step_is_logged(steps_per_epoch, cfg["trainer"])
     _record_source(run_dir, datamodule)
-    return Run(cfg, run_dir, datamodule, module, trainer, sink, checkpoint, resume_from=resume_from)
+    ckpt = cfg["ckpt"] or ""  # a model loaded from ckpt=: its metrics name that file
+    return Run(
+        cfg,
+        run_dir,
+        datamodule,
+        module,
+        trainer,
+        sink,
+        checkpoint,
+        resume_from=resume_from,
+        loaded_checkpoint=ckpt,
+    )

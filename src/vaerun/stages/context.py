@@ -40,7 +40,8 @@ class Run:
     resume_from: Path | None = None
     #: what metrics.json holds: the final metrics of every stage that ran, and how they were measured
     record: dict[str, Any] = field(default_factory=dict)
-    #: the checkpoint ``module`` was loaded from by ``inference_model`` (loaded once, however many stages)
+    #: the checkpoint ``module`` was loaded from: ``ckpt=``'s, or the best one ``inference_model`` loaded
+    #: after training (loaded once, however many stages)
     loaded_checkpoint: str = ""
     #: wall seconds by stage and part (``timed``), into metrics.json as time/NAME_s
     timings: dict[str, float] = field(default_factory=dict)
