@@ -4,19 +4,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+import vaerun
 from vaerun.core.checkpoints import best_checkpoint
 from vaerun.core.errors import NonFiniteLossError
 from vaerun.stages.assembly import build_callbacks
 from vaerun.training.guards import AtomicCheckpointIO, Interruptions, LatestCheckpoint, TrainingTerms
-
-
-def compose_config():
-    with initialize_config_module("vaerun.configs", version_base="1.3"):
-        return compose("config", overrides=["data=digits"])
 
 
 def test_the_terms_name_the_first_step_and_the_term_that_blew_up():
@@ -99,7 +93,7 @@ class RisingValidationLoss(pl.LightningModule):
 def test_last_ckpt_is_the_newest_state_and_the_best_stays_the_best(tmp_path):
     """Lightning >= 2.6 writes save_last's last.ckpt only beside a new best checkpoint; vaerun's own
     LatestCheckpoint rewrites it at every validation end, so a resumed run starts where it was stopped."""
-    cfg = OmegaConf.to_container(compose_config(), resolve=True)
+    cfg = vaerun.compose(["data=digits"])
     checkpoint, callbacks = build_callbacks(cfg, tmp_path, sink=None, interruptions=Interruptions())
     assert not checkpoint.save_last and any(isinstance(c, LatestCheckpoint) for c in callbacks)
     kept = [c for c in callbacks if isinstance(c, ModelCheckpoint)]  # the best's and the newest's
