@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from vaerun.core import run_files
 from vaerun.core.atomic import write_text_atomically
+from vaerun.core.checkpoints import FOLDER as CHECKPOINT_FOLDER
 from vaerun.core.checkpoints import last_checkpoint
 from vaerun.core.errors import ConfigError, exit_with_error
 
@@ -28,7 +29,7 @@ STATE_FILE = "job.json"
 #: what a run writes (file name patterns in its directory); force=true removes these before running again.
 #: TensorBoard writes into the run directory itself: its events, hparams.yaml and the projector's files.
 ARTIFACTS = (
-    "checkpoints",
+    CHECKPOINT_FOLDER,
     "images",
     "metrics.json",
     STATE_FILE,

@@ -25,6 +25,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from vaerun.core.checkpoints import FOLDER as CHECKPOINT_FOLDER
 from vaerun.core.checks import ConfigError, check_shape_dependent, leaves
 from vaerun.core.errors import first_line
 from vaerun.core.host_memory import keep_freed_memory
@@ -169,7 +170,7 @@ def build_callbacks(
     checkpoints/, what eval reads), and vaerun's own: the newest state in checkpoints/last.ckpt (what
     resuming reads), the checkpoint on interruption, the reconstructions of every validation, the
     diagnostics asked for, the progress bar."""
-    checkpoint_dir = run_dir / "checkpoints"
+    checkpoint_dir = run_dir / CHECKPOINT_FOLDER
     callbacks = []
     for name, spec in cfg["callbacks"].items():
         fixed = {"dirpath": checkpoint_dir, "save_last": False} if name == "model_checkpoint" else {}

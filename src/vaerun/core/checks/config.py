@@ -17,7 +17,7 @@ from vaerun.core.checks.rules import RULES, check_leaves, check_values
 from vaerun.core.checks.values import is_int
 from vaerun.core.errors import ConfigError
 from vaerun.core.names import DEFAULT_POSTERIOR, DEFAULT_PRIOR, DETERMINISTIC_MODELS
-from vaerun.core.spec import conv_depth
+from vaerun.core.spec import MODEL_PARTS, conv_depth
 
 
 def check_block_size(key: str, value: Any, image_shape: tuple[int, ...] | None) -> None:
@@ -189,7 +189,8 @@ def check_likelihood(likelihood: Mapping[str, Any]) -> None:
 
 #: the top-level keys every run reads: the config groups, and the keys whose values have rules
 READ_BY_EVERY_RUN = (
-    *("data", "trainer", "model", "prior", "posterior", "likelihood", "encoder", "corruption", "optimizer"),
+    *MODEL_PARTS,
+    *("data", "trainer", "corruption", "optimizer"),
     *("eval", "sample", "impute", "anomaly", "diagnostics"),
     *(key for key in RULES if "." not in key),
 )
