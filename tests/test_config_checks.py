@@ -2,12 +2,15 @@
 
 import subprocess
 import sys
+import types
 
 import pytest
 from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import vaerun
+from vaerun.cli import main as cli
 from vaerun.core.checks import ConfigError, check_config
 
 
@@ -180,6 +183,47 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):
     with pytest.raises(ConfigError, match=message):
         check_config(composed(*overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model=vqvae", "encoder=mlp"],
+            "encoder: model=vqvae needs a grid of codes: use encoder=conv or encoder=resnet",
+        ),
+        (
+            ["model=vae2", "prior=vamp"],
+            "prior: model=vae2 has its own prior, p(z2) p(z1 | z2); use prior=gaussian",
+        ),
+        (
+            ["model=iwae", "model.beta=2"],
+            "model.beta: model=iwae trains the IWAE bound itself; leave beta unset",
+        ),
+        (
+            ["prior=vamp", "model.free_bits=0.5"],
+            "model.free_bits: the VampPrior's KL does not split into dimensions; set 0",
+        ),
+    ],
+)
+def test_a_model_that_refuses_its_parts_is_refused_before_the_run_starts(
+    overrides, message, tmp_path, capsys, monkeypatch
+):
+    """The models' own refusals come from building the model on the meta device with torch alone, before the
+    run (Lightning, the data) starts: a run that started fails the test."""
+
+    def run(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setitem(sys.modules, "vaerun.stages", types.SimpleNamespace(run=run))
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["vae-run", "data=digits", *overrides, f"hydra.run.dir={run_dir}"])
+    GlobalHydra.instance().clear()
+    with pytest.raises(SystemExit) as exit:
+        cli.main()
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"vae-run: error: {message}"]
+    assert not run_dir.exists()
 
 
 def test_validation_does_not_import_torch():

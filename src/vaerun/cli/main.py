@@ -268,10 +268,18 @@ def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str,
 
 
 def _run_stages(config: dict, run_dir: Path, config_fingerprint: str, resume_from: Path | None) -> dict:
-    """The stages' metrics; Lightning and torch are imported here, off the --help and config-error path."""
+    """The stages' metrics; Lightning and torch are imported here, off the --help and config-error path
+    (a model that refuses its config is built, and refused, with torch alone)."""
     hydra_cfg = HydraConfig.get()
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
     overridden = {override.split("=")[0].lstrip("+~").split(".")[0] for override in hydra_cfg.overrides.task}
+
+    from vaerun.models.build import check_buildable  # torch alone: a third of Lightning's import time
+
+    try:
+        check_buildable(config)
+    except ConfigError as err:
+        _fail(str(err), run_dir)
 
     import warnings
 
