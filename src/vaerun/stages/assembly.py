@@ -306,6 +306,28 @@ def check_likelihood_fits_values(
         )
 
 
+def build_data(
+    cfg: dict[str, Any], choices: dict[str, str], step_groups: StepGroups, splits_read: Collection[str]
+) -> ImageDataModule:
+    """The data, read, with the checks that need it: the splits the stages read hold images, the likelihood
+    models the data's values, and (where the config left the shape to the data) the shape's checks."""
+    try:  # partial: instantiate would turn the StepGroups dataclass into a config node
+        make_datamodule = instantiate(cfg["data"], _convert_="all", _partial_=True)
+        datamodule: ImageDataModule = make_datamodule(
+            steps_per_group=step_groups.size, limit_train_batches=step_groups.limit_train_batches
+        )
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise refusal(err, cfg, "data") from None
+    datamodule.setup()
+    check_splits_hold_images(datamodule.splits, splits_read, cfg)
+    check_likelihood_fits_values(cfg, choices, datamodule)
+    if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
+        check_shape_dependent(cfg, datamodule.image_shape)
+    return datamodule
+
+
 def setup(
     cfg: dict[str, Any],
     run_dir: Path,
@@ -325,21 +347,8 @@ def setup(
     _check_device(cfg["trainer"])
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     step_groups, trainer_kwargs = StepGroups.from_trainer_config(cfg["steps_per_execution"], cfg["trainer"])
-    try:  # partial: instantiate would turn the StepGroups dataclass into a config node
-        make_datamodule = instantiate(cfg["data"], _convert_="all", _partial_=True)
-        datamodule: ImageDataModule = make_datamodule(
-            steps_per_group=step_groups.size, limit_train_batches=step_groups.limit_train_batches
-        )
-    except ConfigError:
-        raise
-    except Exception as err:
-        raise refusal(err, cfg, "data") from None
-    datamodule.setup()
-    check_splits_hold_images(datamodule.splits, splits_read, cfg)
-    check_likelihood_fits_values(cfg, choices, datamodule)
+    datamodule = build_data(cfg, choices, step_groups, splits_read)
     steps_per_epoch = datamodule.train_dataloader().num_batches
-    if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
-        check_shape_dependent(cfg, datamodule.image_shape)
     cfg["data"]["source_used"] = datamodule.source_used
     module = build_module(cfg, choices, overridden, datamodule, step_groups)
     if module.model.forward_takes_gradients:  # inference mode would forbid them in validation and test
