@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, hparams_of, read_events, read_metrics, vae_run
+from omegaconf import OmegaConf
 
 from vaerun.core.checkpoints import best_checkpoint
 
@@ -417,6 +418,24 @@ def test_a_test_split_of_one_image_is_evaluated_without_a_variance_over_it(tmp_p
     assert "test/active_units" not in metrics and math.isfinite(metrics["test/nll_iwae"])
     assert math.isnan(metrics["test/nll_iwae_se"])  # a standard error over one image: undefined
     assert "degrees of freedom" not in result.stderr
+
+
+def test_a_checkpoint_without_a_data_option_is_evaluated_on_the_data_its_run_trained_on(vae_2d, tmp_path):
+    """ckpt=RUN alone: RUN's 8x8 digits, not the default MNIST (whose 28x28 images the model could not
+    take), with the command line's data.KEY=VALUE on top; the eval run's saved config says what it read."""
+    result = vae_run(
+        "stage=eval",
+        f"ckpt={vae_2d}",
+        "data.device_memory_fraction=0.25",
+        "hydra.run.dir=eval",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert "Data: the checkpoint's run's (data=digits); data=OPTION picks other data" in result.stdout
+    saved = OmegaConf.load(tmp_path / "eval" / ".hydra" / "config.yaml").data
+    assert saved.source._target_ == OmegaConf.load(vae_2d / ".hydra" / "config.yaml").data.source._target_
+    assert saved.device_memory_fraction == 0.25 and saved.source_used == "digits"
+    assert math.isfinite(read_metrics(tmp_path / "eval")["test/loss"])
 
 
 def test_a_checkpoint_for_other_images_is_refused_naming_the_data_its_run_used(vae_2d, tmp_path):

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun.cli import run_lock, run_state
+from vaerun.cli.checkpoint_data import typed_keys, with_the_checkpoints_data
 from vaerun.cli.help import HELP_FLAGS, help_text
 from vaerun.cli.process_end import without_teardown
 from vaerun.cli.refusals import (
@@ -246,11 +247,18 @@ def checked_config(cfg: DictConfig) -> dict:
     return config
 
 
+def _typed_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task)
+
+
 def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str, run_state.Plan]:
     """The resolved and checked config, its fingerprint, and what to do with the run directory: a bad
     config ends the run here, with one line."""
     try:
-        config = checked_config(cfg)
+        config, run_data = with_the_checkpoints_data(checked_config(cfg), _typed_overrides())
+        if run_data is not None:
+            check_config(config)
+            log.info("Data: the checkpoint's run's (data=%s); data=OPTION picks other data", run_data)
         config_fingerprint = run_state.fingerprint(config)
         # Only rank 0 decides what to do with the directory; the other processes of a DDP run follow it.
         plan = (
@@ -264,6 +272,8 @@ def _checked_config_and_plan(cfg: DictConfig, run_dir: Path) -> tuple[dict, str,
         _fail(f"hydra.run.dir: {run_dir}: {first_line(err)}", run_dir)
     if plan is None:
         plan = run_state.Plan(resume_from=last_checkpoint(run_dir))
+    elif run_data is not None and not plan.skip:
+        run_files.replace_data(run_dir, config["data"])
     return config, config_fingerprint, plan
 
 
@@ -272,7 +282,7 @@ def _run_stages(config: dict, run_dir: Path, config_fingerprint: str, resume_fro
     (a model that refuses its config is built, and refused, with torch alone)."""
     hydra_cfg = HydraConfig.get()
     choices = {group: hydra_cfg.runtime.choices.get(group) for group in RECORDED_GROUPS}
-    overridden = {override.split("=")[0].lstrip("+~").split(".")[0] for override in hydra_cfg.overrides.task}
+    overridden = {key.split(".")[0] for key in typed_keys(_typed_overrides())}
 
     from vaerun.models.build import check_buildable  # torch alone: a third of Lightning's import time
 

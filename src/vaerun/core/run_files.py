@@ -36,3 +36,27 @@ def chosen_option(run_dir: Path, group: str) -> str | None:
         return None
     choice = OmegaConf.select(OmegaConf.load(saved), f"hydra.runtime.choices.{group}")
     return str(choice) if choice else None
+
+
+#: what a run adds to its saved data config once the data is read (vaerun.stages.assembly): the source it
+#: fell back to, an image folder's class names; no data option takes them as arguments
+RECORDED_DATA_KEYS = ("source_used", "classes")
+
+
+def data_config(run_dir: Path) -> dict | None:
+    """The data config a run ran with, resolved where it was saved (its seed, its folder's absolute path),
+    without what it recorded after reading the data; None where the run saved no config."""
+    saved = saved_config(run_dir)
+    if saved is None or "data" not in saved:
+        return None
+    data = OmegaConf.to_container(saved.data, resolve=True)
+    return {key: value for key, value in data.items() if key not in RECORDED_DATA_KEYS}  # type: ignore[union-attr]
+
+
+def replace_data(run_dir: Path, data: dict) -> None:
+    """The saved config's data replaced by the data the run reads where that is not the composed one
+    (``ckpt=RUN``'s data), so that the run's config says what it read."""
+    config = saved_config(run_dir)
+    if config is not None:
+        config.data = data
+        OmegaConf.save(config, config_path(run_dir))
