@@ -1,8 +1,9 @@
 """``ckpt=RUN`` without a data option evaluates, samples or trains on further with the data RUN trained on.
 
 The architecture comes from the checkpoint (vaerun.stages.checkpoints); the data comes from the checkpoint's
-run too, unless the command line picks a data option (``data=fashion_mnist``): its ``data.KEY=VALUE``
-overrides apply on top of the run's data (``data.batch_size=256``, ``data.normal_class=3``).
+run too, unless the command line picks a data option (``data=fashion_mnist``); the command line's
+``data.KEY=VALUE`` overrides apply on top of the run's data (``data.batch_size=256``,
+``data.normal_class=3``).
 """
 
 from __future__ import annotations
