@@ -259,10 +259,12 @@ def test_a_64_px_colour_folder_goes_through_every_stage(photo_folder_64, tmp_pat
     vae_run(*run, "stage=impute", f"ckpt={tmp_path / 'all'}", "hydra.run.dir=impute", cwd=tmp_path)
     imputed = read_metrics(tmp_path / "impute")
     assert imputed["impute/block_32/pca/psnr"] > 0 and "time/impute_s" in imputed
+    assert "time/train_s" not in imputed  # the checkpoint's model, as it is: no training stage
     anomaly = ["stage=anomaly", "data.normal_class=0", "anomaly.iwae_samples=4", "hydra.run.dir=anomaly"]
     vae_run(*run, *anomaly, f"ckpt={tmp_path / 'all'}", cwd=tmp_path)
     scores = read_metrics(tmp_path / "anomaly")
     assert 0 <= scores["anomaly/pca_reconstruction_error/auroc"] <= 1 and "time/anomaly_s" in scores
+    assert "time/train_s" not in scores
     assert {"time/anomaly_model_scores_s", "time/anomaly_mahalanobis_s", "time/anomaly_pca_s"} <= set(scores)
 
 

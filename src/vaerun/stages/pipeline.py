@@ -49,10 +49,14 @@ SPLITS_READ: dict[Callable[[Run], None], tuple[str, ...]] = {
 }
 
 
+def steps_of(stage: str, ckpt: str | None) -> list[Callable[[Run], None]]:
+    """What a run of ``stage`` runs: impute and anomaly train first only without ``ckpt``."""
+    return [s for s in STAGE_STEPS[stage] if not (s is train_unless_checkpoint and ckpt is not None)]
+
+
 def splits_read(stage: str, ckpt: str | None) -> set[str]:
-    """The splits a run of ``stage`` reads beyond train (impute and anomaly train only without ``ckpt``)."""
-    steps = [s for s in STAGE_STEPS[stage] if not (s is train_unless_checkpoint and ckpt is not None)]
-    return {split for step in steps for split in SPLITS_READ[step]}
+    """The splits a run of ``stage`` reads beyond train."""
+    return {split for step in steps_of(stage, ckpt) for split in SPLITS_READ[step]}
 
 
 #: the name each stage's time is recorded under (time/NAME_s in metrics.json)
@@ -168,7 +172,7 @@ def run(
             except Exception as err:  # a value no check knows, refused by a library: still one line
                 raise ConfigError(f"the run could not be set up ({first_line(err, with_type=True)})") from err
             _record_state(record_status, "running")
-            for stage in STAGE_STEPS[cfg["stage"]]:
+            for stage in steps_of(cfg["stage"], cfg["ckpt"]):  # no "Stage train: 0.0 s" from a ckpt
                 with state.timed(TIMED_AS[stage]):
                     stage(state)
                 _report_time(state, TIMED_AS[stage])
