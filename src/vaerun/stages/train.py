@@ -33,6 +33,6 @@ def train(run: Run) -> None:
 
 
 def train_unless_checkpoint(run: Run) -> None:
-    """impute and anomaly: the model of ckpt=... as it is, else one trained first."""
-    if run.cfg["ckpt"] is None:
-        train(run)
+    """impute's and anomaly's training: the pipeline runs it only without ckpt=
+    (vaerun.stages.pipeline.steps_of), whose model they use as it is."""
+    train(run)
