@@ -43,8 +43,8 @@ def with_the_checkpoints_data(
         ) from None
     if data is None:
         return config, None
-    for key in (key for key in keys if key.startswith("data.")):
-        _set(data, key.split(".")[1:], _get(config["data"], key.split(".")[1:]))
+    for path in (key.split(".")[1:] for key in keys if key.startswith("data.")):
+        _set(data, path, _get(config["data"], path))
     return {**config, "data": data}, chosen_option(run_dir, "data") or "?"
 
 
