@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,17 @@ def _dealt_longest_first(items: list[pytest.Item], workers: int) -> list[pytest.
 
     ordered = sorted(items, key=lambda item: not long(item))  # stable: the files' order kept
     return [item for worker in range(workers) for item in ordered[worker::workers]]
+
+
+@pytest.fixture
+def refuse_to_run(monkeypatch):
+    """For ``vaerun.cli.main.main()`` called in the test's process: were a bad config let through, the run
+    itself would start (``vaerun.stages.run``); it fails the test instead."""
+
+    def run(cfg, *args, **kwargs):
+        raise AssertionError("the config was accepted and the run started")
+
+    monkeypatch.setitem(sys.modules, "vaerun.stages", types.SimpleNamespace(run=run))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import types
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -207,15 +206,10 @@ def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):
     ],
 )
 def test_a_model_that_refuses_its_parts_is_refused_before_the_run_starts(
-    overrides, message, tmp_path, capsys, monkeypatch
+    overrides, message, tmp_path, capsys, monkeypatch, refuse_to_run
 ):
     """The models' own refusals come from building the model on the meta device with torch alone, before the
     run (Lightning, the data) starts: a run that started fails the test."""
-
-    def run(*args, **kwargs):
-        raise AssertionError("the run started")
-
-    monkeypatch.setitem(sys.modules, "vaerun.stages", types.SimpleNamespace(run=run))
     run_dir = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["vae-run", "data=digits", *overrides, f"hydra.run.dir={run_dir}"])
     GlobalHydra.instance().clear()

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import json
 import sys
-import types
 from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
@@ -135,16 +134,6 @@ def walk(tmp_path_factory, worker_id) -> Walk:
 def configs_read_once():
     with reading_configs_once():
         yield
-
-
-@pytest.fixture
-def refuse_to_run(monkeypatch):
-    """Were a bad value let through, the run itself would start: it fails the test instead."""
-
-    def run(cfg, *args, **kwargs):
-        raise AssertionError("the bad value was accepted and the run started")
-
-    monkeypatch.setitem(sys.modules, "vaerun.stages", types.SimpleNamespace(run=run))
 
 
 def test_every_group_option_is_walked(walk):
