@@ -13,6 +13,8 @@ from conftest import TINY, read_metrics, vae_run
 
 import vaerun
 from vaerun.cli.main import _single_run_argv
+from vaerun.cli.sweep_values import check_command_line_values
+from vaerun.core.errors import ConfigError
 
 
 def summary_rows(sweep: Path) -> list[dict]:
@@ -58,6 +60,57 @@ def test_a_multirun_writes_its_summary_and_a_rerun_skips_the_finished_runs(tmp_p
 
     forced = vae_run(*args[:-1], "hydra.sweep.dir=sweep", "force=true", "latent=2", cwd=tmp_path)
     assert "skipped" not in forced.stdout  # force=true: the runs are made again
+
+
+@pytest.mark.parametrize(
+    ("swept", "message"),
+    [
+        (["latent=2,x"], "latent=2,x: latent must be an integer >= 1 (the latent dimension), got 'x'"),
+        (
+            ["data.batch_size=range(0,3)"],
+            "data.batch_size=range(0,3): data.batch_size must be an integer >= 1, got 0",
+        ),
+        (
+            ["model=ae,vae", "latent=abc"],
+            "latent=abc: latent must be an integer >= 1 (the latent dimension), got 'abc'",
+        ),
+    ],
+)
+def test_a_multirun_value_its_key_refuses_is_one_line_before_any_run(tmp_path, swept, message):
+    """Every value of the command line, each value of a sweep included, goes through its key's rule before
+    the sweep makes its folder: without that check the runs before the bad value would all run first."""
+    result = vae_run("-m", *swept, "data=digits", *TINY, "hydra.sweep.dir=sweep", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"vae-run: error: {message}; no run started"
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_what_the_values_check_leaves_to_hydra_and_to_the_run():
+    """A group's options (logger has a rule for its composed entries), deletions, interpolations and the
+    sweeps a basic sweep does not take pass; a range is checked value by value."""
+    groups = {"logger", "model", "data"}
+    allowed = ["logger=csv,tensorboard", "model=ae,vae", "~trainer.max_time", "seed=${oc.env:SEED},3",
+               "model.beta=interval(0,1)", "latent=range(1,4)", "data.batch_size=16"]  # fmt: skip
+    check_command_line_values(allowed, groups)
+    with pytest.raises(ConfigError, match=r"^latent=range\(-1,2\): latent must be an integer >= 1"):
+        check_command_line_values(["latent=range(-1,2)"], groups)
+    with pytest.raises(ConfigError, match=r"^seed=x,3: seed must be an integer"):
+        check_command_line_values(["seed=x,3"], groups)
+
+
+def test_a_run_that_only_its_whole_config_refuses_fails_alone_and_the_sweep_goes_on(tmp_path):
+    """A block 9 pixels wide passes corruption.size's own rule and is refused in its run, on 8 x 8 digits:
+    the other run finishes, the summary marks the failed one with its reason, the sweep exits 3."""
+    sweep = ["-m", "model=dae", "corruption=block_mask", "corruption.size=9,2", "data=digits", *TINY]
+    result = vae_run(*sweep, "stage=train", "hydra.sweep.dir=sweep", cwd=tmp_path, check=False)
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1].startswith("vae-run: error: 1 of 2 runs failed, the others")
+    rows = {row["corruption.size"]: row for row in summary_rows(tmp_path / "sweep")}
+    assert (
+        rows["9"]["state"] == "failed"
+        and "corruption.size must be an integer in [1, 8]" in rows["9"]["error"]
+    )
+    assert rows["2"]["state"] == "finished" and float(rows["2"]["val/loss"]) > 0
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):

@@ -82,6 +82,20 @@ def test_a_space_that_cannot_be_searched_is_refused_naming_the_key(overrides, me
         space_of(*overrides)
 
 
+def test_a_config_groups_options_are_searched_as_options_not_checked_as_values():
+    """logger and callbacks are groups whose composed value has a rule of its own (named entries with a
+    _target_): their options on the command line are Hydra's to refuse, not that rule's."""
+    overrides = OverridesParser.create().parse_overrides(
+        ["logger=choice(csv, tensorboard)", "latent=choice(2, 3)"]
+    )
+    space = search_space(overrides, groups={"logger", "callbacks", "model"})
+    assert space.distributions()["logger"] == optuna.distributions.CategoricalDistribution(
+        ("csv", "tensorboard")
+    )
+    with pytest.raises(ConfigError, match="logger must be named entries"):
+        search_space(overrides)  # what the sweeper did before it passed the groups
+
+
 def trials_of(sweep: Path) -> list[optuna.trial.FrozenTrial]:
     return load_study(storage_url(None, sweep), "vaerun").get_trials()
 

@@ -81,27 +81,29 @@ class RunningJobs(threading.Thread):
 
 def test_a_12_run_sweep_keeps_to_its_array_parallelism_and_a_failing_run_loses_no_other(slurm, tmp_path):
     """12 jobs, at most 4 at once (Slurm's array limit, from hydra.launcher.array_parallelism), on a node
-    with room for 8; latent=0 fails in its job: the other 11
-    finish, the summary marks it, the sweep exits 3."""
-    latents = ",".join(str(n) for n in range(12))
+    with room for 8; a block 9 pixels wide passes its key's rule and is refused in its job, on 8 x 8 digits:
+    the 4 runs with it fail there, the other 8 finish, the summary marks them, the sweep exits 3."""
     sweep = ["-m", "hydra/launcher=slurm", *SMALL_JOBS, "hydra.launcher.array_parallelism=4", "data=digits",
-             f"latent={latents}", *TINY, "stage=train", "hydra.sweep.dir=sweep"]  # fmt: skip
+             "model=dae", "corruption=block_mask", "corruption.size=2,4,9", "latent=1,2,3,4", *TINY,
+             "stage=train", "hydra.sweep.dir=sweep"]  # fmt: skip
     watch = RunningJobs()
     watch.start()
     result = vae_run(*sweep, cwd=tmp_path, check=False)
     watch.stopped.set()
     assert result.returncode == 3, result.stderr[-2000:]
     assert (
-        result.stderr.strip().splitlines()[-1].startswith("vae-run: error: 1 of 12 runs failed, the others")
+        result.stderr.strip().splitlines()[-1].startswith("vae-run: error: 4 of 12 runs failed, the others")
     )
     assert 2 <= watch.most <= 4
     with open(tmp_path / "sweep" / "summary.csv") as handle:
-        rows = {row["latent"]: row for row in csv.DictReader(handle)}
-    assert sorted(rows, key=int) == [str(n) for n in range(12)]
-    assert rows["0"]["state"] == "failed" and "latent must be an integer >= 1" in rows["0"]["error"]
-    assert all(
-        rows[str(n)]["state"] == "finished" and float(rows[str(n)]["val/loss"]) > 0 for n in range(1, 12)
-    )
+        rows = list(csv.DictReader(handle))
+    swept = sorted((row["corruption.size"], row["latent"]) for row in rows)
+    assert swept == [(size, latent) for size in ("2", "4", "9") for latent in ("1", "2", "3", "4")]
+    for row in rows:
+        if row["corruption.size"] == "9":
+            assert row["state"] == "failed" and "corruption.size must be an integer in [1, 8]" in row["error"]
+        else:
+            assert row["state"] == "finished" and float(row["val/loss"]) > 0
     logs = list((tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert len(logs) == 12  # each run was a job of its own
     # no accounting here: one line says so, instead of sacct's and submitit's complaints at every poll

@@ -108,7 +108,7 @@ class StudySweeper(Sweeper):
                 overrides = parser.parse_overrides(given)
             except Exception as err:
                 raise ConfigError(first_line(err)) from None
-            space = search_space(overrides)
+            space = search_space(overrides, groups=set(self.config.hydra.runtime.choices))
             study = self._open_study(sweep_dir)
         except ConfigError as err:
             _discard_if_empty(sweep_dir)

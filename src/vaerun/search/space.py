@@ -11,6 +11,7 @@ Overrides without a sweep (``data=digits``) are passed to every trial as they ar
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +50,13 @@ class Dimension:
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
 
-def dimension(override: Override) -> Dimension:
+def dimension(override: Override, groups: Collection[str] = ()) -> Dimension:
     """The Optuna distribution of one swept override; ConfigError (naming the key) for what has none, or
-    for a range that reaches values the key's rule refuses (every trial there would fail)."""
+    for a range that reaches values the key's rule refuses (every trial there would fail). A config
+    group's options (``groups``: ``logger=choice(csv, tensorboard)``) are Hydra's to refuse."""
     searched, sweep = _dimension(override), override.value()
+    if override.key_or_group in groups:
+        return searched
     reached = sweep.list if isinstance(sweep, ChoiceSweep) else [searched.low, searched.high]
     for value in reached:
         try:
@@ -149,13 +153,13 @@ def _as_written(override: Override) -> str:
     return f"{override.get_key_element()}={override.get_value_element_as_str()}"
 
 
-def search_space(overrides: list[Override]) -> SearchSpace:
+def search_space(overrides: list[Override], groups: Collection[str] = ()) -> SearchSpace:
     """The searched dimensions and fixed overrides of a parsed command line (and hydra.sweeper.params);
-    a key given twice takes its last value, as Hydra does."""
+    a key given twice takes its last value, as Hydra does. ``groups``: the config groups."""
     by_key: dict[str, Override] = {}
     for override in overrides:
         by_key[override.get_key_element()] = override
-    dimensions = tuple(dimension(o) for o in by_key.values() if o.is_sweep_override())
+    dimensions = tuple(dimension(o, groups) for o in by_key.values() if o.is_sweep_override())
     fixed = tuple(_as_written(o) for o in by_key.values() if not o.is_sweep_override())
     if not dimensions:
         raise ConfigError(
