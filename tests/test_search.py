@@ -93,7 +93,7 @@ def test_a_config_groups_options_are_searched_as_options_not_checked_as_values()
         ("csv", "tensorboard")
     )
     with pytest.raises(ConfigError, match="logger must be named entries"):
-        search_space(overrides)  # what the sweeper did before it passed the groups
+        search_space(overrides)  # without the groups, the rule of the logger entries judges its options
 
 
 def trials_of(sweep: Path) -> list[optuna.trial.FrozenTrial]:
