@@ -223,6 +223,10 @@ def test_a_study_where_no_trial_completes_ends_with_one_line(tmp_path):
             "latent=interval(2, 8): the search reaches 2.0, and latent must be an integer >= 1 (the latent "
             "dimension), got 2.0; tag(int, interval(2, 8)) draws integers",
         ),
+        (  # a value every trial would take: each would fail on it
+            "data.batch_size=0",
+            "data.batch_size=0: data.batch_size must be an integer >= 1, got 0; no run started",
+        ),
     ],
 )
 def test_a_bad_sweeper_setting_is_one_line_and_leaves_no_sweep_folder(tmp_path, setting, message):

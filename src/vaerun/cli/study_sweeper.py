@@ -24,6 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaerun.cli import run_lock
+from vaerun.cli.sweep_values import check_command_line_values
 from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checks import check_values
 from vaerun.core.errors import ConfigError, exit_with_error, first_line
@@ -108,7 +109,9 @@ class StudySweeper(Sweeper):
                 overrides = parser.parse_overrides(given)
             except Exception as err:
                 raise ConfigError(first_line(err)) from None
-            space = search_space(overrides, groups=set(self.config.hydra.runtime.choices))
+            groups = set(self.config.hydra.runtime.choices)
+            space = search_space(overrides, groups)
+            check_command_line_values(list(space.fixed), groups)  # the same in every trial
             study = self._open_study(sweep_dir)
         except ConfigError as err:
             _discard_if_empty(sweep_dir)
