@@ -29,6 +29,7 @@ start() {
     chown munge:munge /run/munge
     if ! pgrep -x munged >/dev/null; then
         runuser -u munge -- munged
+        touch "$dir/munged.ours"  # stop ends it; a munged that was running already is left alone
     fi
     local memory_mb
     memory_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
@@ -102,6 +103,10 @@ stop() {
         sleep 0.2
     done
     pkill -9 -f "slurm(ctld|d) -f $dir/slurm.conf" || true
+    if [ -f "$dir/munged.ours" ]; then
+        pkill -x munged || true
+        rm -f "$dir/munged.ours"
+    fi
     # a job that was still ending keeps its step daemons waiting for a slurmd that is gone: end them too
     for pid in $(pgrep -x slurmstepd); do
         if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_CONF=$dir/slurm.conf"; then
