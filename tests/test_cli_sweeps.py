@@ -85,6 +85,21 @@ def test_a_multirun_value_its_key_refuses_is_one_line_before_any_run(tmp_path, s
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_multirun_hydra_refuses_leaves_the_sweep_folder_as_it_found_it(tmp_path):
+    """Hydra composes the jobs' configs, and refuses an unknown key or option, only after the sweep's
+    folder, its lock and multirun.yaml were made: they go again, with the folders made for them; a folder
+    that was there keeps what it held."""
+    result = vae_run("-m", "latnt=2,4", "data=digits", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("vae-run: error: latnt: no such key in the config")
+    assert list(tmp_path.iterdir()) == []  # no outputs/multirun/DATE/TIME
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    result = vae_run("-m", "model=ae,vea", "hydra.sweep.dir=mine", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "model=vea: no such option" in result.stderr
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
 def test_what_the_values_check_leaves_to_hydra_and_to_the_run():
     """A group's options (logger has a rule for its composed entries), deletions, interpolations and the
     sweeps a basic sweep does not take pass; a range is checked value by value."""

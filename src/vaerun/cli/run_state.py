@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vaerun.cli import sweep_folder
 from vaerun.core import run_files
 from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checkpoints import FOLDER as CHECKPOINT_FOLDER
@@ -137,6 +138,7 @@ class WritableOutputDir(Callback):
         _ensure_writable("hydra.run.dir", Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_folder.note_sweep_folder(Path(config.hydra.sweep.dir))  # gone again if refused before a run
         _ensure_writable("hydra.sweep.dir", Path(config.hydra.sweep.dir))
 
 

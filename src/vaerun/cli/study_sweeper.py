@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vaerun.cli import run_lock
+from vaerun.cli import sweep_folder
 from vaerun.cli.sweep_values import check_command_line_values
 from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checks import check_values
@@ -114,7 +113,7 @@ class StudySweeper(Sweeper):
             check_command_line_values(list(space.fixed), groups)  # the same in every trial
             study = self._open_study(sweep_dir)
         except ConfigError as err:
-            _discard_if_empty(sweep_dir)
+            sweep_folder.discard_unstarted_sweep()
             exit_with_error(str(err))
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self._run_trials(study, space, sweep_dir)
@@ -287,14 +286,3 @@ def _consecutive(numbers: Sequence[int]) -> list[list[int]]:
         else:
             runs.append([number])
     return runs
-
-
-def _discard_if_empty(sweep_dir: Path) -> None:
-    """A search refused before it began leaves no sweep folder behind (only the lock it took, if that)."""
-    if not sweep_dir.is_dir():
-        return
-    if any(p.name != run_lock.LOCK_FILE for p in sweep_dir.iterdir()):
-        return
-    (sweep_dir / run_lock.LOCK_FILE).unlink(missing_ok=True)
-    run_lock.release(sweep_dir)
-    os.rmdir(sweep_dir)
