@@ -3,7 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+import vaerun
+from vaerun.core.run_files import data_config
 from vaerun.data import (
     CSVSource,
     DigitsSource,
@@ -17,6 +21,7 @@ from vaerun.data import (
 )
 from vaerun.data.batches import BatchGroup, limited_batch_count
 from vaerun.data.datamodule import ImageDataModule
+from vaerun.stages.assembly import _record_source
 
 
 def assert_disjoint_and_complete(splits, total):
@@ -64,6 +69,24 @@ def test_mnist_falls_back_to_mnist5k_when_the_download_fails(tmp_path, monkeypat
     splits = MNISTSource(str(tmp_path), fallback=MNIST5kSource()).load()
     assert splits.source == "mnist5k"
     assert "falling back to mnist5k" in caplog.text
+
+
+def test_a_run_whose_mnist_fell_back_is_found_again_as_the_mnist5k_it_read(tmp_path, monkeypatch):
+    """The run's saved config names the fallback as its source: its data found again (``ckpt=RUN`` without
+    a data option, vaerun.load's ``split``) is mnist5k's split, not full MNIST where a download works."""
+    monkeypatch.setattr(MNISTSource, "_load", lambda self, download: (_ for _ in ()).throw(RuntimeError("x")))
+    config = vaerun.compose(["data=mnist", f"data.source.data_dir={tmp_path / 'cache'}"])
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    datamodule = instantiate(config["data"])
+    assert datamodule.source_used == "mnist5k"
+    _record_source(run_dir, datamodule)
+    data = data_config(run_dir)
+    assert data["source"] == config["data"]["source"]["fallback"]
+    found_again = instantiate(data["source"]).load()  # MNISTSource._load is still offline: no fallback taken
+    assert found_again.source == "mnist5k"
+    assert torch.equal(found_again.test.images, datamodule.splits.test.images)
 
 
 def test_mnist_without_fallback_raises(tmp_path, monkeypatch):

@@ -75,10 +75,19 @@ def _check_device(trainer_cfg: dict[str, Any]) -> None:
 def _record_source(run_dir: Path, datamodule: ImageDataModule) -> None:
     """The data set actually used (mnist may fall back to mnist5k), its class names (an image folder's)
     and the absolute path of a folder or file it was read from go into the run's saved config, so that
-    the run's data can be found again from any directory (vaerun.load's ``split``)."""
+    the run's data can be found again from any directory (vaerun.load's ``split``, ``ckpt=RUN``). A
+    source that fell back is saved as its fallback: found again, the data is what the run read, not a
+    download of the full set where a network answers."""
     config = saved_config(run_dir)
     if config is not None:
         config.data.source_used = datamodule.source_used
+        fallback = getattr(datamodule.source, "fallback", None)
+        if (
+            fallback is not None
+            and datamodule.source_used == fallback.name
+            and "fallback" in config.data.source
+        ):
+            config.data.source = OmegaConf.to_container(config.data.source.fallback, resolve=True)
         if datamodule.splits.classes:
             config.data.classes = list(datamodule.splits.classes)
         path = getattr(datamodule.source, "path", None)
