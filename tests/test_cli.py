@@ -345,6 +345,10 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "the command line: Hydra could not compose the config (AssertionError: ",
         ),
         (["--cfg", "jobs"], "--cfg: invalid choice: 'jobs' (choose from 'job', 'hydra', 'all')"),
+        (  # a typed node of a launcher plugin's config: what Hydra's second line says
+            ["-m", "latent=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=x"],
+            "hydra.launcher.n_jobs=x: Value 'x' of type 'str' could not be converted to Integer",
+        ),
     ],
 )
 def test_hydras_refusals_are_one_line_naming_the_key_and_what_would_work(tmp_path, args, message):

@@ -163,6 +163,9 @@ def one_line(text: str, folders: list[Path]) -> str:
             f"{key}={value}: Hydra's override syntax takes a ~ only inside quotes: write "
             f"'{key}=\"{value}\"' (the shell's quotes around Hydra's){home}"
         )
+    if found := re.search(r"Error merging override (\S+)\n(.+)", text):  # a typed node (Hydra's plugins)
+        override, reason = found.groups()
+        return f"{override}: {reason.strip()}"
     if "override_grammar" in text:
         return (
             f"the command line: {text.strip().splitlines()[0]} (the override syntax: KEY=VALUE, see --help)"
