@@ -204,6 +204,14 @@ def test_a_study_where_no_trial_completes_ends_with_one_line(tmp_path):
             "hydra.sweeper.sampler must be one of tpe, random, cmaes, gp, got 'nope'",
         ),
         ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be an integer >= 1, got 0"),
+        (  # the sampler's seed, refused before the study's storage is opened
+            "hydra.sweeper.seed=x",
+            "hydra.sweeper.seed must be null or an integer in [0, 2**32 - 1] (numpy's seeds), got 'x'",
+        ),
+        (
+            "hydra.sweeper.pruner_warmup_epochs=-1",
+            "hydra.sweeper.pruner_warmup_epochs must be an integer >= 0, got -1",
+        ),
         (
             "hydra.sweeper.pruner=sometimes",
             "hydra.sweeper.pruner must be one of median, hyperband, null, got 'sometimes'",

@@ -82,6 +82,12 @@ class StudySweeper(Sweeper):
             "pruner": self.pruner_name,
             "n_trials": self.n_trials,
             "n_jobs": self.n_jobs,
+            "seed": self.seed,
+            "pruner_startup_trials": self.pruner_startup_trials,
+            "pruner_warmup_epochs": self.pruner_warmup_epochs,
+            "metric": self.metric,
+            "study_name": self.study_name,
+            "storage": self.storage,
         }
         check_values("hydra.sweeper", keys)
         if self.pruner_name and not self.metric.startswith("val/") and self.direction != "minimize":

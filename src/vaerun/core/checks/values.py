@@ -160,6 +160,12 @@ def seed(key: str, value: Any) -> None:
         _fail(key, "an integer in [0, 2**32 - 1] (numpy's seeds)", value)
 
 
+def optional_seed(key: str, value: Any) -> None:
+    """A seed, or null for none (an Optuna sampler's)."""
+    if value is not None and (not is_int(value) or not 0 <= value < 2**32):
+        _fail(key, "null or an integer in [0, 2**32 - 1] (numpy's seeds)", value)
+
+
 def batch_limit(key: str, value: Any) -> None:
     """Lightning's limit_*_batches: a count of batches or a fraction of them."""
     if value is not None and not (
