@@ -159,7 +159,7 @@ def test_a_denoiser_imputes_the_cells_of_a_csv_table(tmp_path):
         and model < 0.95 * metrics["impute/mcar_0.3/pca/mse"]
     )
     missing = vae_run("data=csv", cwd=tmp_path, check=False)
-    assert missing.returncode == 2 and "data.source.path must be set" in missing.stderr
+    assert missing.returncode == 2 and "data.source.path must be set to the CSV file" in missing.stderr
     conv = vae_run(
         "data=csv",
         "data.source.path=wine.csv",

@@ -177,6 +177,11 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         (["anomaly.iwae_samples=-1"], "anomaly.iwae_samples must be an integer >= 0"),
         (["anomaly.neighbours=-1"], "anomaly.neighbours must be an integer >= 0"),
         (["anomaly.neighbour_references=0"], "anomaly.neighbour_references must be null or an integer >= 1"),
+        (  # a path left unset: what it names
+            ["data=celeba64"],
+            "data.source.path must be set to the folder that holds the images: add data.source.path=DIR",
+        ),
+        (["data=csv"], "data.source.path must be set to the CSV file: add data.source.path=FILE.csv"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):

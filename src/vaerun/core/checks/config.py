@@ -196,6 +196,21 @@ READ_BY_EVERY_RUN = (
 )
 
 
+#: what a data source's path names, for the line that asks for it (data=image_folder and celeba64, data=csv)
+PATH_OF_SOURCE = {
+    "vaerun.data.ImageFolderSource": ("the folder that holds the images", "DIR"),
+    "vaerun.data.CSVSource": ("the CSV file", "FILE.csv"),
+}
+
+
+def _asking_for(key: str, cfg: Mapping[str, Any]) -> str:
+    """The line for a key left at ``???``: what to give it, where the config says what it names."""
+    if key == "data.source.path" and (named := PATH_OF_SOURCE.get(cfg["data"]["source"].get("_target_"))):
+        what, placeholder = named
+        return f"{key} must be set to {what}: add {key}={placeholder} to the command"
+    return f"{key} must be set: add {key}=VALUE to the command"
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     if gone := [key for key in READ_BY_EVERY_RUN if key not in cfg]:
@@ -203,7 +218,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"{key}: missing from the config, and every run reads it (removed with ~{key}?)")
     unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
     if unset:
-        raise ConfigError(f"{unset[0]} must be set: add {unset[0]}=VALUE to the command")
+        raise ConfigError(_asking_for(unset[0], cfg))
     check_leaves(cfg)
     for name, spec in cfg["logger"].items():
         missing = missing_package(spec["_target_"])
