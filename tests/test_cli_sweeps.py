@@ -85,6 +85,20 @@ def test_a_multirun_value_its_key_refuses_is_one_line_before_any_run(tmp_path, s
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.parametrize("sweeper", [[], ["hydra/sweeper=optuna", "latent=choice(2, 3)"]])
+def test_resume_true_in_a_multirun_is_one_line_pointing_to_the_sweeps_own_way(tmp_path, sweeper):
+    """resume=true would move each job into an earlier run's directory, out of the sweep's folder."""
+    swept = sweeper or ["latent=2,3"]
+    result = vae_run(
+        "-m", *swept, "resume=true", "data=digits", "hydra.sweep.dir=sweep", cwd=tmp_path, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        "vae-run: error: resume=true continues one run; a sweep (or a search)"
+    )
+    assert "hydra.sweep.dir=" in result.stderr and not (tmp_path / "sweep").exists()
+
+
 def test_a_multirun_hydra_refuses_leaves_the_sweep_folder_as_it_found_it(tmp_path):
     """Hydra composes the jobs' configs, and refuses an unknown key or option, only after the sweep's
     folder, its lock and multirun.yaml were made: they go again, with the folders made for them; a folder

@@ -9,7 +9,9 @@ larger than the images) still fails its run alone, and the sweep goes on (docs/s
 
 Choices of a config group (``model=ae,vae``, ``logger=csv``) are options, not values: Hydra refuses an
 option a group does not have before the first run. Values that interpolate (``${oc.env:SEED}``) are judged
-in the run, where they resolve. Pure Python and Hydra: decided before torch is imported.
+in the run, where they resolve. ``resume=true`` is refused in any multirun: it moves a run into an earlier
+run's directory, out of the sweep's folder; a sweep continues with the same command into its folder. Pure
+Python and Hydra: decided before torch is imported.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from omegaconf import DictConfig
 
 from vaerun.core.checks import check_value
 from vaerun.core.errors import ConfigError, exit_with_error
+
+#: resume=true moves a run into the directory of an earlier one: a sweep's jobs would leave its folder
+RESUME_IN_A_SWEEP = (
+    "resume=true continues one run; a sweep (or a search) continues with the same command into its folder, "
+    "hydra.sweep.dir=outputs/multirun/DATE/TIME: its finished runs are skipped and its killed ones resume"
+)
 
 #: the sweeper whose runs are the command line's values: another (vaerun's optuna) checks its own space
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -55,10 +63,13 @@ def _values_taken(override: Override) -> Iterator[Any]:
 
 
 class SweepValuesChecked(Callback):
-    """Hydra callback: before a basic multirun makes its folder or starts a run, every value of its command
-    line checked by its key's rule; the first refused ends the command with one line."""
+    """Hydra callback: before a multirun makes its folder or starts a run, ``resume=true`` refused, and for a
+    basic sweep every value of its command line checked by its key's rule; the first refused ends the
+    command with one line."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume") is True:
+            exit_with_error(RESUME_IN_A_SWEEP)
         if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             return
         groups = set(config.hydra.runtime.choices)
