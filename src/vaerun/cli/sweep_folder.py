@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-#: what a refused sweep may have written into its folder: the lock (run_lock.LOCK_FILE) and Hydra's record
-UNSTARTED_FILES = (".vaerun.lock", "multirun.yaml")
+#: Hydra's record of a multirun's config, written into its folder before the jobs are composed
+HYDRA_RECORD = "multirun.yaml"
 
 
 @dataclass
@@ -45,17 +45,17 @@ def note_sweep_folder(sweep_dir: Path) -> None:
 
 def discard_unstarted_sweep() -> None:
     """Undo what the refused sweep wrote into its folder, and the folders made for it, if that was no more
-    than UNSTARTED_FILES."""
+    than its lock and HYDRA_RECORD."""
     from vaerun.cli import run_lock  # here: run_lock reads run_state, which notes the folder here
 
     if _noted is None or not _noted.path.is_dir():
         return
     folder = _noted.path
     new = {p.name for p in folder.iterdir()} - _noted.names_before
-    if not new <= set(UNSTARTED_FILES):
+    if not new <= {run_lock.LOCK_FILE, HYDRA_RECORD}:
         return
-    if "multirun.yaml" in new:
-        (folder / "multirun.yaml").unlink()
+    if HYDRA_RECORD in new:
+        (folder / HYDRA_RECORD).unlink()
     if run_lock.LOCK_FILE in new:
         (folder / run_lock.LOCK_FILE).unlink(missing_ok=True)  # ours: unlinked before it is let go
     run_lock.release(folder)

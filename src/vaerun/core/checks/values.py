@@ -155,14 +155,18 @@ def choice(*allowed: Any) -> Rule:
     return rule
 
 
+def _is_seed(value: Any) -> bool:
+    return is_int(value) and 0 <= value < 2**32
+
+
 def seed(key: str, value: Any) -> None:
-    if not is_int(value) or not 0 <= value < 2**32:
+    if not _is_seed(value):
         _fail(key, "an integer in [0, 2**32 - 1] (numpy's seeds)", value)
 
 
 def optional_seed(key: str, value: Any) -> None:
     """A seed, or null for none (an Optuna sampler's)."""
-    if value is not None and (not is_int(value) or not 0 <= value < 2**32):
+    if value is not None and not _is_seed(value):
         _fail(key, "null or an integer in [0, 2**32 - 1] (numpy's seeds)", value)
 
 
