@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import TINY, hparams_of, read_events, read_metrics, vae_run
 from omegaconf import OmegaConf
 
+from vaerun.cli.run_lock import LOCK_FILE
 from vaerun.core.checkpoints import best_checkpoint
 
 VAE_TERMS = ("test/elbo", "test/recon", "test/kl", "test/loss", "test/nll_iwae")
@@ -287,6 +289,24 @@ def test_bad_input_leaves_the_parent_of_a_chosen_run_dir_alone(tmp_path):
     result = vae_run("latent=0", f"hydra.run.dir={tmp_path / 'mine' / 'run'}", cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "run").exists()
+
+
+def test_bad_input_into_an_earlier_runs_directory_leaves_that_run_as_it_was(vae_2d, tmp_path):
+    run_dir = tmp_path / "earlier"
+    shutil.copytree(vae_2d, run_dir)
+
+    def files() -> dict[Path, bytes]:  # the lock file names its last holder, whoever that was
+        return {
+            path: path.read_bytes()
+            for path in run_dir.rglob("*")
+            if path.is_file() and path.name != LOCK_FILE
+        }
+
+    before = files()
+    result = vae_run("data=mnist5k", "latent=x", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "vae-run: error: latent must be an integer" in result.stderr
+    # Hydra rewrote .hydra/ (the data ckpt=RUN reads) and appended to the log before the check refused
+    assert files() == before
 
 
 def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):

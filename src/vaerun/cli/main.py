@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vaerun.cli import run_lock, run_state
+from vaerun.cli import output_folder, run_lock, run_state
 from vaerun.cli.checkpoint_data import typed_keys, with_the_checkpoints_data
 from vaerun.cli.help import HELP_FLAGS, help_text
 from vaerun.cli.process_end import without_teardown
@@ -50,27 +50,6 @@ PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECORDED_GROUPS = (*MODEL_PARTS, "corruption", "data", "device", "optimizer")
 # ${dirname:...} in a config: a run directory's name cut to what a file system takes (run_state.dirname)
 OmegaConf.register_new_resolver("dirname", run_state.dirname, replace=True)
-
-
-def _discard_run_dir(run_dir: Path) -> None:
-    """Remove what Hydra wrote for a run that never started, so nothing looks like a run; a directory that
-    holds anything more (an earlier run) is left as it is."""
-    kept = (run_files.FOLDER, run_lock.LOCK_FILE)
-    if any(p.name not in kept and p.suffix != ".log" for p in run_dir.iterdir()):
-        return
-    shutil.rmtree(run_dir / run_files.FOLDER, ignore_errors=True)
-    for log_file in run_dir.glob("*.log"):
-        log_file.unlink(missing_ok=True)
-    (run_dir / run_lock.LOCK_FILE).unlink(missing_ok=True)  # ours: unlinked before its lock is let go
-    run_lock.release(run_dir)
-    # The day's directory of Hydra's default layout (outputs/DATE/TIME), and outputs/ above it, go too when
-    # this run left them empty; the parent of a hydra.run.dir of the user's choosing stays.
-    made_by_hydra = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
-    for directory in (run_dir, run_dir.parent, run_dir.parent.parent) if made_by_hydra else (run_dir,):
-        try:
-            directory.rmdir()  # only when empty: never removes anything else
-        except OSError:
-            break
 
 
 #: flags of Hydra's command line that a process of a distributed run must see again, with their value
@@ -106,7 +85,7 @@ def _continue_earlier_run(new_dir: Path, config_fingerprint: str) -> tuple[Path,
     if earlier is None:
         _fail(f"resume=true: no unfinished run of this config with a checkpoint under {root}", new_dir)
     run_lock.acquire(earlier, "resume=true")  # refused, with the owner, while that run is still going
-    _discard_run_dir(new_dir)
+    output_folder.discard_unstarted(new_dir)
     handler = logging.FileHandler(earlier / "vae_run.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -126,7 +105,7 @@ def _resolve_checkpoints(config: dict) -> None:
 def _fail(message: str, run_dir: Path) -> NoReturn:
     # a sweep's run keeps its .hydra and log beside its failure.json
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        _discard_run_dir(run_dir)
+        output_folder.discard_unstarted(run_dir)
     exit_with_error(message)
 
 

@@ -18,7 +18,7 @@ from types import TracebackType
 
 from omegaconf import OmegaConf
 
-from vaerun.cli import sweep_folder
+from vaerun.cli import output_folder
 from vaerun.cli.help import config_files, group_options
 from vaerun.core.errors import exit_with_error
 
@@ -222,7 +222,7 @@ class HeldStartupErrors:
         sys.stderr = self.stderr
         text = self.held.getvalue()
         if isinstance(error, SystemExit) and error.code == 1 and text.strip():
-            sweep_folder.discard_unstarted_sweep()  # Hydra refused a job's config after the folder was made
+            output_folder.discard_unstarted()  # Hydra refused a job's config after the folder was made
             exit_with_error(one_line(text, self.folders))
         self.stderr.write(text)
 

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vaerun.cli import sweep_folder
+from vaerun.cli import output_folder
 from vaerun.core import run_files
 from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checkpoints import FOLDER as CHECKPOINT_FOLDER
@@ -135,10 +135,11 @@ class WritableOutputDir(Callback):
     one clear line instead of a traceback when it cannot."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        output_folder.note(Path(config.hydra.run.dir))  # as it was again if refused before the run starts
         _ensure_writable("hydra.run.dir", Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_folder.note_sweep_folder(Path(config.hydra.sweep.dir))  # gone again if refused before a run
+        output_folder.note(Path(config.hydra.sweep.dir))  # likewise, before the first run
         _ensure_writable("hydra.sweep.dir", Path(config.hydra.sweep.dir))
 
 

@@ -22,7 +22,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vaerun.cli import sweep_folder
+from vaerun.cli import output_folder
 from vaerun.cli.sweep_values import check_command_line_values
 from vaerun.core.atomic import write_text_atomically
 from vaerun.core.checks import check_values
@@ -119,7 +119,7 @@ class StudySweeper(Sweeper):
             check_command_line_values(list(space.fixed), groups)  # the same in every trial
             study = self._open_study(sweep_dir)
         except ConfigError as err:
-            sweep_folder.discard_unstarted_sweep()
+            output_folder.discard_unstarted()
             exit_with_error(str(err))
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self._run_trials(study, space, sweep_dir)
