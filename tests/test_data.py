@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +331,22 @@ def test_text_columns_are_refused(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n")
     with pytest.raises(ConfigError, match=r"columns b of t\.csv are not numeric"):
         CSVSource(str(tmp_path / "t.csv")).load()
+
+
+@pytest.mark.parametrize(("cell", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("1e39", "1e+39")])
+def test_an_infinite_cell_is_refused_naming_its_column_and_row(wine_csv, cell, shown):
+    from vaerun.core.checks import ConfigError
+
+    # standardised, one infinite cell would make its whole column NaN: every cell of it read as missing
+    lines = wine_csv.read_text().splitlines()
+    header, row = lines[0].split(","), lines[5].split(",")
+    row[header.index("magnesium")] = cell
+    lines[5] = ",".join(row)
+    wine_csv.write_text("\n".join(lines) + "\n")
+    first = rf"the first in column magnesium, row 5 after the header: {re.escape(shown)}"
+    refusal = rf"wine\.csv holds 1 infinite or too large values \({first}\)"
+    with pytest.raises(ConfigError, match=refusal):
+        CSVSource(str(wine_csv), label_column="target").load()
 
 
 def test_integer_labels_are_kept_and_text_labels_become_codes(tmp_path):

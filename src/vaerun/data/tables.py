@@ -53,6 +53,20 @@ class CSVSource:
             )
         return table
 
+    def _finite(self, table) -> np.ndarray:
+        """The values as float64; an infinite one, or one beyond float32's range, is refused: standardised,
+        it would turn its whole column into NaN, which reads as missing."""
+        array = table.to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            rows, columns = np.nonzero(~(np.abs(array) <= np.finfo(np.float32).max) & ~np.isnan(array))
+        if len(rows):
+            raise ConfigError(
+                f"data.source.path: {self.path.name} holds {len(rows)} infinite or too large values (the "
+                f"first in column {table.columns[columns[0]]}, row {rows[0] + 1} after the header: "
+                f"{array[rows[0], columns[0]]}); leave a cell empty for a missing value"
+            )
+        return array
+
     def load(self) -> Splits:
         table = self._table()
         if self.label_column is not None:
@@ -67,7 +81,7 @@ class CSVSource:
             raise ConfigError(
                 f"data.source.path: columns {', '.join(text)} of {self.path.name} are not numeric"
             )
-        values = torch.tensor(table.to_numpy(dtype=np.float32)).reshape(len(table), 1, 1, -1)
+        values = torch.tensor(self._finite(table).astype(np.float32)).reshape(len(table), 1, 1, -1)
         sizes = [round(self.test_fraction * len(table)), round(self.val_fraction * len(table))]
         test, val, train = split_off(values, labels.long(), sizes, self.split_seed)
         mean = torch.nanmean(train.images, dim=0)
