@@ -309,6 +309,16 @@ def test_bad_input_into_an_earlier_runs_directory_leaves_that_run_as_it_was(vae_
     assert files() == before
 
 
+def test_training_continues_from_another_runs_checkpoint_into_its_own_directory(vae_2d, tmp_path):
+    earlier = {path: path.read_bytes() for path in (vae_2d / "checkpoints").iterdir()}
+    args = ["stage=train", f"ckpt={vae_2d}", *TINY, "trainer.max_epochs=2", "hydra.run.dir=more"]
+    result = vae_run(*args, cwd=tmp_path)
+    assert "Resuming from " in result.stderr + result.stdout
+    assert "dirpath has changed" not in result.stderr + result.stdout  # Lightning's, about vae_2d's folder
+    assert best_checkpoint(tmp_path / "more").name == "best-epoch001.ckpt"  # the second epoch, in its run
+    assert {path: path.read_bytes() for path in (vae_2d / "checkpoints").iterdir()} == earlier
+
+
 def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((vae_2d / "checkpoints" / "last.ckpt").read_bytes()[:1000])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 from vaerun.search.outcome import PRUNED_KEY
 from vaerun.stages.context import Run, scalars
@@ -14,8 +15,11 @@ log = logging.getLogger(__name__)
 def train(run: Run) -> None:
     if run.resume_from is not None and run.trainer.is_global_zero:
         log.info("Resuming from %s: epoch, optimizer, batch order and random state", run.resume_from)
-    # weights_only: a checkpoint to resume from is data; it cannot run code when loaded
-    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from, weights_only=True)
+    with warnings.catch_warnings():
+        # ckpt= of another run continues here by design, writing this run's checkpoints, not into that one's
+        warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        # weights_only: a checkpoint to resume from is data; it cannot run code when loaded
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.resume_from, weights_only=True)
     run.metrics.update(scalars(run.trainer.callback_metrics, prefix="val/"))
     # Into metrics.json (not the loggers: their val/loss curve has every epoch already): the best validation
     # loss, what a search optimises by default, and the epoch a search's pruner stopped the run at.
