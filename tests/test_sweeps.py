@@ -112,8 +112,18 @@ def test_a_sweep_without_a_numeric_axis_gets_no_plot_and_says_so(tmp_path, capsy
     assert not (tmp_path / "summary.png").exists()  # not left to pass for a plot of these runs
 
 
-def test_a_sweep_of_training_alone_is_summarised_without_a_plot(tmp_path):
-    for number, latent in enumerate((2, 8)):  # stage=train: metrics.json holds the stage's time only
+def test_a_sweep_of_training_alone_is_summarised_by_its_best_validation_loss(tmp_path):
+    for number, latent in enumerate((2, 8)):  # stage=train: metrics.json holds val/loss and the time
+        metrics = {"val/loss": 30.0 - latent, "time/train_s": 1.5 + number}
+        make_run(tmp_path / str(number), "vae", [f"latent={latent}"], metrics)
+    assert len(summarize([tmp_path], tmp_path)) == 2
+    table = (tmp_path / "summary.md").read_text().splitlines()
+    assert "| # | model | latent | val/loss |" in table and "| 1 | vae | 8 | 22 |" in table
+    assert (tmp_path / "summary.png").is_file()
+
+
+def test_a_sweep_without_any_metric_is_summarised_without_a_plot(tmp_path):
+    for number, latent in enumerate((2, 8)):  # trainer.limit_val_batches=0: the stage's time only
         make_run(tmp_path / str(number), "vae", [f"latent={latent}"], {"time/train_s": 1.5 + number})
     assert len(summarize([tmp_path], tmp_path)) == 2
     assert (tmp_path / "summary.csv").is_file() and not (tmp_path / "summary.png").exists()

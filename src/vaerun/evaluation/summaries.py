@@ -44,6 +44,8 @@ HEADLINE_METRICS = (
     "anomaly/likelihood_ratio/auroc",
     "anomaly/nearest_neighbours/auroc",
 )
+#: shown in their place where the runs have none of them (a sweep of stage=train): the best validation loss
+TRAINING_METRIC = "val/loss"
 #: plotted as a dashed line beside the models' metric named on the left
 BASELINES = {
     "test/reconstruction/mse": "test/pca_mse",
@@ -143,6 +145,14 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
+def headline_metrics(records: Sequence[RunRecord]) -> list[str]:
+    """The headline metrics the runs have, in HEADLINE_METRICS' order; else TRAINING_METRIC if they have."""
+    keys = [key for key in HEADLINE_METRICS if any(key in r.metrics for r in records)]
+    if not keys and any(TRAINING_METRIC in r.metrics for r in records):
+        keys = [TRAINING_METRIC]
+    return keys
+
+
 def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None:
     """A table with one row per run: the model, the swept values and the headline metrics; the overrides
     common to every run are listed once above it, and each run's directory below it."""
@@ -152,11 +162,8 @@ def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None
         for key, value in sorted(records[0].overrides.items() if records else ())
         if key not in swept and all(r.overrides.get(key) == value for r in records)
     ]
-    metric_keys = [
-        key
-        for key in dict.fromkeys((*HEADLINE_METRICS, *BASELINES.values()))
-        if any(key in r.metrics for r in records)
-    ]
+    baselines = [key for key in BASELINES.values() if any(key in r.metrics for r in records)]
+    metric_keys = list(dict.fromkeys((*headline_metrics(records), *baselines)))
     marks = _marks(records)
     header = ["#", *marks, "model", *swept, *metric_keys]
     failed = sum(r.state in ("failed", "FAIL") for r in records)
@@ -198,7 +205,7 @@ def _sort_key(value: str | None) -> tuple[float, str]:
 
 def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
     """Each headline metric against the first numeric swept value, one line per model; False if no such
-    value (nothing to plot against) or no headline metric (a sweep of stage=train: times only)."""
+    value (nothing to plot against) or no metric to plot."""
     from matplotlib.figure import Figure
 
     numeric = [
@@ -206,7 +213,7 @@ def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
         for key in swept_keys(records)
         if key != "model" and all(_as_number(r.overrides.get(key)) is not None for r in records)
     ]
-    metric_keys = [key for key in HEADLINE_METRICS if any(key in r.metrics for r in records)]
+    metric_keys = headline_metrics(records)
     if not numeric or not metric_keys:
         return False
     x_key = numeric[0]
