@@ -265,6 +265,10 @@ def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
         # an interpolation that does not resolve: OmegaConf's message, without its lines of detail
         (["data=digits", "latent=${nope}"], "latent: Interpolation key 'nope' not found"),
         (["data=digits", "~latent"], "latent: missing from the config, and every run reads it"),
+        (
+            ["data=digits", "logger=[]"],
+            "logger: missing from the config, and every run reads it (removed with ",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_a_non_zero_exit_and_no_run_dir(tmp_path, args, message):
@@ -375,6 +379,11 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "the command line: Hydra could not compose the config (AssertionError: ",
         ),
         (["--cfg", "jobs"], "--cfg: invalid choice: 'jobs' (choose from 'job', 'hydra', 'all')"),
+        (  # as lightning-hydra-template's users turn its loggers off; Hydra's message names no group
+            ["logger=null"],
+            "logger=null: a config group takes an option's name, and every run reads logger (logger options: "
+            "csv, mlflow, tensorboard, wandb)",
+        ),
         (  # a typed node of a launcher plugin's config: what Hydra's second line says
             ["-m", "latent=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=x"],
             "hydra.launcher.n_jobs=x: Value 'x' of type 'str' could not be converted to Integer",

@@ -153,6 +153,12 @@ def one_line(text: str, folders: list[Path]) -> str:
         options = group_options(folders).get(group, [])
         listed = f" ({group} options: {', '.join(options)})" if options else ""
         return f"{group}: this group has no default to override; add one with a plus: +{group}=OPTION{listed}"
+    if "Config group override must be a string or a list" in text:  # GROUP=null, named by the command line
+        nulled = [token.partition("=")[0] for token in sys.argv[1:] if re.fullmatch(r"[\w/]+=null", token)]
+        options = group_options(folders)
+        group = next((name for name in nulled if name in options), "GROUP")
+        listed = f" ({group} options: {', '.join(options[group])})" if group in options else ""
+        return f"{group}=null: a config group takes an option's name, and every run reads {group}{listed}"
     if found := re.search(r"An item is already at '([^']+)'", text):
         key = found.group(1)
         return f"+{key}: {key} is in the config already; give it without the +, as {key}=VALUE"

@@ -215,7 +215,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value outside what is allowed."""
     if gone := [key for key in READ_BY_EVERY_RUN if key not in cfg]:
         key = gone[0]
-        raise ConfigError(f"{key}: missing from the config, and every run reads it (removed with ~{key}?)")
+        raise ConfigError(
+            f"{key}: missing from the config, and every run reads it (removed with ~{key}, or {key}=[]?)"
+        )
     unset = [key for key in missing_values(cfg) if not key.startswith("hydra.")]
     if unset:
         raise ConfigError(_asking_for(unset[0], cfg))
