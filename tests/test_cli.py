@@ -234,9 +234,15 @@ def test_another_logger_and_an_extra_callback_are_one_yaml_file_each(tmp_path):
         "  monitor: val/loss\n  stopping_threshold: 1.0e9\n"
     )
     args = ["--config-dir", "mine", "data=digits", *TINY, "trainer.max_epochs=3", "stage=train"]
-    vae_run(
+    result = vae_run(
         *args, "logger=[tensorboard,csv]", "callbacks=[default,stop_early]", "hydra.run.dir=run", cwd=tmp_path
     )
+    # where each logger keeps the run, in the run's last lines
+    said = result.stdout.splitlines()[-2:]
+    assert said[0].endswith(f"--logdir_spec run:{tmp_path / 'run'}") and said[0].startswith(
+        "Look at it with: "
+    )
+    assert said[1] == f"Its scalars: {tmp_path / 'run' / 'csv' / 'metrics.csv'}"
     rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
     assert "val/loss" in rows[0] and "train/loss_step" in rows[0]
     assert len(read_events(tmp_path / "run").Scalars("val/loss")) == 1  # stopped after epoch 0

@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY, read_events, vae_run
 
 from vaerun.core.checks.packages import missing_package
+from vaerun.training.trackers import where_to_look
 
 
 def test_mlflow_file_store_holds_the_runs_metrics_params_and_pictures(tmp_path, monkeypatch):
@@ -61,3 +62,28 @@ def test_wandb_offline_keeps_the_run_and_its_pictures_in_the_run_directory(tmp_p
     vae_run("data=digits", *TINY, "logger=[tensorboard,wandb]", "hydra.run.dir=run", cwd=tmp_path)
     (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     assert list(offline.glob("*.wandb")) and list((offline / "files" / "media" / "images").rglob("*.png"))
+
+
+def test_each_tracker_says_where_to_look_at_the_run_and_another_logger_says_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    loggers = {
+        "mlflow": {"_target_": "pytorch_lightning.loggers.MLFlowLogger", "tracking_uri": "file:./mlruns"},
+        "server": {
+            "_target_": "pytorch_lightning.loggers.MLFlowLogger",
+            "tracking_uri": "http://host:5000",
+            "experiment_name": "vaerun",
+        },
+        "wandb": {"_target_": "pytorch_lightning.loggers.WandbLogger", "offline": True, "project": "vaerun"},
+        "online": {
+            "_target_": "pytorch_lightning.loggers.WandbLogger",
+            "offline": False,
+            "project": "vaerun",
+        },
+        "mine": {"_target_": "my_package.MyLogger"},
+    }
+    assert where_to_look(loggers, tmp_path / "run") == [
+        f"Look at it with: mlflow ui --backend-store-uri file:{tmp_path / 'mlruns'}",
+        "Look at it at: http://host:5000 (experiment vaerun)",
+        f"Upload it with: wandb sync {tmp_path / 'run' / 'wandb' / 'latest-run'}",
+        "Look at it in W&B's project vaerun",
+    ]

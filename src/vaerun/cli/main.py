@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import shutil
 import signal
 import sys
 from functools import partial
@@ -207,7 +205,7 @@ def _run(cfg: DictConfig) -> float | None:
     if run_state.process_rank() != 0:  # the other processes of a DDP run: rank 0 reports
         return None
     log.info("Run directory: %s", run_dir)
-    _print_where_to_look(run_dir)
+    _print_where_to_look(run_dir, config["logger"])
     return _objective(run_dir, metrics)
 
 
@@ -297,19 +295,11 @@ def _run_stages(config: dict, run_dir: Path, config_fingerprint: str, resume_fro
         raise SystemExit(interrupted.exit_code) from None
 
 
-def _print_where_to_look(run_dir: Path) -> None:
-    """The run directory and the TensorBoard command that shows it."""
-    # The venv's tensorboard by its full path when the venv is not on PATH (as after `make run`).
-    tensorboard = (
-        "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
-    )
-    # --logdir_spec names the run (TensorBoard would list a run at the top of --logdir as ".")
-    name = (
-        "/".join(run_dir.parts[-2:])
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
-        else run_dir.name
-    )
-    print(f"\nRun directory: {run_dir}\nLook at it with: {tensorboard} --logdir_spec {name}:{run_dir}")
+def _print_where_to_look(run_dir: Path, loggers: dict) -> None:
+    """The run directory, and where each logger keeps the run (the TensorBoard command that shows it)."""
+    from vaerun.training.trackers import where_to_look
+
+    print("\n" + "\n".join([f"Run directory: {run_dir}", *where_to_look(loggers, run_dir)]))
 
 
 def _objective(run_dir: Path, metrics: dict[str, float] | None = None) -> float | None:

@@ -1,6 +1,6 @@
 """What each experiment tracker (a Lightning logger of the ``logger`` group) gets beyond the scalars and
-hparams that every Lightning logger takes: where the tracker stores pictures, and the arguments that name
-its run after the run directory.
+hparams that every Lightning logger takes: where the tracker stores pictures, the arguments that name its
+run after the run directory, and the line that tells the user where to look at the run once it has ended.
 
 Keyed by the logger's class name (Lightning's own classes). Pictures are looked up along the logger's MRO,
 so a subclass in the user's --config-dir gets its base's; the run arguments go by the exact class name.
@@ -10,6 +10,9 @@ The package a tracker needs is vaerun.core.checks.packages's.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,3 +83,51 @@ def run_arguments(target: str, spec: dict[str, Any], run_dir: Path) -> dict[str,
     what names the run after its directory where the tracker has a run name."""
     extra = ARGUMENTS.get(target.rsplit(".", 1)[-1])
     return {"save_dir": str(run_dir), **(extra(spec, run_dir) if extra else {})}
+
+
+def _tensorboard_view(spec: dict[str, Any], run_dir: Path) -> str:
+    # the venv's tensorboard by its full path where the venv is not on PATH (as after `make run`)
+    command = (
+        "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
+    )
+    # --logdir_spec names the run (TensorBoard would list a run at the top of --logdir as ".")
+    dated = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
+    name = "/".join(run_dir.parts[-2:]) if dated else run_dir.name
+    return f"Look at it with: {command} --logdir_spec {name}:{run_dir}"
+
+
+def _csv_view(spec: dict[str, Any], run_dir: Path) -> str:
+    written = sorted((run_dir / str(spec.get("name") or "")).rglob("metrics.csv"), key=os.path.getmtime)
+    return f"Its scalars: {written[-1] if written else run_dir}"
+
+
+def _mlflow_view(spec: dict[str, Any], run_dir: Path) -> str:
+    uri = str(spec.get("tracking_uri") or "file:./mlruns")
+    if uri.startswith(("http://", "https://", "databricks")):
+        experiment = f" (experiment {spec['experiment_name']})" if spec.get("experiment_name") else ""
+        return f"Look at it at: {uri}{experiment}"
+    if uri.startswith("file:"):
+        uri = f"file:{Path(uri.removeprefix('file:')).resolve()}"
+    return f"Look at it with: mlflow ui --backend-store-uri {uri}"
+
+
+def _wandb_view(spec: dict[str, Any], run_dir: Path) -> str:
+    if spec.get("offline"):
+        return f"Upload it with: wandb sync {run_dir / 'wandb' / 'latest-run'}"
+    return f"Look at it in W&B's project {spec.get('project')}"
+
+
+#: the line that tells where each tracker keeps the run, once it has ended
+VIEWS: dict[str, Callable[[dict[str, Any], Path], str]] = {
+    "TensorBoardLogger": _tensorboard_view,
+    "CSVLogger": _csv_view,
+    "MLFlowLogger": _mlflow_view,
+    "WandbLogger": _wandb_view,
+}
+
+
+def where_to_look(loggers: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
+    """A line per logger of the run (the ``logger`` group's entries) that says where to look at the run;
+    none for a logger of another class."""
+    views = (VIEWS.get(str(spec.get("_target_", "")).rsplit(".", 1)[-1]) for spec in loggers.values())
+    return [view(spec, run_dir) for view, spec in zip(views, loggers.values(), strict=True) if view]
