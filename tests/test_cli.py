@@ -409,6 +409,15 @@ def test_a_plus_on_a_trainer_key_that_the_config_now_lists_still_sets_it(tmp_pat
     assert result.returncode == 2 and "trainer.val_check_interval=8: an epoch's" in result.stderr
 
 
+def test_version_names_vaeruns_and_its_libraries_not_hydras_alone(tmp_path):
+    from importlib.metadata import version
+
+    result = vae_run("latent=3", "--version", cwd=tmp_path)
+    assert result.stdout.startswith(f"vae-run {version('vaerun')} (Python ")
+    assert f"torch {version('torch')}, pytorch-lightning {version('pytorch-lightning')}" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     (tmp_path / "mine" / "model").mkdir(parents=True)
     (tmp_path / "mine" / "model" / "wide_vae.yaml").write_text("defaults:\n  - vae\n")

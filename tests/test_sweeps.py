@@ -133,3 +133,11 @@ def test_a_deleted_key_among_a_runs_overrides_is_no_column_and_breaks_no_row(tmp
     make_run(tmp_path / "sweep" / "0", "vae", ["latent=2", "~logger", "+trainer.limit_val_batches=1"], {})
     record = load_run(tmp_path / "sweep" / "0")
     assert record.overrides == {"latent": "2", "trainer.limit_val_batches": "1"} and record.model == "vae"
+
+
+def test_the_command_prints_its_version_on_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    said = capsys.readouterr().out
+    assert said.startswith("vae-run-summary ") and "pytorch-lightning" in said and said.count("\n") == 1

@@ -4,12 +4,32 @@ given overrides compose, as Hydra's help shows it."""
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 HELP_FLAGS = ("--help", "-h")
+#: vae-run's own version (Hydra's --version would print Hydra's alone)
+VERSION_FLAG = "--version"
+#: the libraries whose versions a bug report needs beside vaerun's
+REPORTED_LIBRARIES = ("torch", "pytorch-lightning", "hydra-core")
+
+
+def version_text(program: str = "vae-run") -> str:
+    """The versions of vaerun, Python and REPORTED_LIBRARIES, from the installed packages' metadata (none is
+    imported, so it answers at once)."""
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in REPORTED_LIBRARIES)
+    return f"{program} {installed('vaerun')} (Python {platform.python_version()}; {libraries})"
 
 
 def config_files(folders: list[Path]) -> Iterator[tuple[str, Path]]:

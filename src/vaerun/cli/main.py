@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun.cli import output_folder, run_lock, run_state
 from vaerun.cli.checkpoint_data import typed_keys, with_the_checkpoints_data
-from vaerun.cli.help import HELP_FLAGS, help_text
+from vaerun.cli.help import HELP_FLAGS, VERSION_FLAG, help_text, version_text
 from vaerun.cli.process_end import without_teardown
 from vaerun.cli.refusals import (
     HeldStartupErrors,
@@ -158,6 +158,9 @@ def main() -> None:
         _check_config_dir_files(folders[1:])
         if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
             _print_help(folders, overrides)
+            return
+        if VERSION_FLAG in sys.argv[1:]:
+            print(version_text())
             return
         refuse_bad_flags(sys.argv[1:])
         with HeldStartupErrors(folders), without_mode_composition(folders, overrides):

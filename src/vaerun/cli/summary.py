@@ -7,7 +7,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vaerun.cli.help import version_text
 from vaerun.evaluation.summaries import summarize, written_beside
+
+
+class _PrintVersion(argparse.Action):
+    """--version: the line as vae-run prints it (argparse's own action would wrap it)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text("vae-run-summary"))
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -19,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run or sweep directories, searched recursively")
     parser.add_argument("-o", "--out", type=Path, help="where to write the summary (default: the first path)")
+    parser.add_argument("--version", action=_PrintVersion)
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
