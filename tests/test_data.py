@@ -22,6 +22,7 @@ from vaerun.data import (
 )
 from vaerun.data.batches import BatchGroup, limited_batch_count
 from vaerun.data.datamodule import ImageDataModule
+from vaerun.data.splits import Split, Splits
 from vaerun.stages.assembly import _record_source
 
 
@@ -258,6 +259,24 @@ def test_one_class_training_keeps_every_class_in_the_test_split():
     assert set(splits.train.labels.tolist()) == {7} and set(splits.val.labels.tolist()) == {7}
     assert len(splits.train) > 100
     assert set(splits.test.labels.tolist()) == set(range(10)) and len(splits.test) == 180
+
+
+def test_a_class_is_named_by_its_label_or_its_name_where_the_source_names_its_classes():
+    from vaerun.core.checks import ConfigError
+    from vaerun.data.splits import label_of_class
+
+    labelled = Split(torch.zeros(2, 1, 1, 1), torch.tensor([0, 1]))
+    named = Splits(labelled, labelled, labelled, source="image_folder:pets", classes=("cats", "dogs"))
+    assert label_of_class("dogs", named) == 1
+    with pytest.raises(
+        ConfigError,
+        match=r"=birds: image_folder:pets has no class of that name; its classes are 0: cats, 1: dogs$",
+    ):
+        label_of_class("birds", named)
+    with pytest.raises(
+        ConfigError, match=r"=cats: digits has no class of that name; it names no classes: give the label"
+    ):
+        label_of_class("cats", Splits(labelled, labelled, labelled, source="digits"))
 
 
 @pytest.fixture

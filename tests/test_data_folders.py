@@ -204,11 +204,20 @@ def test_a_vae_with_a_discretized_logistic_reports_bits_per_dimension(colour_fol
 
 
 def test_anomaly_detection_on_a_colour_folder_scores_its_classes(colour_folder, tmp_path):
-    """A residual conv AE under the one-class protocol, against the colour PCA."""
-    anomaly = ["model=ae", "encoder=resnet", "stage=anomaly", "data.normal_class=0", "hydra.run.dir=run"]
+    """A residual conv AE under the one-class protocol, against the colour PCA; the normal class named by
+    its folder, as the user sees it."""
+    anomaly = [
+        "model=ae",
+        "encoder=resnet",
+        "stage=anomaly",
+        "data.normal_class=astronaut",
+        "hydra.run.dir=run",
+    ]
     args = colour_run(colour_folder, *anomaly)
     vae_run(*args, cwd=tmp_path)
     metrics = read_metrics(tmp_path / "run")
+    assert metrics["anomaly/normal_class"] == 0  # astronaut, china, flower: in sorted order
+    assert "Anomaly detection, normal class 0 (astronaut): " in (tmp_path / "run" / "vae_run.log").read_text()
     for score in ("reconstruction_error", "pca_reconstruction_error"):
         assert 0 <= metrics[f"anomaly/{score}/auroc"] <= 1
 

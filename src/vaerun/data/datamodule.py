@@ -12,7 +12,7 @@ from torch import Tensor
 from vaerun.core.checks import ConfigError, check_value
 from vaerun.data.batches import BatchGroup, TensorBatches, group_size
 from vaerun.data.placement import Placement, place
-from vaerun.data.splits import Split, Splits, as_trained, to_unit_float
+from vaerun.data.splits import Split, Splits, as_trained, label_of_class, to_unit_float
 
 
 def mutate_pixels(images: Tensor, rate: float) -> Tensor:
@@ -36,7 +36,8 @@ class ImageDataModule(pl.LightningDataModule):
     scores the levels k / 255 themselves.
 
     ``normal_class``: train and validate on the images of that class only (the one-class protocol of
-    anomaly detection); the test split keeps every class.
+    anomaly detection); the test split keeps every class. A class's name (an image folder's sub-folder)
+    becomes its label at setup.
 
     ``steps_per_group``: training batches come in groups of that many (vaerun.training.step_groups);
     ``limit_train_batches`` (Lightning's, taken over by the groups) is applied here, in batches.
@@ -58,7 +59,7 @@ class ImageDataModule(pl.LightningDataModule):
         seed: int = 0,
         binarize: str = "none",
         binarize_seed: int = 0,
-        normal_class: int | None = None,
+        normal_class: int | str | None = None,
         dequantize: bool = False,
         mutation_rate: float = 0.0,
         steps_per_group: int = 1,
@@ -158,6 +159,8 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.binarize={self.binarize} is for images; {splits.source} is tabular")
         if self.dequantize and splits.train.images.is_floating_point():
             raise ConfigError(f"data.dequantize=true is for 8-bit images; {splits.source} is tabular")
+        if isinstance(self.normal_class, str):
+            self.normal_class = label_of_class(self.normal_class, splits)
         if self.normal_class is not None:
             labels = splits.train.labels.unique().tolist()
             if self.normal_class not in labels:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaerun.core.checks import ConfigError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -40,6 +42,18 @@ class Splits:
 
     def __getitem__(self, index: slice) -> tuple[Split, ...]:
         return (self.train, self.val, self.test)[index]
+
+
+def label_of_class(name: str, splits: Splits) -> int:
+    """The label of the class ``name`` (``data.normal_class=cats``: an image folder's sub-folder)."""
+    if name in splits.classes:
+        return splits.classes.index(name)
+    names = (
+        f"its classes are {', '.join(f'{label}: {named}' for label, named in enumerate(splits.classes))}"
+        if splits.classes
+        else "it names no classes: give the label, an integer"
+    )
+    raise ConfigError(f"data.normal_class={name}: {splits.source} has no class of that name; {names}")
 
 
 def to_unit_float(images: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ def detect_anomalies(run: Run) -> None:
     """The model learnt data.normal_class; every test image of another class is an anomaly. AUROC and
     average precision of each of the model's scores and of the baselines' (PCA's reconstruction error, the
     distance to the nearest training images), and histograms of the scores by class."""
-    normal_class = run.cfg["data"]["normal_class"]
+    normal_class = run.datamodule.normal_class  # the label, where the command named the class
     module = run.inference_model()
     model = module.model
     images = run.images("test")
@@ -81,9 +81,10 @@ def detect_anomalies(run: Run) -> None:
                     f"anomaly/{name}/class_{label}", values[labels == label], run.step
                 )
     run.publish(results, **{"anomaly/normal_class": normal_class})
+    classes = run.datamodule.splits.classes
     log.info(
         "Anomaly detection, normal class %s: %s",
-        normal_class,
+        f"{normal_class} ({classes[normal_class]})" if normal_class < len(classes) else normal_class,
         ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
     )
 

@@ -268,12 +268,13 @@ def build_trainer(
         raise ConfigError(f"trainer: {first_line(err)}") from None
 
 
-def check_splits_hold_images(splits: Splits, splits_read: Collection[str], cfg: dict[str, Any]) -> None:
+def check_splits_hold_images(
+    splits: Splits, splits_read: Collection[str], cfg: dict[str, Any], normal_class: int | None
+) -> None:
     """One line, before anything is written, for a split the run's stages read that holds no images (a
     small folder or CSV file whose fractions round to none), or a test split without the two kinds of
     image the anomaly stage compares, instead of a failure or NaN scores after training."""
     sizes = ", ".join(f"{split} {len(getattr(splits, split))}" for split in ("train", "val", "test"))
-    normal_class = cfg["data"].get("normal_class")
     for name, what, why in (
         ("val", "validation", "training keeps its best checkpoint by val/loss"),
         ("test", "test", f"stage={cfg['stage']} reads it"),
@@ -330,7 +331,7 @@ def build_data(
     except Exception as err:
         raise refusal(err, cfg, "data") from None
     datamodule.setup()
-    check_splits_hold_images(datamodule.splits, splits_read, cfg)
+    check_splits_hold_images(datamodule.splits, splits_read, cfg, datamodule.normal_class)
     check_likelihood_fits_values(cfg, choices, datamodule)
     if cfg["data"]["image_shape"] is None:  # a CSV file's shape: the checks that needed it run now
         check_shape_dependent(cfg, datamodule.image_shape)

@@ -137,8 +137,10 @@ def variance_samples(key: str, value: Any) -> None:
 
 
 def class_label(key: str, value: Any) -> None:
-    if value is not None and (not is_int(value) or value < 0):
-        _fail(key, "null or a class label (an integer >= 0)", value)
+    """A label, or a class's name (an image folder's sub-folder), which the data resolves to its label."""
+    named = isinstance(value, str) and value.strip() != ""
+    if value is not None and not named and (not is_int(value) or value < 0):
+        _fail(key, "null or a class label (an integer >= 0, or a class's name)", value)
 
 
 def latent(key: str, value: Any) -> None:
