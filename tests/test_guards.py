@@ -107,3 +107,23 @@ def test_last_ckpt_is_the_newest_state_and_the_best_stays_the_best(tmp_path):
     last = torch.load(folder / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 6)  # three epochs of two steps
     assert best_checkpoint(tmp_path) == folder / "best-epoch000.ckpt"
+
+
+def test_the_epochs_after_the_last_validation_are_in_last_ckpt(tmp_path):
+    """check_val_every_n_epoch=5 with 2 epochs: no validation runs, and last.ckpt alone keeps the weights."""
+    cfg = vaerun.compose(["data=digits"])
+    _, callbacks = build_callbacks(cfg, tmp_path, sink=None, interruptions=Interruptions())
+    kept = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 1)), batch_size=4)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        check_val_every_n_epoch=5,
+        callbacks=kept,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(RisingValidationLoss(), data, data)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 4)  # after both epochs: a resumed run starts a third

@@ -143,10 +143,11 @@ class InterruptCheckpoint(pl.Callback):
 
 class LatestCheckpoint(ModelCheckpoint):
     """``checkpoints/last.ckpt``, the newest state, rewritten at every validation end (or training epoch end
-    where there is no validation): what a killed run resumes from, and what ``ckpt=RUN/checkpoints/last.ckpt``
-    names. Lightning >= 2.6 writes its own ``save_last`` only beside a new top-k checkpoint, so that with
-    ``save_top_k=1`` its last.ckpt is a copy of the best one, epochs behind once validation stops improving;
-    this is a checkpoint callback of its own that monitors nothing, as Lightning saves the latest state."""
+    where there is no validation) and at the end of training: what a killed run resumes from, and what
+    ``ckpt=RUN/checkpoints/last.ckpt`` names. Lightning >= 2.6 writes its own ``save_last`` only beside a
+    new top-k checkpoint, so that with ``save_top_k=1`` its last.ckpt is a copy of the best one, epochs
+    behind once validation stops improving; this is a checkpoint callback of its own that monitors nothing,
+    as Lightning saves the latest state."""
 
     def __init__(self, dirpath: Path) -> None:
         super().__init__(
@@ -157,6 +158,12 @@ class LatestCheckpoint(ModelCheckpoint):
             save_last=False,
             enable_version_counter=False,
         )
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # the epochs after the last validation (trainer.check_val_every_n_epoch past the end: with 5 and
+        # max_epochs=2, none ran and nothing else keeps the trained weights) end up in last.ckpt too
+        if trainer.global_step != getattr(self, "_last_global_step_saved", None):
+            trainer.save_checkpoint(Path(self.dirpath) / LAST, weights_only=False)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
