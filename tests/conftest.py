@@ -116,6 +116,24 @@ def refuse_to_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "vaerun.stages", types.SimpleNamespace(run=run))
 
 
+def main_in_process(*args: str) -> int:
+    """``vae-run ARGS`` as ``vaerun.cli.main.main()`` called in the test's process (with refuse_to_run: the
+    checks alone, without a subprocess); its exit status."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vaerun.cli import main as cli
+
+    GlobalHydra.instance().clear()
+    saved, sys.argv = sys.argv, ["vae-run", *args]
+    try:
+        cli.main()
+        return 0
+    except SystemExit as stop:
+        return stop.code
+    finally:
+        sys.argv = saved
+
+
 @pytest.fixture
 def generator() -> torch.Generator:
     """A CPU generator seeded at 0: each test's random tensors the same on every run."""

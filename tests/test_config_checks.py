@@ -4,12 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import main_in_process
 from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import vaerun
-from vaerun.cli import main as cli
 from vaerun.core.checks import ConfigError, check_config
 
 
@@ -211,16 +210,12 @@ def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):
     ],
 )
 def test_a_model_that_refuses_its_parts_is_refused_before_the_run_starts(
-    overrides, message, tmp_path, capsys, monkeypatch, refuse_to_run
+    overrides, message, tmp_path, capsys, refuse_to_run
 ):
     """The models' own refusals come from building the model on the meta device with torch alone, before the
     run (Lightning, the data) starts: a run that started fails the test."""
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(sys, "argv", ["vae-run", "data=digits", *overrides, f"hydra.run.dir={run_dir}"])
-    GlobalHydra.instance().clear()
-    with pytest.raises(SystemExit) as exit:
-        cli.main()
-    assert exit.value.code == 2
+    assert main_in_process("data=digits", *overrides, f"hydra.run.dir={run_dir}") == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"vae-run: error: {message}"]
     assert not run_dir.exists()
 

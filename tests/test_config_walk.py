@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import sys
 from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
 
 import pytest
+from conftest import main_in_process
 from filelock import FileLock
 from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -176,15 +175,7 @@ def test_a_wrong_type_or_out_of_range_value_is_one_line_naming_the_key(
     for option, key, bad in sample[chunk::2]:
         run_dir = tmp_path / "run"
         argv = ["vae-run", *option.split(), f"{key}={bad}", f"hydra.run.dir={run_dir}"]
-        GlobalHydra.instance().clear()
-        sys_argv, sys.argv = sys.argv, argv
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exit:
-            code = exit.code
-        finally:
-            sys.argv = sys_argv
+        code = main_in_process(*argv[1:])
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.strip()]
         ok = (
