@@ -69,23 +69,33 @@ def test_the_split_of_a_statically_binarised_one_class_run_is_the_data_it_saw(tm
 
 
 def test_a_run_on_a_folder_given_by_a_relative_path_reads_its_data_from_any_directory(tmp_path, monkeypatch):
+    """...resized as the run resized it, and of the normal class the run named."""
     from PIL import Image
     from skimage import data as skimage_data
 
     photo = skimage_data.astronaut()
-    for i in range(30):
-        folder = tmp_path / "photos" / f"class_{i % 2}"
+    for i in range(40):
+        folder = tmp_path / "photos" / ("cats", "dogs")[i % 2]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(photo[i * 16 : i * 16 + 16, :16]).save(folder / f"{i:02d}.png")
-    vae_run("data=image_folder", "data.source.path=photos", "data.source.cache_dir=null", "latent=2", *TINY,
-            "stage=train", "hydra.run.dir=run", cwd=tmp_path)  # fmt: skip
+        Image.fromarray(photo[i * 8 : i * 8 + 32, :32]).save(folder / f"{i:02d}.png")
+    folder = [
+        "data=image_folder",
+        "data.source.path=photos",
+        "data.source.cache_dir=null",
+        "data.image_size=16",
+    ]
+    vae_run(
+        *folder, "data.normal_class=dogs", "latent=2", *TINY, "stage=train", "hydra.run.dir=run", cwd=tmp_path
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     model = vaerun.load("../run")
     assert model.config["data"]["source"]["path"] == str(tmp_path / "photos")
     images, labels = model.split("train")
-    assert images.shape[1:] == (3, 16, 16) and set(labels.tolist()) == {0, 1}
+    assert images.shape[1:] == (3, 16, 16) and set(labels.tolist()) == {1}  # 32 x 32 files, dogs only
+    assert model.encode(images).mean.shape == (len(images), 2)
+    assert set(model.split("test")[1].tolist()) == {0, 1}
 
 
 def test_each_method_takes_uint8_or_floats_one_image_or_a_batch(vae_run_dir):

@@ -176,13 +176,13 @@ class TrainedModel:
             raise ValueError(f"split: {self.checkpoint} has no run config (.hydra/config.yaml) beside it")
         from hydra.utils import instantiate
 
-        from vaerun.data.splits import as_trained
+        from vaerun.data.splits import as_trained, normal_label, sized
 
+        source = sized(instantiate(source, _convert_="all"), data.get("image_size"), data.get("channels"))
+        splits = source.load()
+        normal_class = normal_label(data.get("normal_class"), splits)
         splits = as_trained(
-            instantiate(source, _convert_="all").load(),
-            data.get("binarize", "none"),
-            int(data.get("binarize_seed", 0)),
-            data.get("normal_class"),
+            splits, data.get("binarize", "none"), int(data.get("binarize_seed", 0)), normal_class
         )
         chosen = getattr(splits, name)
         return chosen.images, chosen.labels

@@ -12,7 +12,7 @@ from torch import Tensor
 from vaerun.core.checks import ConfigError, check_value
 from vaerun.data.batches import BatchGroup, TensorBatches, group_size
 from vaerun.data.placement import Placement, place
-from vaerun.data.splits import Split, Splits, as_trained, label_of_class, to_unit_float
+from vaerun.data.splits import Split, Splits, as_trained, normal_label, sized, to_unit_float
 
 
 def mutate_pixels(images: Tensor, rate: float) -> Tensor:
@@ -84,14 +84,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.device_memory_fraction, self.max_host_memory_gb = device_memory_fraction, max_host_memory_gb
         self.placement: Placement | None = None
         self.training_device = torch.device("cpu")
-        if image_size is not None or channels is not None:
-            if not hasattr(source, "resized"):
-                raise ConfigError(
-                    f"data.image_size, data.channels: {type(source).__name__} does not resize its images "
-                    "(an image folder's source does)"
-                )
-            source = source.resized(image_size, channels)
-        self.source = source
+        self.source = sized(source, image_size, channels)
         # None: the data's own shape (a CSV file's columns, a folder's images), known once it is loaded;
         # a folder's images resized to a square with given channels have a known shape
         if image_shape is None and image_size is not None and channels is not None:
@@ -159,8 +152,7 @@ class ImageDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.binarize={self.binarize} is for images; {splits.source} is tabular")
         if self.dequantize and splits.train.images.is_floating_point():
             raise ConfigError(f"data.dequantize=true is for 8-bit images; {splits.source} is tabular")
-        if isinstance(self.normal_class, str):
-            self.normal_class = label_of_class(self.normal_class, splits)
+        self.normal_class = normal_label(self.normal_class, splits)
         if self.normal_class is not None:
             labels = splits.train.labels.unique().tolist()
             if self.normal_class not in labels:

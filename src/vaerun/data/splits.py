@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,24 @@ class Splits:
 
     def __getitem__(self, index: slice) -> tuple[Split, ...]:
         return (self.train, self.val, self.test)[index]
+
+
+def sized(source: Any, image_size: int | None, channels: int | None) -> Any:
+    """The source with its images made S x S (``data.image_size``) with ``channels`` (``data.channels``),
+    as an image folder's source makes them; a source that cannot resize refuses both."""
+    if image_size is None and channels is None:
+        return source
+    if not hasattr(source, "resized"):
+        raise ConfigError(
+            f"data.image_size, data.channels: {type(source).__name__} does not resize its images "
+            "(an image folder's source does)"
+        )
+    return source.resized(image_size, channels)
+
+
+def normal_label(normal_class: int | str | None, splits: Splits) -> int | None:
+    """``data.normal_class`` as a label: a class's name (``cats``) looked up in the splits' classes."""
+    return label_of_class(normal_class, splits) if isinstance(normal_class, str) else normal_class
 
 
 def label_of_class(name: str, splits: Splits) -> int:
