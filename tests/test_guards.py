@@ -90,18 +90,24 @@ class RisingValidationLoss(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+def fit_with_the_checkpoints(tmp_path, **trainer_arguments) -> ModelCheckpoint:
+    """RisingValidationLoss fitted (two steps an epoch) with the run's checkpoint callbacks, the best's and
+    LatestCheckpoint, writing to tmp_path/checkpoints; the best's callback."""
+    cfg = vaerun.compose(["data=digits"])
+    checkpoint, callbacks = build_callbacks(cfg, tmp_path, sink=None, interruptions=Interruptions())
+    kept = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    assert any(isinstance(c, LatestCheckpoint) for c in kept)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 1)), batch_size=4)
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    pl.Trainer(callbacks=kept, **quiet, **trainer_arguments).fit(RisingValidationLoss(), data, data)
+    return checkpoint
+
+
 def test_last_ckpt_is_the_newest_state_and_the_best_stays_the_best(tmp_path):
     """Lightning >= 2.6 writes save_last's last.ckpt only beside a new best checkpoint; vaerun's own
     LatestCheckpoint rewrites it at every validation end, so a resumed run starts where it was stopped."""
-    cfg = vaerun.compose(["data=digits"])
-    checkpoint, callbacks = build_callbacks(cfg, tmp_path, sink=None, interruptions=Interruptions())
-    assert not checkpoint.save_last and any(isinstance(c, LatestCheckpoint) for c in callbacks)
-    kept = [c for c in callbacks if isinstance(c, ModelCheckpoint)]  # the best's and the newest's
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 1)), batch_size=4)
-    trainer = pl.Trainer(
-        max_epochs=3, callbacks=kept, logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
-    trainer.fit(RisingValidationLoss(), data, data)
+    checkpoint = fit_with_the_checkpoints(tmp_path, max_epochs=3)
+    assert not checkpoint.save_last
     folder = tmp_path / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
     last = torch.load(folder / "last.ckpt", weights_only=False)
@@ -111,19 +117,7 @@ def test_last_ckpt_is_the_newest_state_and_the_best_stays_the_best(tmp_path):
 
 def test_the_epochs_after_the_last_validation_are_in_last_ckpt(tmp_path):
     """check_val_every_n_epoch=5 with 2 epochs: no validation runs, and last.ckpt alone keeps the weights."""
-    cfg = vaerun.compose(["data=digits"])
-    _, callbacks = build_callbacks(cfg, tmp_path, sink=None, interruptions=Interruptions())
-    kept = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 1)), batch_size=4)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        check_val_every_n_epoch=5,
-        callbacks=kept,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(RisingValidationLoss(), data, data)
+    fit_with_the_checkpoints(tmp_path, max_epochs=2, check_val_every_n_epoch=5)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 4)  # after both epochs: a resumed run starts a third
