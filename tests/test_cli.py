@@ -379,6 +379,11 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "'data.source.path=\"~/photos\"' (the shell's quotes around Hydra's), "
             "or data.source.path=$HOME/photos",
         ),
+        (
+            ["data=image_folder", "data.source.path=fötos"],
+            "data.source.path=fötos: Hydra's override syntax takes letters beyond ASCII only inside quotes: "
+            "write 'data.source.path=\"fötos\"'",
+        ),
         (["-m", "latent=2,4", "--cfg", "job"], "--multirun, --cfg: Hydra takes one of these at a time"),
         (  # a key under a node that is null: a traceback inside Hydra, its last line kept
             ["-m", "latent=2,3", "hydra.sweeper.params.latent=4"],

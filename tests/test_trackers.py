@@ -80,10 +80,14 @@ def test_each_tracker_says_where_to_look_at_the_run_and_another_logger_says_noth
             "project": "vaerun",
         },
         "mine": {"_target_": "my_package.MyLogger"},
+        "tensorboard": {"_target_": "pytorch_lightning.loggers.TensorBoardLogger"},
     }
-    assert where_to_look(loggers, tmp_path / "run") == [
+    run_dir = tmp_path / "my run"  # a name the shell splits: the commands quote it
+    lines = where_to_look(loggers, run_dir)
+    assert lines[:4] == [
         f"Look at it with: mlflow ui --backend-store-uri file:{tmp_path / 'mlruns'}",
         "Look at it at: http://host:5000 (experiment vaerun)",
-        f"Upload it with: wandb sync {tmp_path / 'run' / 'wandb' / 'latest-run'}",
+        f"Upload it with: wandb sync '{run_dir / 'wandb' / 'latest-run'}'",
         "Look at it in W&B's project vaerun",
     ]
+    assert len(lines) == 5 and lines[4].endswith(f"tensorboard --logdir_spec 'my run:{run_dir}'")

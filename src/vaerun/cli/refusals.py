@@ -169,6 +169,12 @@ def one_line(text: str, folders: list[Path]) -> str:
             f"{key}={value}: Hydra's override syntax takes a ~ only inside quotes: write "
             f"'{key}=\"{value}\"' (the shell's quotes around Hydra's){home}"
         )
+    if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*[^\x00-\x7f]\S*)", text):
+        key, value = found.groups()  # a folder named in letters beyond ASCII: Hydra's grammar quotes them
+        return (
+            f"{key}={value}: Hydra's override syntax takes letters beyond ASCII only inside quotes: write "
+            f"'{key}=\"{value}\"' (the shell's quotes around Hydra's)"
+        )
     if found := re.search(r"Error merging override (\S+)\n(.+)", text):  # a typed node (Hydra's plugins)
         override, reason = found.groups()
         return f"{override}: {reason.strip()}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -93,7 +94,8 @@ def _tensorboard_view(spec: dict[str, Any], run_dir: Path) -> str:
     # --logdir_spec names the run (TensorBoard would list a run at the top of --logdir as ".")
     dated = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
     name = "/".join(run_dir.parts[-2:]) if dated else run_dir.name
-    return f"Look at it with: {command} --logdir_spec {name}:{run_dir}"
+    # quoted for the shell where a name needs it (a space): the line is for copying
+    return f"Look at it with: {shlex.quote(command)} --logdir_spec {shlex.quote(f'{name}:{run_dir}')}"
 
 
 def _csv_view(spec: dict[str, Any], run_dir: Path) -> str:
@@ -108,12 +110,12 @@ def _mlflow_view(spec: dict[str, Any], run_dir: Path) -> str:
         return f"Look at it at: {uri}{experiment}"
     if uri.startswith("file:"):
         uri = f"file:{Path(uri.removeprefix('file:')).resolve()}"
-    return f"Look at it with: mlflow ui --backend-store-uri {uri}"
+    return f"Look at it with: mlflow ui --backend-store-uri {shlex.quote(uri)}"
 
 
 def _wandb_view(spec: dict[str, Any], run_dir: Path) -> str:
     if spec.get("offline"):
-        return f"Upload it with: wandb sync {run_dir / 'wandb' / 'latest-run'}"
+        return f"Upload it with: wandb sync {shlex.quote(str(run_dir / 'wandb' / 'latest-run'))}"
     return f"Look at it in W&B's project {spec.get('project')}"
 
 
