@@ -384,6 +384,20 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "data.source.path=fötos: Hydra's override syntax takes letters beyond ASCII only inside quotes: "
             "write 'data.source.path=\"fötos\"'",
         ),
+        (  # a sweep's values in one run: -m forgotten
+            ["latent=2,4"],
+            "latent=2,4: a comma makes a sweep, a list or a string: add -m to run one run per value "
+            "(vae-run -m latent=2,4), or give a list as latent=[2,4], or a string as 'latent=\"2,4\"'",
+        ),
+        (  # a folder's name the grammar reads only inside quotes
+            ["data=image_folder", "data.source.path=/data/photos (1)"],
+            "data.source.path=/data/photos (1): Hydra's override syntax takes ( ) , = # ' in a value only "
+            "inside quotes: write 'data.source.path=\"/data/photos (1)\"'",
+        ),
+        (
+            ["data=image_folder", "data.source.path=/data/it's"],
+            'write "data.source.path=\\"/data/it\'s\\"" (the shell\'s quotes around Hydra\'s)',
+        ),
         (["-m", "latent=2,4", "--cfg", "job"], "--multirun, --cfg: Hydra takes one of these at a time"),
         (  # a key under a node that is null: a traceback inside Hydra, its last line kept
             ["-m", "latent=2,3", "hydra.sweeper.params.latent=4"],

@@ -121,6 +121,35 @@ NO_SLURM_CONTROLLER = (
 )
 
 
+#: what a value holds that Hydra's grammar reads only inside quotes (a folder's name, most often)
+_QUOTED_ONLY = re.compile(r"[(),=#']")
+
+
+def _quoted(key: str, value: str) -> str:
+    """KEY="VALUE" in Hydra's quotes, inside the shell's: single ones, or double ones where the value holds
+    an apostrophe."""
+    return f'"{key}=\\"{value}\\""' if "'" in value else f"'{key}=\"{value}\"'"
+
+
+def _value_to_quote(argv: list[str]) -> tuple[str, str] | None:
+    """The first override of the command line that Hydra cannot parse and that quotes would mend: its value
+    holds what the grammar reads only inside quotes, and is no list, dict or sweep (``choice(...)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for token in argv:
+        key, equals, value = token.partition("=")
+        if token.startswith("-") or not equals or not _QUOTED_ONLY.search(value) or '"' in value:
+            continue
+        if value[:1] in "[{" or re.fullmatch(r"\w+\(.*\)", value):
+            continue
+        try:
+            parser.parse_override(token)
+        except Exception:
+            return key, value
+    return None
+
+
 def one_line(text: str, folders: list[Path]) -> str:
     """Hydra's refusal (its stderr text) as one line naming the key and what would work."""
     if said := re.findall(r"^sbatch: (?:fatal|error): (.+)$", text, re.MULTILINE):  # the Slurm launcher's
@@ -174,6 +203,19 @@ def one_line(text: str, folders: list[Path]) -> str:
         return (
             f"{key}={value}: Hydra's override syntax takes letters beyond ASCII only inside quotes: write "
             f"'{key}=\"{value}\"' (the shell's quotes around Hydra's)"
+        )
+    if found := re.search(r"Ambiguous value for argument '([^=']+)=([^']*)'", text):
+        key, value = found.groups()  # a sweep's values in one run: the commonest slip, -m forgotten
+        return (
+            f"{key}={value}: a comma makes a sweep, a list or a string: add -m to run one run per value "
+            f"(vae-run -m {key}={value}), or give a list as {key}=[{value}], or a string as "
+            f"{_quoted(key, value)}"
+        )
+    if "override_grammar" in text and (unquoted := _value_to_quote(sys.argv[1:])):
+        key, value = unquoted
+        return (
+            f"{key}={value}: Hydra's override syntax takes ( ) , = # ' in a value only inside quotes: write "
+            f"{_quoted(key, value)} (the shell's quotes around Hydra's)"
         )
     if found := re.search(r"Error merging override (\S+)\n(.+)", text):  # a typed node (Hydra's plugins)
         override, reason = found.groups()
