@@ -384,6 +384,14 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
             "data.source.path=fötos: Hydra's override syntax takes letters beyond ASCII only inside quotes: "
             "write 'data.source.path=\"fötos\"'",
         ),
+        (["latent", "=", "2"], "latent = 2: an override is one word, KEY=VALUE without spaces: latent=2"),
+        (["train"], "train: an override is KEY=VALUE; did you mean stage=train? (see --help)"),
+        (["latent_sweep"], "latent_sweep: an override is KEY=VALUE; did you mean +experiment=latent_sweep?"),
+        (["model=VAE"], "model=VAE: no such option; did you mean vae? (model options: "),
+        (
+            ["--latent=2"],
+            "--latent=2: no such flag; an override has no dashes: latent=2 (vae-run --help lists",
+        ),
         (  # a sweep's values in one run: -m forgotten
             ["latent=2,4"],
             "latent=2,4: a comma makes a sweep, a list or a string: add -m to run one run per value "

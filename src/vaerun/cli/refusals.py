@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from vaerun.cli import output_folder
 from vaerun.cli.help import config_files, group_options
 from vaerun.core.errors import exit_with_error
+from vaerun.core.names import STAGES
 
 #: keys renamed since an earlier vaerun: the old name is answered with the new one
 RENAMED = {"impute.images": "impute.test_images", "impute.num_images": "impute.shown"}
@@ -49,7 +50,11 @@ def refuse_bad_flags(argv: list[str]) -> None:
 
     parser = get_args_parser()
     parser.error = refuse  # type: ignore[method-assign]
-    args, _ = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if flags := [token for token in unknown if token.startswith("-")]:
+        name = flags[0].lstrip("-")  # --latent=2: an override written as a flag
+        hint = f"; an override has no dashes: {name}" if "=" in name else ""
+        exit_with_error(f"{flags[0]}: no such flag{hint} (vae-run --help lists the flags)")
     modes = {
         "--run": args.run,
         "--multirun": args.multirun,
@@ -110,7 +115,8 @@ def _dotted(node: dict, prefix: str = "") -> list[str]:
 
 
 def _did_you_mean(word: str, candidates: set[str] | list[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(candidates), n=2, cutoff=0.6)
+    same_but_case = [c for c in sorted(candidates) if c.lower() == word.lower()]  # model=VAE
+    close = same_but_case or difflib.get_close_matches(word, sorted(candidates), n=2, cutoff=0.6)
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
@@ -123,6 +129,30 @@ NO_SLURM_CONTROLLER = (
 
 #: what a value holds that Hydra's grammar reads only inside quotes (a folder's name, most often)
 _QUOTED_ONLY = re.compile(r"[(),=#']")
+
+
+def _not_an_override(word: str, argv: list[str], folders: list[Path]) -> str:
+    """A word without its KEY= (``vae-run train``), or KEY = VALUE with the shell's spaces around the =."""
+    at = argv.index(word) if word in argv else -1
+    if 0 <= at < len(argv) - 2 and argv[at + 1] == "=":
+        value = argv[at + 2]
+        return f"{word} = {value}: an override is one word, KEY=VALUE without spaces: {word}={value}"
+    # a group the primary config picks an option of takes GROUP=OPTION; the others (+experiment=...) a plus
+    picked = _groups_picked(folders[0])
+    overrides = [
+        f"{'' if group in picked else '+'}{group}={word}"
+        for group, names in group_options(folders).items()
+        if word in names
+    ]
+    overrides += [f"stage={word}"] if word in STAGES else []
+    hint = f"; did you mean {' or '.join(overrides)}?" if overrides else ""
+    return f"{word}: an override is KEY=VALUE{hint} (see --help)"
+
+
+def _groups_picked(folder: Path) -> set[str]:
+    """The groups whose option the primary config's defaults list picks (model, data, ...)."""
+    defaults = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml")).get("defaults", [])
+    return {name for entry in defaults if isinstance(entry, dict) for name in entry}
 
 
 def _quoted(key: str, value: str) -> str:
@@ -204,6 +234,8 @@ def one_line(text: str, folders: list[Path]) -> str:
             f"{key}={value}: Hydra's override syntax takes letters beyond ASCII only inside quotes: write "
             f"'{key}=\"{value}\"' (the shell's quotes around Hydra's)"
         )
+    if found := re.search(r"Error parsing override '([^']*)'\nmissing EQUAL", text):
+        return _not_an_override(found.group(1), sys.argv[1:], folders)
     if found := re.search(r"Ambiguous value for argument '([^=']+)=([^']*)'", text):
         key, value = found.groups()  # a sweep's values in one run: the commonest slip, -m forgotten
         return (
