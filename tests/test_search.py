@@ -133,6 +133,8 @@ def test_a_study_resumes_to_its_total_reruns_a_killed_trial_and_tolerates_a_fail
     assert {"history.png", "importances.png", "summary.md", "summary.png"} <= {
         p.name for p in sweep.iterdir()
     }
+    header = next(line for line in (sweep / "summary.md").read_text().splitlines() if line.startswith("| #"))
+    assert "| value |" in header and "val/loss" not in header  # the value is the best val/loss, once
     assert list((sweep / "tensorboard").glob("events.out.tfevents.*"))
 
     study = load_study(storage_url(None, sweep), "vaerun")

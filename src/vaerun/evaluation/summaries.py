@@ -146,9 +146,11 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def headline_metrics(records: Sequence[RunRecord]) -> list[str]:
-    """The headline metrics the runs have, in HEADLINE_METRICS' order; else TRAINING_METRIC if they have."""
+    """The headline metrics the runs have, in HEADLINE_METRICS' order; else TRAINING_METRIC if they have it
+    and are no search's trials (whose table shows the value the search optimises)."""
     keys = [key for key in HEADLINE_METRICS if any(key in r.metrics for r in records)]
-    if not keys and any(TRAINING_METRIC in r.metrics for r in records):
+    trials = any(r.trial is not None for r in records)
+    if not keys and not trials and any(TRAINING_METRIC in r.metrics for r in records):
         keys = [TRAINING_METRIC]
     return keys
 
