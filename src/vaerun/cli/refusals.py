@@ -232,7 +232,7 @@ def one_line(text: str, folders: list[Path]) -> str:
         key, value = found.groups()  # a folder named in letters beyond ASCII: Hydra's grammar quotes them
         return (
             f"{key}={value}: Hydra's override syntax takes letters beyond ASCII only inside quotes: write "
-            f"'{key}=\"{value}\"' (the shell's quotes around Hydra's)"
+            f"{_quoted(key, value)} (the shell's quotes around Hydra's)"
         )
     if found := re.search(r"Error parsing override '([^']*)'\nmissing EQUAL", text):
         return _not_an_override(found.group(1), sys.argv[1:], folders)
