@@ -150,6 +150,9 @@ def test_a_denoiser_imputes_the_cells_of_a_csv_table(tmp_path):
         cwd=tmp_path,
     )
     metrics = read_metrics(tmp_path / "run")
+    assert (
+        "Imputation mcar_0.3  MSE on missing cells: model " in (tmp_path / "run" / "vae_run.log").read_text()
+    )
     assert {k for k in metrics if k.startswith("impute/mcar_0.3/")} == {
         f"impute/mcar_0.3/{method}/mse" for method in ("model", "column_mean", "pca")
     }  # a table: MSE on standardised cells; no image metrics, no block

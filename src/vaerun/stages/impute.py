@@ -64,8 +64,9 @@ def impute(run: Run) -> None:
         )
         run.sink.grid(f"impute/{pattern}", grid, run.step)
         log.info(
-            "Imputation %-9s MSE on missing pixels: model %.4f, column mean %.4f, PCA %.4f",
+            "Imputation %-9s MSE on missing %s: model %.4f, column mean %.4f, PCA %.4f",
             pattern,
+            "pixels" if run.datamodule.unit_range else "cells",  # a CSV file's standardised values
             results[f"impute/{pattern}/model/mse"],
             results[f"impute/{pattern}/column_mean/mse"],
             results[f"impute/{pattern}/pca/mse"],
