@@ -263,20 +263,20 @@ def test_one_class_training_keeps_every_class_in_the_test_split():
 
 def test_a_class_is_named_by_its_label_or_its_name_where_the_source_names_its_classes():
     from vaerun.core.checks import ConfigError
-    from vaerun.data.splits import label_of_class
+    from vaerun.data.splits import normal_label
 
     labelled = Split(torch.zeros(2, 1, 1, 1), torch.tensor([0, 1]))
     named = Splits(labelled, labelled, labelled, source="image_folder:pets", classes=("cats", "dogs"))
-    assert label_of_class("dogs", named) == 1
+    assert normal_label("dogs", named) == 1 and normal_label(1, named) == 1
     with pytest.raises(
         ConfigError,
         match=r"=birds: image_folder:pets has no class of that name; its classes are 0: cats, 1: dogs$",
     ):
-        label_of_class("birds", named)
+        normal_label("birds", named)
     with pytest.raises(
         ConfigError, match=r"=cats: digits has no class of that name; it names no classes: give the label"
     ):
-        label_of_class("cats", Splits(labelled, labelled, labelled, source="digits"))
+        normal_label("cats", Splits(labelled, labelled, labelled, source="digits"))
 
 
 @pytest.fixture

@@ -59,20 +59,18 @@ def sized(source: Any, image_size: int | None, channels: int | None) -> Any:
 
 
 def normal_label(normal_class: int | str | None, splits: Splits) -> int | None:
-    """``data.normal_class`` as a label: a class's name (``cats``) looked up in the splits' classes."""
-    return label_of_class(normal_class, splits) if isinstance(normal_class, str) else normal_class
-
-
-def label_of_class(name: str, splits: Splits) -> int:
-    """The label of the class ``name`` (``data.normal_class=cats``: an image folder's sub-folder)."""
-    if name in splits.classes:
-        return splits.classes.index(name)
+    """``data.normal_class`` as a label: a class's name (``cats``: an image folder's sub-folder) is looked
+    up in the splits' classes; a label or null is as it is."""
+    if not isinstance(normal_class, str):
+        return normal_class
+    if normal_class in splits.classes:
+        return splits.classes.index(normal_class)
     names = (
         f"its classes are {', '.join(f'{label}: {named}' for label, named in enumerate(splits.classes))}"
         if splits.classes
         else "it names no classes: give the label, an integer"
     )
-    raise ConfigError(f"data.normal_class={name}: {splits.source} has no class of that name; {names}")
+    raise ConfigError(f"data.normal_class={normal_class}: {splits.source} has no class of that name; {names}")
 
 
 def to_unit_float(images: Tensor) -> Tensor:
