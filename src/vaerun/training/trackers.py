@@ -79,10 +79,15 @@ ARGUMENTS: dict[str, Callable[[dict[str, Any], Path], dict[str, Any]]] = {
 }
 
 
+def _class_name(target: str) -> str:
+    """The class a ``_target_`` names, without its module: what the tables here are keyed by."""
+    return target.rsplit(".", 1)[-1]
+
+
 def run_arguments(target: str, spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Keyword arguments for the logger ``target``: every logger's save_dir (the run directory), and
     what names the run after its directory where the tracker has a run name."""
-    extra = ARGUMENTS.get(target.rsplit(".", 1)[-1])
+    extra = ARGUMENTS.get(_class_name(target))
     return {"save_dir": str(run_dir), **(extra(spec, run_dir) if extra else {})}
 
 
@@ -131,5 +136,8 @@ VIEWS: dict[str, Callable[[dict[str, Any], Path], str]] = {
 def where_to_look(loggers: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
     """A line per logger of the run (the ``logger`` group's entries) that says where to look at the run;
     none for a logger of another class."""
-    views = (VIEWS.get(str(spec.get("_target_", "")).rsplit(".", 1)[-1]) for spec in loggers.values())
-    return [view(spec, run_dir) for view, spec in zip(views, loggers.values(), strict=True) if view]
+    return [
+        view(spec, run_dir)
+        for spec in loggers.values()
+        if (view := VIEWS.get(_class_name(str(spec.get("_target_", "")))))
+    ]
