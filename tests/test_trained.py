@@ -137,6 +137,10 @@ def test_arguments_out_of_range_are_one_value_error_naming_the_argument(vae_run_
     with pytest.raises(ValueError, match="images hold NaN"):
         model.elbo(images[:2].float().div(255).index_fill(2, torch.tensor([0]), float("nan")))
     assert model.sample(0).shape == (0, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"a pair of tensors: split\(\) gives \(images, labels\)"):
+        model.encode(model.split("test"))
+    with pytest.raises(ValueError, match="images as a tensor or NumPy array expected, got str"):
+        model.reconstruct("digits.png")
 
 
 def test_a_dae_corrupts_as_trained_samples_from_fitted_codes_and_has_no_density(dae_run_dir):

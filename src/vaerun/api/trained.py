@@ -143,7 +143,13 @@ class TrainedModel:
 
     def images(self, x: Tensor | np.ndarray) -> Tensor:
         """``x`` as the model's input: a float batch (N, C, H, W) on its device, uint8 scaled to [0, 1]."""
-        x = torch.as_tensor(x)
+        if isinstance(x, tuple) and len(x) == 2 and all(isinstance(part, Tensor) for part in x):
+            # the commonest slip: encode(model.split("test")), which is (images, labels)
+            raise ValueError("images expected, got a pair of tensors: split() gives (images, labels)")
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"images as a tensor or NumPy array expected, got {type(x).__name__}") from error
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         x = x.to(self.device, torch.float32)
