@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY, read_metrics, vae_run
@@ -141,6 +142,27 @@ def test_arguments_out_of_range_are_one_value_error_naming_the_argument(vae_run_
         model.encode(model.split("test"))
     with pytest.raises(ValueError, match="images as a tensor or NumPy array expected, got str"):
         model.reconstruct("digits.png")
+
+
+def test_impute_fills_only_the_missing_pixels_and_beats_a_blank(vae_run_dir):
+    model = vaerun.load(vae_run_dir)
+    images, _ = model.split("test")
+    missing = torch.zeros_like(images, dtype=torch.bool)
+    missing[..., 2:6, 2:6] = True  # the middle of each digit, where its strokes are
+    filled = model.impute(images, missing, iterations=5, seed=0)
+    truth = images.float() / 255
+    assert torch.equal(filled[~missing], truth[~missing])  # what was seen stays as it was
+    assert torch.equal(filled, model.impute(images, missing, iterations=5, seed=0))
+    # the model's guess is nearer the hidden strokes than a blank; a fill in the wrong units is not
+    assert (filled - truth)[missing].square().mean() < 0.5 * truth[missing].square().mean()
+    # NaN marks a missing value as the mask does
+    assert torch.equal(filled, model.impute(truth.masked_fill(missing, float("nan")), iterations=5, seed=0))
+    with pytest.raises(ValueError, match=r"impute: missing must be a bool mask of x.s shape \[180, 1, 8"):
+        model.impute(images, missing[:, :, :4])
+    with pytest.raises(ValueError, match="impute: iterations must be an integer >= 1, got 0"):
+        model.impute(images, missing, iterations=0)
+    with pytest.raises(ValueError, match=r"impute_table: the model was not trained on a table \(data=csv\)"):
+        model.impute_table(pd.DataFrame({"a": [1.0]}))
 
 
 def test_a_dae_corrupts_as_trained_samples_from_fitted_codes_and_has_no_density(dae_run_dir):

@@ -141,15 +141,19 @@ class TrainedModel:
         self.network.to(device)
         return self
 
-    def images(self, x: Tensor | np.ndarray) -> Tensor:
-        """``x`` as the model's input: a float batch (N, C, H, W) on its device, uint8 scaled to [0, 1]."""
+    @staticmethod
+    def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
         if isinstance(x, tuple) and len(x) == 2 and all(isinstance(part, Tensor) for part in x):
             # the commonest slip: encode(model.split("test")), which is (images, labels)
             raise ValueError("images expected, got a pair of tensors: split() gives (images, labels)")
         try:
-            x = torch.as_tensor(x)
+            return torch.as_tensor(x)
         except (TypeError, ValueError, RuntimeError) as error:
             raise ValueError(f"images as a tensor or NumPy array expected, got {type(x).__name__}") from error
+
+    def images(self, x: Tensor | np.ndarray) -> Tensor:
+        """``x`` as the model's input: a float batch (N, C, H, W) on its device, uint8 scaled to [0, 1]."""
+        x = self._as_tensor(x)
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         x = x.to(self.device, torch.float32)
@@ -259,6 +263,68 @@ class TrainedModel:
         x = self._variational_input(x, "log_likelihood")
         with _seeded(seed, self.device):
             return self.network.log_likelihood(x, x, k)
+
+    @torch.no_grad()
+    def impute(
+        self,
+        x: Tensor | np.ndarray,
+        missing: Tensor | np.ndarray | None = None,
+        iterations: int = 20,
+        seed: int | None = None,
+    ) -> Tensor:
+        """``x`` with its missing values filled in by the model and the rest as given: the cells that are
+        NaN (a table's empty fields, as ``split()`` gives them) and, where ``missing`` is given (True where
+        a value is missing, one per value of ``x``), those. A DAE, AE or VQ-VAE fills them in one pass, a
+        VAE by ``iterations`` sweeps of pseudo-Gibbs sampling, as stage=impute does."""
+        iterations = _count("impute", "iterations", iterations, 1)
+        x = self._as_tensor(x)
+        absent = torch.isnan(x) if x.is_floating_point() else torch.zeros_like(x, dtype=torch.bool)
+        if missing is not None:
+            missing = torch.as_tensor(missing)
+            if missing.dtype != torch.bool or missing.numel() != x.numel():
+                raise ValueError(f"impute: missing must be a bool mask of x's shape {list(x.shape)}")
+            absent = absent | missing.reshape(x.shape)
+        x = self.images(torch.where(absent, torch.zeros((), dtype=x.dtype), x))
+        present = ~absent.to(x.device).reshape(x.shape)
+        with _seeded(seed, self.device):
+            return self.network.impute(torch.where(present, x, 0.0), present, iterations)
+
+    def impute_table(self, table: Any, iterations: int = 20, seed: int | None = None) -> Any:
+        """A table of a data=csv run's columns (a CSV file's path, or a pandas DataFrame) with its empty
+        cells filled in by the model, in the table's own units, as a new DataFrame; its other columns (the
+        labels, say) and its present cells as they were."""
+        import pandas as pd
+
+        from vaerun.data.tables import numeric_values
+
+        columns = self._table_columns()
+        if isinstance(table, pd.DataFrame):
+            frame, name = table.copy(), "the table"
+        else:
+            try:
+                frame, name = pd.read_csv(Path(table).expanduser()), Path(table).name
+            except (OSError, ValueError, UnicodeDecodeError) as err:
+                raise ValueError(f"impute_table: {table} is no readable CSV file ({err})") from None
+        absent = [column for column in columns.names if column not in frame.columns]
+        if absent:
+            raise ValueError(f"impute_table: {name} lacks the run's columns {', '.join(absent)}")
+        values = numeric_values(frame[list(columns.names)], "impute_table", name)
+        rows = columns.standardised(torch.tensor(values, dtype=torch.float32).reshape(len(frame), 1, 1, -1))
+        filled = columns.in_table_units(self.impute(rows, iterations=iterations, seed=seed).cpu())
+        filled = np.where(np.isnan(values), filled.reshape(len(frame), -1).double().numpy(), values)
+        for index, column in enumerate(columns.names):
+            if np.isnan(values[:, index]).any():  # a complete column keeps its values and its dtype
+                frame[column] = filled[:, index]
+        return frame
+
+    def _table_columns(self) -> Any:
+        """The run's table columns and their standardisation: its CSV file's, read again."""
+        from hydra.utils import instantiate
+
+        source = self.config.get("data", {}).get("source")
+        if not (isinstance(source, dict) and str(source.get("_target_", "")).endswith("CSVSource")):
+            raise ValueError("impute_table: the model was not trained on a table (data=csv); use impute()")
+        return instantiate(source, _convert_="all").load().columns
 
     def _variational_input(self, x: Tensor | np.ndarray, method: str) -> Tensor:
         if not self.is_variational:

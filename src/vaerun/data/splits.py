@@ -7,13 +7,16 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from vaerun.core.checks import ConfigError
+
+if TYPE_CHECKING:
+    from vaerun.data.tables import TableColumns
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Splits:
     test: Split
     source: str  # the source actually used, as recorded in the run's config and hparams
     classes: tuple[str, ...] = ()  # the class names of the labels 0, 1, ..., where the source has them
+    columns: TableColumns | None = None  # a table's feature columns and their standardisation
 
     def with_splits(self, train: Split, val: Split, test: Split) -> Splits:
         return dataclasses.replace(self, train=train, val=val, test=test)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from vaerun.core.checks import ConfigError
 from vaerun.core.errors import first_line
@@ -53,20 +56,6 @@ class CSVSource:
             )
         return table
 
-    def _finite(self, table) -> np.ndarray:
-        """The values as float64; an infinite one, or one beyond float32's range, is refused: standardised,
-        it would turn its whole column into NaN, which reads as missing."""
-        array = table.to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            rows, columns = np.nonzero(~(np.abs(array) <= np.finfo(np.float32).max) & ~np.isnan(array))
-        if len(rows):
-            raise ConfigError(
-                f"data.source.path: {self.path.name} holds {len(rows)} infinite or too large values (the "
-                f"first in column {table.columns[columns[0]]}, row {rows[0] + 1} after the header: "
-                f"{array[rows[0], columns[0]]}); leave a cell empty for a missing value"
-            )
-        return array
-
     def load(self) -> Splits:
         table = self._table()
         if self.label_column is not None:
@@ -76,16 +65,51 @@ class CSVSource:
             labels = torch.tensor(codes.to_numpy(dtype=np.int64))
         else:
             labels = torch.zeros(len(table), dtype=torch.int64)
-        text = [str(c) for c in table.columns if table[c].dtype.kind not in "biuf"]
-        if text:
-            raise ConfigError(
-                f"data.source.path: columns {', '.join(text)} of {self.path.name} are not numeric"
-            )
-        values = torch.tensor(self._finite(table).astype(np.float32)).reshape(len(table), 1, 1, -1)
+        values = numeric_values(table, "data.source.path", self.path.name).astype(np.float32)
+        rows = torch.tensor(values).reshape(len(table), 1, 1, -1)
         sizes = [round(self.test_fraction * len(table)), round(self.val_fraction * len(table))]
-        test, val, train = split_off(values, labels.long(), sizes, self.split_seed)
-        mean = torch.nanmean(train.images, dim=0)
-        std = torch.nanmean((train.images - mean).square(), dim=0).sqrt()
-        std = torch.where(std > 0, std, 1.0)  # a constant column stays 0, not NaN
-        standardised = [Split((split.images - mean) / std, split.labels) for split in (train, val, test)]
-        return Splits(*standardised, source=f"csv:{self.path.name}")
+        test, val, train = split_off(rows, labels.long(), sizes, self.split_seed)
+        columns = TableColumns.of_training_rows(tuple(map(str, table.columns)), train.images)
+        standardised = [Split(columns.standardised(part.images), part.labels) for part in (train, val, test)]
+        return Splits(*standardised, source=f"csv:{self.path.name}", columns=columns)
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    """A table's feature columns, with the mean and standard deviation of each over the training rows'
+    present values: what turns the table's values into the model's standardised ones, and back."""
+
+    names: tuple[str, ...]
+    mean: Tensor  # (1, 1, D)
+    std: Tensor  # (1, 1, D), 1 where a column is constant (it stays 0, not NaN)
+
+    @classmethod
+    def of_training_rows(cls, names: tuple[str, ...], rows: Tensor) -> TableColumns:
+        mean = torch.nanmean(rows, dim=0)
+        std = torch.nanmean((rows - mean).square(), dim=0).sqrt()
+        return cls(names, mean, torch.where(std > 0, std, 1.0))
+
+    def standardised(self, rows: Tensor) -> Tensor:
+        return (rows - self.mean) / self.std
+
+    def in_table_units(self, rows: Tensor) -> Tensor:
+        return rows * self.std + self.mean
+
+
+def numeric_values(table: Any, key: str, name: str) -> np.ndarray:
+    """A table's values as float64, NaN where a cell is empty; a column that is not numeric, and an
+    infinite value or one beyond float32's range, are refused (ConfigError, starting ``key: name``):
+    standardised, an infinite value would turn its whole column into NaN, which reads as missing."""
+    text = [str(c) for c in table.columns if table[c].dtype.kind not in "biuf"]
+    if text:
+        raise ConfigError(f"{key}: columns {', '.join(text)} of {name} are not numeric")
+    array = table.to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        rows, columns = np.nonzero(~(np.abs(array) <= np.finfo(np.float32).max) & ~np.isnan(array))
+    if len(rows):
+        first = f"column {table.columns[columns[0]]}, row {rows[0] + 1} after the header"
+        raise ConfigError(
+            f"{key}: {name} holds {len(rows)} infinite or too large values (the first in {first}: "
+            f"{array[rows[0], columns[0]]}); leave a cell empty for a missing value"
+        )
+    return array
