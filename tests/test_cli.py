@@ -388,6 +388,11 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
         (["train"], "train: an override is KEY=VALUE; did you mean stage=train? (see --help)"),
         (["latent_sweep"], "latent_sweep: an override is KEY=VALUE; did you mean +experiment=latent_sweep?"),
         (["model=VAE"], "model=VAE: no such option; did you mean vae? (model options: "),
+        (["-m", "slurm"], "slurm: an override is KEY=VALUE; did you mean hydra/launcher=slurm? (see --help)"),
+        (
+            ["-m", "launcher=slurm", "latent=2,4"],
+            "launcher: no such key in the config; Hydra's launcher is a group: give hydra/launcher=slurm",
+        ),
         (
             ["--latent=2"],
             "--latent=2: no such flag; an override has no dashes: latent=2 (vae-run --help lists",
@@ -456,6 +461,10 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     )  # the user's option too
     assert "_target_: vaerun.models.autoencoders.Autoencoder" in result.stdout  # the composed model=dae
     assert "vae-run model=vae latent=2" in result.stdout
+    # Hydra's groups a multirun picks from, with vaerun's own options among Hydra's and its plugins'
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("hydra/launcher: basic, joblib, slurm, submitit_local") for line in lines)
+    assert "hydra/sweeper: basic, optuna (with -m: how values are chosen)" in lines
     job = vae_run("model=vae", "latent=2", "--cfg", "job", cwd=tmp_path)
     assert "latent: 2" in job.stdout
     assert json.dumps(job.returncode) == "0"

@@ -52,6 +52,28 @@ def group_options(folders: list[Path]) -> dict[str, list[str]]:
     return {group: sorted(options) for group, options in sorted(groups.items())}
 
 
+#: Hydra's own groups that a multirun picks from: where its runs go, and how their values are chosen
+HYDRA_GROUPS = {
+    "hydra/launcher": "with -m: where the runs go",
+    "hydra/sweeper": "with -m: how values are chosen",
+}
+
+
+def hydra_group_options() -> dict[str, list[str]]:
+    """HYDRA_GROUPS' options: Hydra's own, its installed plugins' and vaerun's (slurm, optuna)."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    def listed() -> dict[str, list[str]]:
+        loader = GlobalHydra.instance().config_loader()
+        return {group: loader.get_group_options(group) for group in HYDRA_GROUPS}
+
+    if GlobalHydra.instance().is_initialized():  # after Hydra's own main refused the command line
+        return listed()
+    with initialize_config_module("vaerun.configs", version_base="1.3"):
+        return listed()
+
+
 def help_text(folders: list[Path], overrides: list[str]) -> str:
     """The help: header, groups, the composed config, footer. ``folders``: the package's configs first,
     then any --config-dir."""
@@ -61,8 +83,17 @@ def help_text(folders: list[Path], overrides: list[str]) -> str:
         overrides = [*overrides, f"hydra.searchpath=[{','.join(f'file://{f}' for f in folders[1:])}]"]
     with initialize_config_module("vaerun.configs", version_base="1.3"):
         config = compose("config", overrides=overrides, return_hydra_config=True)
+        hydra_groups = [
+            f"{name}: {', '.join(options)} ({HYDRA_GROUPS[name]})"
+            for name, options in hydra_group_options().items()
+        ]
     text = config.hydra.help
-    groups = "\n".join(f"{name}: {', '.join(options)}" for name, options in group_options(folders).items())
+    groups = "\n".join(
+        [
+            *(f"{name}: {', '.join(options)}" for name, options in group_options(folders).items()),
+            *hydra_groups,
+        ]
+    )
     config = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
     return (
         f"{text.header}== Configuration groups ==\nCompose your configuration from those groups "

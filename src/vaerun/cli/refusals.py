@@ -19,7 +19,7 @@ from types import TracebackType
 from omegaconf import OmegaConf
 
 from vaerun.cli import output_folder
-from vaerun.cli.help import config_files, group_options
+from vaerun.cli.help import HYDRA_GROUPS, config_files, group_options, hydra_group_options
 from vaerun.core.errors import exit_with_error
 from vaerun.core.names import STAGES
 
@@ -144,6 +144,7 @@ def _not_an_override(word: str, argv: list[str], folders: list[Path]) -> str:
         for group, names in group_options(folders).items()
         if word in names
     ]
+    overrides += [f"{group}={word}" for group, names in hydra_group_options().items() if word in names]
     overrides += [f"stage={word}"] if word in STAGES else []
     hint = f"; did you mean {' or '.join(overrides)}?" if overrides else ""
     return f"{word}: an override is KEY=VALUE{hint} (see --help)"
@@ -190,8 +191,11 @@ def one_line(text: str, folders: list[Path]) -> str:
         return f"hydra/launcher=slurm: sbatch did not submit the jobs: {said[-1]}{hint}"
     if found := re.search(r"Could not override '([^']+)'\.\nTo append to your config use (\S+)", text):
         key, append = found.groups()
+        value = append.partition("=")[2]
         if key in RENAMED:
-            return f"{key} is now {RENAMED[key]}: give {RENAMED[key]}={append.partition('=')[2]}"
+            return f"{key} is now {RENAMED[key]}: give {RENAMED[key]}={value}"
+        if f"hydra/{key}" in HYDRA_GROUPS:  # launcher=slurm, sweeper=optuna
+            return f"{key}: no such key in the config; Hydra's {key} is a group: give hydra/{key}={value}"
         files = keys_by_file(folders)
         if owners := options_setting(key, files):  # a key of another option of its group
             group, choices = owners
