@@ -5,11 +5,15 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+from pathlib import Path
 
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from vaerun.core.checkpoints import run_of
 from vaerun.core.checks import ConfigError
+from vaerun.core.run_files import data_config
+from vaerun.data.splits import normal_label
 from vaerun.evaluation.anomaly import (
     complexity_corrected,
     detection_metrics,
@@ -80,13 +84,41 @@ def detect_anomalies(run: Run) -> None:
                 run.tensorboard.experiment.add_histogram(
                     f"anomaly/{name}/class_{label}", values[labels == label], run.step
                 )
-    run.publish(results, **{"anomaly/normal_class": normal_class})
+    trained_on = model_trained_on(run)
+    run.publish(results, **{"anomaly/normal_class": normal_class, "anomaly/model_trained_on": trained_on})
     classes = run.datamodule.splits.classes
     log.info(
         "Anomaly detection, normal class %s: %s",
         f"{normal_class} ({classes[normal_class]})" if normal_class < len(classes) else normal_class,
         ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
     )
+    if trained_on not in ("the normal class", "unknown"):
+        log.warning(
+            "The model of ckpt=%s was trained on %s, the anomalies' included: its scores are not the "
+            "one-class protocol's (the baselines' are). Without ckpt=, stage=anomaly trains on the normal "
+            "class alone",
+            run.cfg["ckpt"],
+            trained_on,
+        )
+
+
+def model_trained_on(run: Run) -> str:
+    """Which classes the scoring model learnt: "the normal class" (trained in this run, or by ckpt= from a
+    run of the same data.normal_class), "every class", "class K" (a run of another normal class), or
+    "unknown" (a checkpoint whose run saved no config)."""
+    if run.cfg.get("ckpt") is None:
+        return "the normal class"
+    data = data_config(run_of(Path(run.cfg["ckpt"])))
+    if data is None:
+        return "unknown"
+    trained = data.get("normal_class")
+    if trained is None:
+        return "every class"
+    try:
+        same = normal_label(trained, run.datamodule.splits) == run.datamodule.normal_class
+    except ConfigError:  # a class name of other data
+        same = False
+    return "the normal class" if same else f"class {trained}"
 
 
 def _nearest_neighbour_scores(run: Run, images: torch.Tensor) -> torch.Tensor:
