@@ -165,7 +165,8 @@ class AutoencoderModule(pl.LightningModule):
         """Lightning logs epoch, validation and test values at its count of the items it handed over,
         groups of steps here; a logged ``step`` is taken as their x value instead: the optimizer step's
         index, as with one batch per item."""
-        self.log("step", float(step), on_step=False, on_epoch=True, sync_dist=False)
+        # the same on every process: the mean over them is the value, and Lightning asks for it under DDP
+        self.log("step", float(step), on_step=False, on_epoch=True, sync_dist=True)
 
     def _log_training_step(self, values: Tensor, step: int) -> None:
         """To the loggers directly, at the optimizer step's index (Lightning's own step logging happens
@@ -202,7 +203,9 @@ class AutoencoderModule(pl.LightningModule):
         terms = self.training_terms
         if terms.images:  # weighted by batch size, as Lightning's epoch means
             names = (f"train/{name}_epoch" for name in terms.names)
-            self.log_dict(dict(zip(names, terms.means(), strict=True)), on_step=False, on_epoch=True)
+            # under DDP, each process's mean weighted by its images: the mean over every process's images
+            means = dict(zip(names, terms.means(), strict=True))
+            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True, batch_size=terms.images)
         self._log_x_value(self.global_step - 1)
         self._step_lr_schedule()
 
@@ -250,12 +253,14 @@ class AutoencoderModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_x_value(self.global_step)
+        # torchmetrics' compute() reduces over the processes already: sync_dist takes the mean of equal
+        # values, which is theirs, and keeps Lightning from warning under DDP that they were not reduced
         if self.iwae_standard_error.update_called:
-            self.log("test/nll_iwae_se", self.iwae_standard_error.compute())
+            self.log("test/nll_iwae_se", self.iwae_standard_error.compute(), sync_dist=True)
             self.iwae_standard_error.reset()
         for metrics in (self.reconstruction_metrics, self.corrupted_input_metrics):
             if all(metric.update_called for metric in metrics.values()):  # no corruption: no input metrics
-                self.log_dict(metrics.compute())
+                self.log_dict(metrics.compute(), sync_dist=True)
             metrics.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
