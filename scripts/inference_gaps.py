@@ -76,8 +76,10 @@ def gaps(
     if metrics.is_file() and config.is_file():
         from omegaconf import OmegaConf
 
-        scored = OmegaConf.load(config).eval.get("ais_images")
-        ais = json.loads(metrics.read_text()).get("test/nll_ais")
+        recorded = json.loads(metrics.read_text())
+        # how many test images AIS saw (runs before test/ais_images was recorded: eval.ais_images)
+        scored = recorded.get("test/ais_images", OmegaConf.load(config).eval.get("ais_images"))
+        ais = recorded.get("test/nll_ais")
         if ais is not None and scored == images:  # the same first images of the test split
             row["AIS"] = ais
             row["approximation gap (to AIS)"] = row["optimised -ELBO"] - ais

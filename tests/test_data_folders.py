@@ -258,9 +258,13 @@ def test_a_64_px_colour_folder_goes_through_every_stage(photo_folder_64, tmp_pat
     data = ["data=image_folder", f"data.source.path={photo_folder_64}", f"data.source.cache_dir={tmp_path}"]
     likelihood = ["likelihood=discretized_logistic", "likelihood.faithful=true"]
     run = [*data, "encoder=conv", *likelihood, *TINY, *CHEAP_PICTURES_AND_CHAINS]
-    vae_run(*run, "eval.iwae_images=5", "hydra.run.dir=all", cwd=tmp_path)
+    vae_run(*run, "eval.iwae_images=5", "eval.ais_pixels=24576", "hydra.run.dir=all", cwd=tmp_path)
     metrics = read_metrics(tmp_path / "all")
     assert metrics["test/iwae_images"] == 5 and metrics["test/nll_iwae_se"] > 0  # capped, with its error
+    # AIS capped by its pixels, at two 64 x 64 x 3 images, before eval.ais_images=4 does
+    assert metrics["test/ais_images"] == 2 and metrics["test/nll_ais_se"] > 0
+    log = (tmp_path / "all" / "vae_run.log").read_text()
+    assert "first 2 test images (eval.ais_pixels=24576 in all)" in log
     assert 0 < metrics["test/nll_iwae_bpd"] < 12 and 0 < metrics["test/pca_mse"] < 0.1
     assert {"time/train_s", "time/eval_pca_s", "time/eval_iwae_s", "time/sample_s"} <= set(metrics)
     with Image.open(tmp_path / "all" / "images" / "sample_generated.png") as samples:

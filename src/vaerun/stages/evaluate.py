@@ -46,6 +46,7 @@ def evaluate(run: Run) -> None:
         "test/binarize": run.datamodule.binarize,
         "test/iwae_samples": options["iwae_samples"] if "test/nll_iwae" in test_metrics else 0,
         "test/ais_temperatures": options["ais_temperatures"] if "test/nll_ais" in test_metrics else 0,
+        "test/ais_images": ais_image_count(run) if "test/nll_ais" in test_metrics else 0,
     }
     run.publish(extra, **how_measured)
     if "test/nll_iwae" in test_metrics:
@@ -62,12 +63,13 @@ def evaluate(run: Run) -> None:
     if "test/nll_ais" in test_metrics:
         log.info(
             "Test -log p(x) ~ %.3f +- %.3f nats per image: AIS, %d temperatures x %d chains, first %d test "
-            "images (HMC acceptance %.2f)",
+            "images%s (HMC acceptance %.2f)",
             test_metrics["test/nll_ais"],
             test_metrics["test/nll_ais_se"],
             options["ais_temperatures"],
             options["ais_chains"],
-            min(options["ais_images"], len(run.datamodule.splits.test)),
+            ais_image_count(run),
+            _capped_by_pixels(run),
             test_metrics["test/ais_accept"],
         )
     log.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
@@ -153,7 +155,7 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
     options = run.cfg["eval"]
     if options["ais_temperatures"] > 0:
         torch.manual_seed(run.cfg["seed"])
-        images = options["ais_images"]
+        images = ais_image_count(run)
         with run.timed("eval_ais"):
             estimate = model.annealed_log_likelihood(
                 corrupted[:images],
@@ -166,6 +168,24 @@ def _baselines_and_diagnostics(run: Run) -> dict[str, float]:
         if estimate is not None:
             log_px, acceptance = estimate
             results["test/nll_ais"] = -log_px.mean().item()
-            results["test/nll_ais_se"] = standard_error(log_px)  # over the first eval.ais_images images
+            results["test/nll_ais_se"] = standard_error(log_px)  # over the images it saw
             results["test/ais_accept"] = float(acceptance)
     return results
+
+
+def ais_image_count(run: Run) -> int:
+    """The test images AIS sees: the first eval.ais_images, no more than eval.ais_pixels in all (at least
+    one image), since its cost grows with the pixels it models."""
+    options, test = run.cfg["eval"], run.datamodule.splits.test
+    count = min(options["ais_images"], len(test))
+    if options.get("ais_pixels") is not None:
+        count = min(count, max(1, options["ais_pixels"] // math.prod(run.datamodule.image_shape)))
+    return count
+
+
+def _capped_by_pixels(run: Run) -> str:
+    """What the log adds where eval.ais_pixels, not eval.ais_images or the split, set the count."""
+    options = run.cfg["eval"]
+    if ais_image_count(run) < min(options["ais_images"], len(run.datamodule.splits.test)):
+        return f" (eval.ais_pixels={options['ais_pixels']} in all)"
+    return ""

@@ -135,6 +135,7 @@ RULES: dict[str, Rule] = {
     "eval.ais_temperatures": int_at_least(0),
     "eval.ais_chains": int_at_least(1),
     "eval.ais_images": int_at_least(1),
+    "eval.ais_pixels": int_at_least(1, optional=True),
     "eval.ais_leapfrog_steps": int_at_least(1),
     "eval.ais_kernel": choice(*KERNEL_NAMES),
     "sample.num_images": int_at_least(1),
