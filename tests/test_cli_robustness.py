@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import time
@@ -98,6 +99,14 @@ def test_resume_true_continues_the_latest_unfinished_run_of_the_same_config(tmp_
         *args, "latent=5", "resume=true", "hydra.run.dir=outputs/day/third", cwd=tmp_path, check=False
     )
     assert nothing.returncode == 2 and "resume=true: no unfinished run of this config" in nothing.stderr
+    assert "the latest unfinished one" not in nothing.stderr  # the first run finished
+    (first / "job.json").write_text((first / "job.json").read_text().replace('"finished"', '"running"'))
+    other = vae_run(*args, "latent=5", "resume=true", cwd=tmp_path, check=False)
+    assert other.returncode == 2  # another config: the command that would continue the unfinished run
+    assert f"the latest unfinished one, {first}, continues with: vae-run {shlex.join(args)} resume=true" in (
+        other.stderr
+    )
+    assert [path.name for path in (tmp_path / "outputs").iterdir()] == ["day"]  # nothing left by the refusal
 
 
 def test_an_output_directory_that_cannot_be_written_is_one_clear_line(tmp_path):

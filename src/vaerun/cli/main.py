@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import signal
 import sys
 from functools import partial
@@ -81,7 +82,12 @@ def _continue_earlier_run(new_dir: Path, config_fingerprint: str) -> tuple[Path,
     root = new_dir.parent.parent  # outputs/DATE/TIME -> outputs
     earlier = run_state.find_resumable(root, config_fingerprint)
     if earlier is None:
-        _fail(f"resume=true: no unfinished run of this config with a checkpoint under {root}", new_dir)
+        hint = ""
+        if unfinished := run_state.unfinished_runs(root):  # the one the user most likely meant
+            run_dir, state = unfinished[0]
+            command = shlex.join(["vae-run", *run_state.overrides_of(state), "resume=true"])
+            hint = f"; the latest unfinished one, {run_dir}, continues with: {command}"
+        _fail(f"resume=true: no unfinished run of this config with a checkpoint under {root}{hint}", new_dir)
     run_lock.acquire(earlier, "resume=true")  # refused, with the owner, while that run is still going
     output_folder.discard_unstarted(new_dir)
     handler = logging.FileHandler(earlier / "vae_run.log")

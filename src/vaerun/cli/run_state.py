@@ -100,10 +100,10 @@ def record(run_dir: Path, config_fingerprint: str, status: str) -> None:
     write_text_atomically(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
 
 
-def find_resumable(root: Path, config_fingerprint: str) -> Path | None:
-    """The most recent run directory under ``root`` of this config that did not finish and has a last
-    checkpoint (what ``resume=true`` continues)."""
-    candidates = []
+def unfinished_runs(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The run directories under ``root`` that did not finish and have a last checkpoint, with their
+    job.json, the most recent checkpoint first."""
+    found = []
     for state_file in root.rglob(STATE_FILE):
         run_dir = state_file.parent
         last = last_checkpoint(run_dir)
@@ -111,9 +111,26 @@ def find_resumable(root: Path, config_fingerprint: str) -> Path | None:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):
             continue
-        if last and state.get("fingerprint") == config_fingerprint and state.get("status") != "finished":
-            candidates.append((last.stat().st_mtime, run_dir))
-    return max(candidates)[1] if candidates else None
+        if last and state.get("status") != "finished":
+            found.append((last.stat().st_mtime, run_dir, state))
+    return [(run_dir, state) for _, run_dir, state in sorted(found, key=lambda entry: entry[0], reverse=True)]
+
+
+def find_resumable(root: Path, config_fingerprint: str) -> Path | None:
+    """The most recent run directory under ``root`` of this config that did not finish and has a last
+    checkpoint (what ``resume=true`` continues)."""
+    runs = (
+        run_dir for run_dir, state in unfinished_runs(root) if state.get("fingerprint") == config_fingerprint
+    )
+    return next(runs, None)
+
+
+def overrides_of(state: dict[str, Any]) -> list[str]:
+    """The command-line overrides a run's job.json recorded (its .hydra/overrides.yaml)."""
+    import yaml
+
+    recorded = yaml.safe_load(state.get("hydra_files", {}).get("overrides.yaml", "[]"))
+    return [str(override) for override in recorded or []]
 
 
 #: the longest run directory name made from overrides; most file systems take 255 bytes
