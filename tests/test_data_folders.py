@@ -278,6 +278,10 @@ def test_a_64_px_colour_folder_goes_through_every_stage(photo_folder_64, tmp_pat
     scores = read_metrics(tmp_path / "anomaly")
     assert 0 <= scores["anomaly/pca_reconstruction_error/auroc"] <= 1 and "time/anomaly_s" in scores
     assert "time/train_s" not in scores
+    # the checkpoint's run trained on every class: its scores are not one-class, and the run says so
+    assert scores["anomaly/model_trained_on"] == "every class"
+    warned = "was trained on every class, the anomalies' included"
+    assert warned in (tmp_path / "anomaly" / "vae_run.log").read_text()
     assert {"time/anomaly_model_scores_s", "time/anomaly_mahalanobis_s", "time/anomaly_pca_s"} <= set(scores)
 
 
