@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import TINY, read_events, vae_run
@@ -82,12 +84,25 @@ def test_each_tracker_says_where_to_look_at_the_run_and_another_logger_says_noth
         "mine": {"_target_": "my_package.MyLogger"},
         "tensorboard": {"_target_": "pytorch_lightning.loggers.TensorBoardLogger"},
     }
+    programs = tmp_path / "bin"  # the trackers' commands on PATH: by their names
+    programs.mkdir()
+    for name in ("mlflow", "wandb", "tensorboard"):
+        (programs / name).write_text("#!/bin/sh\n")
+        (programs / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(programs))
     run_dir = tmp_path / "my run"  # a name the shell splits: the commands quote it
     lines = where_to_look(loggers, run_dir)
-    assert lines[:4] == [
+    assert lines == [
         f"Look at it with: mlflow ui --backend-store-uri file:{tmp_path / 'mlruns'}",
         "Look at it at: http://host:5000 (experiment vaerun)",
         f"Upload it with: wandb sync '{run_dir / 'wandb' / 'latest-run'}'",
         "Look at it in W&B's project vaerun",
+        f"Look at it with: tensorboard --logdir_spec 'my run:{run_dir}'",
     ]
-    assert len(lines) == 5 and lines[4].endswith(f"tensorboard --logdir_spec 'my run:{run_dir}'")
+    # not on PATH (a venv not activated, as after `make run`): the venv's, by their full paths
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    venv = Path(sys.executable).parent
+    lines = where_to_look(loggers, run_dir)
+    assert lines[0].startswith(f"Look at it with: {venv / 'mlflow'} ui ")
+    assert lines[2].startswith(f"Upload it with: {venv / 'wandb'} sync ")
+    assert lines[4].startswith(f"Look at it with: {venv / 'tensorboard'} --logdir_spec ")

@@ -91,16 +91,19 @@ def run_arguments(target: str, spec: dict[str, Any], run_dir: Path) -> dict[str,
     return {"save_dir": str(run_dir), **(extra(spec, run_dir) if extra else {})}
 
 
+def _program(name: str) -> str:
+    """A tracker's command: by its name where it is on PATH, else the venv's by its full path (as after
+    `make run`, whose venv is not on PATH), quoted for the shell."""
+    return shlex.quote(name if shutil.which(name) else str(Path(sys.executable).with_name(name)))
+
+
 def _tensorboard_view(spec: dict[str, Any], run_dir: Path) -> str:
-    # the venv's tensorboard by its full path where the venv is not on PATH (as after `make run`)
-    command = (
-        "tensorboard" if shutil.which("tensorboard") else str(Path(sys.executable).with_name("tensorboard"))
-    )
+    command = _program("tensorboard")
     # --logdir_spec names the run (TensorBoard would list a run at the top of --logdir as ".")
     dated = re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name)
     name = "/".join(run_dir.parts[-2:]) if dated else run_dir.name
     # quoted for the shell where a name needs it (a space): the line is for copying
-    return f"Look at it with: {shlex.quote(command)} --logdir_spec {shlex.quote(f'{name}:{run_dir}')}"
+    return f"Look at it with: {command} --logdir_spec {shlex.quote(f'{name}:{run_dir}')}"
 
 
 def _csv_view(spec: dict[str, Any], run_dir: Path) -> str:
@@ -115,12 +118,13 @@ def _mlflow_view(spec: dict[str, Any], run_dir: Path) -> str:
         return f"Look at it at: {uri}{experiment}"
     if uri.startswith("file:"):
         uri = f"file:{Path(uri.removeprefix('file:')).resolve()}"
-    return f"Look at it with: mlflow ui --backend-store-uri {shlex.quote(uri)}"
+    return f"Look at it with: {_program('mlflow')} ui --backend-store-uri {shlex.quote(uri)}"
 
 
 def _wandb_view(spec: dict[str, Any], run_dir: Path) -> str:
     if spec.get("offline"):
-        return f"Upload it with: wandb sync {shlex.quote(str(run_dir / 'wandb' / 'latest-run'))}"
+        latest = shlex.quote(str(run_dir / "wandb" / "latest-run"))
+        return f"Upload it with: {_program('wandb')} sync {latest}"
     return f"Look at it in W&B's project {spec.get('project')}"
 
 
