@@ -135,6 +135,18 @@ def test_a_deleted_key_among_a_runs_overrides_is_no_column_and_breaks_no_row(tmp
     assert record.overrides == {"latent": "2", "trainer.limit_val_batches": "1"} and record.model == "vae"
 
 
+def test_the_commands_bad_input_is_one_line(capsys, tmp_path):
+    for argv, said in (
+        ([], "the following arguments are required: paths"),
+        ([str(tmp_path / "nothing")], f"no such directory: {tmp_path / 'nothing'}"),
+        (["--latest", str(tmp_path)], "unrecognized arguments: --latest"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == f"vae-run-summary: error: {said} (see --help)\n"
+
+
 def test_the_command_prints_its_version_on_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from vaerun.cli.help import version_text
 from vaerun.evaluation.summaries import summarize, written_beside
@@ -22,9 +23,16 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad input as one line, as vae-run answers it (argparse's own adds its usage text above it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``vae-run-summary``: rebuild the summary of any set of run directories."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="vae-run-summary",
         description="Summarise vae-run runs (every directory holding a metrics.json under the given paths): "
         "summary.csv, summary.md and summary.png.",
