@@ -221,3 +221,4 @@ def test_the_slurm_launcher_without_a_cluster_is_one_line_saying_so(tmp_path):
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("vae-run: error: hydra/launcher=slurm: sbatch did not submit the jobs: ")
     assert "no Slurm controller answers here" in result.stderr
+    assert not (tmp_path / "outputs").exists()  # no job was submitted: the sweep's folder goes too

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,18 +63,21 @@ def note(folder: Path) -> None:
     )
 
 
-def discard_unstarted(folder: Path | None = None) -> None:
+def discard_unstarted(folder: Path | None = None, launcher_files: Collection[str] = ()) -> None:
     """Undo what the refused command wrote into the noted folder (``folder``, where given, must be it), and
-    remove the folders made for it, if it wrote no more than a lock, Hydra's records and logs."""
+    remove the folders made for it, if it wrote no more than a lock, Hydra's records and logs, and
+    ``launcher_files``: what a launcher that submitted no job wrote there (submitit's ``.submitit``)."""
     from vaerun.cli import run_lock  # here: run_lock reads run_state, which notes the folder here
 
     noted = _noted
     if noted is None or not noted.path.is_dir() or (folder is not None and folder.resolve() != noted.path):
         return
-    written_before_start = {run_lock.LOCK_FILE, HYDRA_RECORD, run_files.FOLDER}
+    written_before_start = {run_lock.LOCK_FILE, HYDRA_RECORD, run_files.FOLDER, *launcher_files}
     new = {p.name for p in noted.path.iterdir()} - noted.names_before
     if any(name not in written_before_start and not name.endswith(".log") for name in new):
         return
+    for name in new & set(launcher_files):
+        shutil.rmtree(noted.path / name, ignore_errors=True)
     for path in _record_files(noted.path):
         earlier = noted.records.get(path)
         if earlier is None:

@@ -120,6 +120,11 @@ def _did_you_mean(word: str, candidates: set[str] | list[str]) -> str:
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
+#: sbatch's refusal of a sweep's job array: no job was submitted
+SBATCH_REFUSAL = re.compile(r"^sbatch: (?:fatal|error): (.+)$", re.MULTILINE)
+#: what the Slurm launcher writes into the sweep's folder before it calls sbatch (the jobs, pickled)
+SUBMITIT_FOLDER = ".submitit"
+
 #: what a Slurm submission that found no cluster adds to sbatch's own last line
 NO_SLURM_CONTROLLER = (
     " (no Slurm controller answers here: submit from a cluster's login node, or set SLURM_CONF to its "
@@ -183,7 +188,7 @@ def _value_to_quote(argv: list[str]) -> tuple[str, str] | None:
 
 def one_line(text: str, folders: list[Path]) -> str:
     """Hydra's refusal (its stderr text) as one line naming the key and what would work."""
-    if said := re.findall(r"^sbatch: (?:fatal|error): (.+)$", text, re.MULTILINE):  # the Slurm launcher's
+    if said := SBATCH_REFUSAL.findall(text):  # the Slurm launcher's
         no_cluster = any(
             "configuration source" in line or "contact slurm controller" in line for line in said
         )
@@ -312,7 +317,9 @@ class HeldStartupErrors:
         sys.stderr = self.stderr
         text = self.held.getvalue()
         if isinstance(error, SystemExit) and error.code == 1 and text.strip():
-            output_folder.discard_unstarted()  # Hydra refused a job's config after the folder was made
+            # Hydra refused a job's config after the folder was made, or sbatch submitted none of the jobs
+            submitted_nothing = SBATCH_REFUSAL.search(text) is not None
+            output_folder.discard_unstarted(launcher_files=(SUBMITIT_FOLDER,) if submitted_nothing else ())
             exit_with_error(one_line(text, self.folders))
         self.stderr.write(text)
 
