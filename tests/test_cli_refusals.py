@@ -176,6 +176,8 @@ def test_version_names_vaeruns_and_its_libraries_not_hydras_alone(tmp_path):
 def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     (tmp_path / "mine" / "model").mkdir(parents=True)
     (tmp_path / "mine" / "model" / "wide_vae.yaml").write_text("defaults:\n  - vae\n")
+    (tmp_path / "mine" / "hydra" / "launcher").mkdir(parents=True)  # a cluster's own launcher config
+    (tmp_path / "mine" / "hydra" / "launcher" / "my_cluster.yaml").write_text("defaults:\n  - slurm\n")
     result = vae_run("--config-dir", "mine", "model=dae", "--help", cwd=tmp_path)
     for group in ("model", "encoder", "corruption", "data", "device"):
         assert f"{group}:" in result.stdout
@@ -186,7 +188,8 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(tmp_path):
     assert "vae-run model=vae latent=2" in result.stdout
     # Hydra's groups a multirun picks from, with vaerun's own options among Hydra's and its plugins'
     lines = result.stdout.splitlines()
-    assert any(line.startswith("hydra/launcher: basic, joblib, slurm, submitit_local") for line in lines)
+    launchers = "hydra/launcher: basic, joblib, my_cluster, slurm, submitit_local, submitit_slurm (with -m"
+    assert any(line.startswith(launchers) for line in lines)
     assert "hydra/sweeper: basic, optuna (with -m: how values are chosen)" in lines
     job = vae_run("model=vae", "latent=2", "--cfg", "job", cwd=tmp_path)
     assert "latent: 2" in job.stdout

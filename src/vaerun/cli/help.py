@@ -5,7 +5,7 @@ given overrides compose, as Hydra's help shows it."""
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -59,14 +59,20 @@ HYDRA_GROUPS = {
 }
 
 
-def hydra_group_options() -> dict[str, list[str]]:
-    """HYDRA_GROUPS' options: Hydra's own, its installed plugins' and vaerun's (slurm, optuna)."""
+def hydra_group_options(folders: Sequence[Path] = ()) -> dict[str, list[str]]:
+    """HYDRA_GROUPS' options: Hydra's own, its installed plugins', vaerun's (slurm, optuna) and those in
+    ``folders`` (the user's --config-dir)."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    def in_folders(group: str) -> set[str]:
+        return {path.stem for folder in folders for path in (folder / group).glob("*.yaml")}
+
     def listed() -> dict[str, list[str]]:
         loader = GlobalHydra.instance().config_loader()
-        return {group: loader.get_group_options(group) for group in HYDRA_GROUPS}
+        return {
+            group: sorted({*loader.get_group_options(group), *in_folders(group)}) for group in HYDRA_GROUPS
+        }
 
     if GlobalHydra.instance().is_initialized():  # after Hydra's own main refused the command line
         return listed()
@@ -85,7 +91,7 @@ def help_text(folders: list[Path], overrides: list[str]) -> str:
         config = compose("config", overrides=overrides, return_hydra_config=True)
         hydra_groups = [
             f"{name}: {', '.join(options)} ({HYDRA_GROUPS[name]})"
-            for name, options in hydra_group_options().items()
+            for name, options in hydra_group_options(folders[1:]).items()
         ]
     text = config.hydra.help
     groups = "\n".join(

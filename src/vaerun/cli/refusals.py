@@ -149,7 +149,9 @@ def _not_an_override(word: str, argv: list[str], folders: list[Path]) -> str:
         for group, names in group_options(folders).items()
         if word in names
     ]
-    overrides += [f"{group}={word}" for group, names in hydra_group_options().items() if word in names]
+    overrides += [
+        f"{group}={word}" for group, names in hydra_group_options(folders[1:]).items() if word in names
+    ]
     overrides += [f"stage={word}"] if word in STAGES else []
     hint = f"; did you mean {' or '.join(overrides)}?" if overrides else ""
     return f"{word}: an override is KEY=VALUE{hint} (see --help)"
