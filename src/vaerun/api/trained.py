@@ -17,7 +17,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +28,11 @@ from vaerun.core.checks.values import int_at_least, number_in
 from vaerun.core.run_files import saved_config
 from vaerun.core.spec import ModelSpec, current_targets
 from vaerun.models.autoencoders import Autoencoder, VariationalAutoencoder
+
+if TYPE_CHECKING:
+    import pandas
+
+    from vaerun.data.tables import TableColumns
 
 
 class Encoding(NamedTuple):
@@ -289,7 +294,9 @@ class TrainedModel:
         with _seeded(seed, self.device):
             return self.network.impute(torch.where(present, x, 0.0), present, iterations)
 
-    def impute_table(self, table: Any, iterations: int = 20, seed: int | None = None) -> Any:
+    def impute_table(
+        self, table: str | Path | pandas.DataFrame, iterations: int = 20, seed: int | None = None
+    ) -> pandas.DataFrame:
         """A table of a data=csv run's columns (a CSV file's path, or a pandas DataFrame) with its empty
         cells filled in by the model, in the table's own units, as a new DataFrame; its other columns (the
         labels, say) and its present cells as they were."""
@@ -317,7 +324,7 @@ class TrainedModel:
                 frame[column] = filled[:, index]
         return frame
 
-    def _table_columns(self) -> Any:
+    def _table_columns(self) -> TableColumns:
         """The run's table columns and their standardisation: its CSV file's, read again."""
         from hydra.utils import instantiate
 
