@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 
 from vaerun.cli.summary import main
 from vaerun.evaluation.run_records import find_runs, load_run
-from vaerun.evaluation.summaries import summarize, swept_keys
+from vaerun.evaluation.summaries import plotted_lines, summarize, swept_keys
 
 
 def make_run(path: Path, model: str, overrides: list[str], metrics: dict) -> Path:
@@ -120,6 +121,34 @@ def test_a_sweep_of_training_alone_is_summarised_by_its_best_validation_loss(tmp
     table = (tmp_path / "summary.md").read_text().splitlines()
     assert "| # | model | latent | val/loss |" in table and "| 1 | vae | 8 | 22 |" in table
     assert (tmp_path / "summary.png").is_file()
+
+
+def test_runs_that_differ_in_their_seed_alone_are_one_point_with_its_spread(tmp_path):
+    """-m latent=2,8 optimizer.lr=...,... seed=0,1: a line per learning rate, each point the mean over the
+    seeds with their standard deviation, and a table of the same beside the runs' own."""
+    runs = [(latent, lr, seed) for latent in (2, 8) for lr in ("0.001", "0.01") for seed in (0, 1)]
+    for number, (latent, lr, seed) in enumerate(runs):
+        metrics = {"test/loss": 30.0 - latent + (1.0 if lr == "0.01" else 0.0) + 2.0 * seed}
+        overrides = [f"latent={latent}", f"optimizer.lr={lr}", f"seed={seed}"]
+        make_run(tmp_path / str(number), "vae", overrides, metrics)
+    records = summarize([tmp_path], tmp_path)
+    lines = plotted_lines(records, "test/loss", "latent", ["optimizer.lr"])
+    spread = math.sqrt(2.0)  # the sample standard deviation of two values 2 apart
+    assert [(label, xs, means) for label, xs, means, _ in lines] == [
+        ("vae, optimizer.lr=0.001", [2.0, 8.0], [29.0, 23.0]),
+        ("vae, optimizer.lr=0.01", [2.0, 8.0], [30.0, 24.0]),
+    ]
+    assert all(sd == pytest.approx(spread) for *_, spreads in lines for sd in spreads)
+    table = (tmp_path / "summary.md").read_text().splitlines()
+    assert "Over seed: mean ± standard deviation" in table
+    assert "| model | latent | optimizer.lr | runs | test/loss |" in table
+    assert "| vae | 2 | 0.001 | 2 | 29 ± 1.4 |" in table and "| vae | 8 | 0.01 | 2 | 24 ± 1.4 |" in table
+    assert (tmp_path / "summary.png").is_file()
+
+
+def test_a_sweep_of_one_run_per_config_has_no_table_over_seeds(sweep):
+    summarize([sweep], sweep)
+    assert "Over seed" not in (sweep / "summary.md").read_text()
 
 
 def test_a_sweep_without_any_metric_is_summarised_without_a_plot(tmp_path):

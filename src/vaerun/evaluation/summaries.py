@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from vaerun.core.atomic import atomic_path, write_text_atomically
 from vaerun.core.errors import exit_with_error
+from vaerun.evaluation.repeats import REPEAT_KEYS, by_config, mean_and_spread
 from vaerun.evaluation.run_records import RunRecord, find_runs, load_run
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None
         cells += [record.overrides.get(key, "") for key in swept]
         cells += [_format(record.metrics.get(key)) for key in metric_keys]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _over_seeds(records, metric_keys)
     lines += ["", "Run directories:", ""]
     lines += [
         f"{number}. {_relative(record.path, base)}"
@@ -200,38 +202,85 @@ def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None
     write_text_atomically(path, "\n".join(lines) + "\n")
 
 
+def _over_seeds(records: Sequence[RunRecord], metric_keys: list[str]) -> list[str]:
+    """Where runs repeat configs with other seeds: a table of each config's mean and standard deviation
+    over its seeds (none where every config ran once, or for a search's trials)."""
+    repeats = [key for key in swept_keys(records) if key in REPEAT_KEYS]
+    swept = _configs_swept(records)
+    groups = by_config([r for r in records if r.state == "finished"], swept)
+    if not repeats or any(r.trial is not None for r in records) or all(len(g) < 2 for g in groups.values()):
+        return []
+    header = ["model", *swept, "runs", *metric_keys]
+    lines = [
+        "",
+        f"Over {', '.join(repeats)}: mean ± standard deviation",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for (model, *values), members in sorted(groups.items(), key=lambda item: [_sort_key(v) for v in item[0]]):
+        cells = [model, *values, str(len(members))]
+        for key in metric_keys:
+            measured = [r.metrics[key] for r in members if key in r.metrics]
+            mean, spread = mean_and_spread(measured) if measured else (math.nan, math.nan)
+            cells.append(_format(mean) + (f" ± {spread:.2g}" if not math.isnan(spread) else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _sort_key(value: str | None) -> tuple[float, str]:
     number = _as_number(value)
     return (number if number is not None else math.inf, value or "")
 
 
+def _configs_swept(records: Sequence[RunRecord]) -> list[str]:
+    """The swept keys that change a run's config: all but the model and the seeds (REPEAT_KEYS)."""
+    return [key for key in swept_keys(records) if key != "model" and key not in REPEAT_KEYS]
+
+
+def plotted_lines(
+    records: Sequence[RunRecord], key: str, x_key: str, line_keys: Sequence[str]
+) -> list[tuple[str, list[float], list[float], list[float]]]:
+    """The lines of metric ``key`` against ``x_key``: one per model and values of ``line_keys``, as (label,
+    x values, means, standard deviations), the runs at one x that differ in their seed alone averaged."""
+    lines = []
+    for (model, *values), members in sorted(by_config(records, line_keys).items()):
+        by_x: dict[float, list[float]] = {}
+        for record in members:
+            if key in record.metrics:
+                by_x.setdefault(_as_number(record.overrides[x_key]), []).append(record.metrics[key])
+        if by_x:
+            xs = sorted(by_x)
+            means, spreads = zip(*(mean_and_spread(by_x[x]) for x in xs), strict=True)
+            label = ", ".join([model, *(f"{k}={v}" for k, v in zip(line_keys, values, strict=True))])
+            lines.append((label, xs, list(means), list(spreads)))
+    return lines
+
+
 def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
-    """Each headline metric against the first numeric swept value, one line per model; False if no such
-    value (nothing to plot against) or no metric to plot."""
+    """Each headline metric against the first numeric swept value, one line per model and value of the
+    other swept keys; runs that differ only in their seed are one point, their mean, with their standard
+    deviation as an error bar. False if no such value (nothing to plot against) or no metric to plot."""
     from matplotlib.figure import Figure
 
-    numeric = [
-        key
-        for key in swept_keys(records)
-        if key != "model" and all(_as_number(r.overrides.get(key)) is not None for r in records)
-    ]
+    def numeric(keys: list[str]) -> list[str]:
+        return [key for key in keys if all(_as_number(r.overrides.get(key)) is not None for r in records)]
+
+    repeats = [key for key in swept_keys(records) if key in REPEAT_KEYS]
+    x_keys = numeric(_configs_swept(records)) or numeric(repeats)  # seeds alone: against the seed
     metric_keys = headline_metrics(records)
-    if not numeric or not metric_keys:
+    if not x_keys or not metric_keys:
         return False
-    x_key = numeric[0]
+    x_key = x_keys[0]
+    line_keys = [key for key in _configs_swept(records) if key != x_key]
     columns = min(3, len(metric_keys))
     rows = math.ceil(len(metric_keys) / columns)
     figure = Figure(figsize=(4.5 * columns, 3.8 * rows), dpi=100)
     for index, key in enumerate(metric_keys):
         axes = figure.add_subplot(rows, columns, index + 1)
-        for model in sorted({r.model for r in records}):
-            points = sorted(
-                (_as_number(r.overrides[x_key]), r.metrics[key])
-                for r in records
-                if r.model == model and key in r.metrics
-            )
-            if points:
-                axes.plot(*zip(*points, strict=True), marker="o", label=model)
+        for label, xs, means, spreads in plotted_lines(records, key, x_key, line_keys):
+            spread = [0.0 if math.isnan(sd) else sd for sd in spreads]
+            axes.errorbar(xs, means, yerr=spread if any(spread) else None, marker="o", capsize=3, label=label)
         baseline = BASELINES.get(key)
         if baseline:
             by_x = {
