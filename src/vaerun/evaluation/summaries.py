@@ -276,11 +276,15 @@ def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
     columns = min(3, len(metric_keys))
     rows = math.ceil(len(metric_keys) / columns)
     figure = Figure(figsize=(4.5 * columns, 3.8 * rows), dpi=100)
-    for index, key in enumerate(metric_keys):
+    panels = {key: plotted_lines(records, key, x_key, line_keys) for key in metric_keys}
+    labels = dict.fromkeys(label for lines in panels.values() for label, *_ in lines)
+    colours = {label: f"C{number % 10}" for number, label in enumerate(labels)}  # a model's, in every panel
+    for index, (key, lines) in enumerate(panels.items()):
         axes = figure.add_subplot(rows, columns, index + 1)
-        for label, xs, means, spreads in plotted_lines(records, key, x_key, line_keys):
+        for label, xs, means, spreads in lines:
             spread = [0.0 if math.isnan(sd) else sd for sd in spreads]
-            axes.errorbar(xs, means, yerr=spread if any(spread) else None, marker="o", capsize=3, label=label)
+            yerr = spread if any(spread) else None
+            axes.errorbar(xs, means, yerr=yerr, marker="o", capsize=3, label=label, color=colours[label])
         baseline = BASELINES.get(key)
         if baseline:
             by_x = {
