@@ -169,6 +169,16 @@ def _quoted(key: str, value: str) -> str:
     return f'"{key}=\\"{value}\\""' if "'" in value else f"'{key}=\"{value}\"'"
 
 
+def _only_inside_quotes(key: str, value: str, what: str) -> str:
+    """The answer to a value Hydra's grammar took apart: ``what`` in it needs quotes, and the override with
+    them."""
+    quoted = _quoted(key, value)
+    return (
+        f"{key}={value}: Hydra's override syntax takes {what} only inside quotes: write {quoted} "
+        "(the shell's quotes around Hydra's)"
+    )
+
+
 def _value_to_quote(argv: list[str]) -> tuple[str, str] | None:
     """The first override of the command line that Hydra cannot parse and that quotes would mend: its value
     holds what the grammar reads only inside quotes, and is no list, dict or sweep (``choice(...)``)."""
@@ -235,16 +245,10 @@ def one_line(text: str, folders: list[Path]) -> str:
     if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*~\S*)", text):
         key, value = found.groups()  # a home folder written as ~/...: Hydra's grammar keeps ~ for deletions
         home = f", or {key}=$HOME{value[1:]}" if value.startswith("~/") else ""
-        return (
-            f"{key}={value}: Hydra's override syntax takes a ~ only inside quotes: write "
-            f"'{key}=\"{value}\"' (the shell's quotes around Hydra's){home}"
-        )
+        return _only_inside_quotes(key, value, "a ~") + home
     if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*[^\x00-\x7f]\S*)", text):
         key, value = found.groups()  # a folder named in letters beyond ASCII: Hydra's grammar quotes them
-        return (
-            f"{key}={value}: Hydra's override syntax takes letters beyond ASCII only inside quotes: write "
-            f"{_quoted(key, value)} (the shell's quotes around Hydra's)"
-        )
+        return _only_inside_quotes(key, value, "letters beyond ASCII")
     if found := re.search(r"Error parsing override '([^']*)'\nmissing EQUAL", text):
         return _not_an_override(found.group(1), sys.argv[1:], folders)
     if found := re.search(r"Ambiguous value for argument '([^=']+)=([^']*)'", text):
@@ -255,11 +259,7 @@ def one_line(text: str, folders: list[Path]) -> str:
             f"{_quoted(key, value)}"
         )
     if "override_grammar" in text and (unquoted := _value_to_quote(sys.argv[1:])):
-        key, value = unquoted
-        return (
-            f"{key}={value}: Hydra's override syntax takes ( ) , = # ' in a value only inside quotes: write "
-            f"{_quoted(key, value)} (the shell's quotes around Hydra's)"
-        )
+        return _only_inside_quotes(*unquoted, "( ) , = # ' in a value")
     if found := re.search(r"Error merging override (\S+)\n(.+)", text):  # a typed node (Hydra's plugins)
         override, reason = found.groups()
         return f"{override}: {reason.strip()}"
