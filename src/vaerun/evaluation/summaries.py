@@ -205,10 +205,9 @@ def write_markdown(records: Sequence[RunRecord], path: Path, base: Path) -> None
 def _over_seeds(records: Sequence[RunRecord], metric_keys: list[str]) -> list[str]:
     """Where runs repeat configs with other seeds: a table of each config's mean and standard deviation
     over its seeds (none where every config ran once, or for a search's trials)."""
-    repeats = [key for key in swept_keys(records) if key in REPEAT_KEYS]
-    swept = _configs_swept(records)
-    groups = by_config([r for r in records if r.state == "finished"], swept)
-    if not repeats or any(r.trial is not None for r in records) or all(len(g) < 2 for g in groups.values()):
+    repeats, swept = _repeats_swept(records), _configs_swept(records)
+    groups = _configs_in_order([r for r in records if r.state == "finished"], swept)
+    if not repeats or any(r.trial is not None for r in records) or all(len(g) < 2 for _, g in groups):
         return []
     header = ["model", *swept, "runs", *metric_keys]
     lines = [
@@ -218,7 +217,7 @@ def _over_seeds(records: Sequence[RunRecord], metric_keys: list[str]) -> list[st
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]
-    for (model, *values), members in sorted(groups.items(), key=lambda item: [_sort_key(v) for v in item[0]]):
+    for (model, *values), members in groups:
         cells = [model, *values, str(len(members))]
         for key in metric_keys:
             measured = [r.metrics[key] for r in members if key in r.metrics]
@@ -238,13 +237,25 @@ def _configs_swept(records: Sequence[RunRecord]) -> list[str]:
     return [key for key in swept_keys(records) if key != "model" and key not in REPEAT_KEYS]
 
 
+def _repeats_swept(records: Sequence[RunRecord]) -> list[str]:
+    """The swept keys that repeat a config (REPEAT_KEYS: the seed)."""
+    return [key for key in swept_keys(records) if key in REPEAT_KEYS]
+
+
+def _configs_in_order(
+    records: Sequence[RunRecord], keys: Sequence[str]
+) -> list[tuple[tuple[str, ...], list[RunRecord]]]:
+    """The runs grouped by model and values of ``keys`` (``by_config``), numbers in their numeric order."""
+    return sorted(by_config(records, keys).items(), key=lambda item: [_sort_key(v) for v in item[0]])
+
+
 def plotted_lines(
     records: Sequence[RunRecord], key: str, x_key: str, line_keys: Sequence[str]
 ) -> list[tuple[str, list[float], list[float], list[float]]]:
     """The lines of metric ``key`` against ``x_key``: one per model and values of ``line_keys``, as (label,
     x values, means, standard deviations), the runs at one x that differ in their seed alone averaged."""
     lines = []
-    for (model, *values), members in sorted(by_config(records, line_keys).items()):
+    for (model, *values), members in _configs_in_order(records, line_keys):
         by_x: dict[float, list[float]] = {}
         for record in members:
             if key in record.metrics:
@@ -266,8 +277,7 @@ def write_plot(records: Sequence[RunRecord], path: Path) -> bool:
     def numeric(keys: list[str]) -> list[str]:
         return [key for key in keys if all(_as_number(r.overrides.get(key)) is not None for r in records)]
 
-    repeats = [key for key in swept_keys(records) if key in REPEAT_KEYS]
-    x_keys = numeric(_configs_swept(records)) or numeric(repeats)  # seeds alone: against the seed
+    x_keys = numeric(_configs_swept(records)) or numeric(_repeats_swept(records))  # seeds alone: the seed
     metric_keys = headline_metrics(records)
     if not x_keys or not metric_keys:
         return False
