@@ -102,6 +102,11 @@ def test_bad_input_leaves_the_parent_of_a_chosen_run_dir_alone(tmp_path):
             "'data.source.path=\"~/photos\"' (the shell's quotes around Hydra's), "
             "or data.source.path=$HOME/photos",
         ),
+        (  # the whole value, though Hydra cuts it at the space; no $HOME way, which needs quotes too
+            ["data=image_folder", "data.source.path=~/my photos"],
+            "data.source.path=~/my photos: Hydra's override syntax takes a ~ only inside quotes: write "
+            "'data.source.path=\"~/my photos\"' (the shell's quotes around Hydra's)\n",
+        ),
         (
             ["data=image_folder", "data.source.path=fötos"],
             "data.source.path=fötos: Hydra's override syntax takes letters beyond ASCII only inside quotes: "
@@ -129,6 +134,15 @@ def test_bad_input_leaves_the_parent_of_a_chosen_run_dir_alone(tmp_path):
             ["data=image_folder", "data.source.path=/data/photos (1)"],
             "data.source.path=/data/photos (1): Hydra's override syntax takes ( ) , = # ' in a value only "
             "inside quotes: write 'data.source.path=\"/data/photos (1)\"'",
+        ),
+        (  # a folder's name that looks like a call of a function Hydra does not have
+            ["data=image_folder", "data.source.path=a(b)"],
+            "data.source.path=a(b): Hydra's override syntax takes ( ) , = # ' in a value only inside quotes",
+        ),
+        (
+            ["-m", "latent=choise(2,4)"],
+            "latent=choise(2,4): Hydra has no function choise; did you mean choice? (its functions: bool, "
+            "choice,",
         ),
         (
             ["data=image_folder", "data.source.path=/data/it's"],

@@ -177,8 +177,12 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         (["anomaly.neighbours=-1"], "anomaly.neighbours must be an integer >= 0"),
         (["anomaly.neighbour_references=0"], "anomaly.neighbour_references must be null or an integer >= 1"),
         (  # a path left unset: what it names
-            ["data=celeba64"],
+            ["data=image_folder"],
             "data.source.path must be set to the folder that holds the images: add data.source.path=DIR",
+        ),
+        (
+            ["data=celeba64"],
+            "data.source.path must be set to CelebA's folder img_align_celeba, of .*: add data.source.path=",
         ),
         (["data=csv"], "data.source.path must be set to the CSV file: add data.source.path=FILE.csv"),
     ],

@@ -135,8 +135,10 @@ def test_images_of_different_sizes_need_an_image_size(tmp_path):
 
 
 def test_a_missing_path_a_file_and_a_folder_without_images_are_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"data\.source\.path: no such folder"):
+    with pytest.raises(ConfigError, match=r"data\.source\.path: no such folder: \S+nothing$"):
         ImageFolderSource(str(tmp_path / "nothing")).load()
+    with pytest.raises(ConfigError, match=r"no such folder: \S+nothing \(it should be CelebA's img_align"):
+        ImageFolderSource(str(tmp_path / "nothing"), description="CelebA's img_align_celeba").load()
     (tmp_path / "file.png").write_text("x")
     with pytest.raises(ConfigError, match="is a file; give the folder"):
         ImageFolderSource(str(tmp_path / "file.png")).load()

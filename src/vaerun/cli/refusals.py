@@ -179,17 +179,26 @@ def _only_inside_quotes(key: str, value: str, what: str) -> str:
     )
 
 
+def _value_given(key: str, argv: list[str]) -> str | None:
+    """The value of ``key`` as the command line gave it, whole: Hydra's messages cut it at a space."""
+    values = [token.partition("=")[2] for token in argv if token.partition("=")[0] == key]
+    return values[-1] if values else None
+
+
 def _value_to_quote(argv: list[str]) -> tuple[str, str] | None:
     """The first override of the command line that Hydra cannot parse and that quotes would mend: its value
-    holds what the grammar reads only inside quotes, and is no list, dict or sweep (``choice(...)``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    holds what the grammar reads only inside quotes, and is no list, dict or call of Hydra's functions
+    (``choice(...)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser, create_functions
 
     parser = OverridesParser.create()
+    functions = create_functions().functions  # choice, range, glob, ...: a(b) is a folder's name
     for token in argv:
         key, equals, value = token.partition("=")
         if token.startswith("-") or not equals or not _QUOTED_ONLY.search(value) or '"' in value:
             continue
-        if value[:1] in "[{" or re.fullmatch(r"\w+\(.*\)", value):
+        called = re.fullmatch(r"(\w+)\(.*\)", value)
+        if value[:1] in "[{" or (called and called.group(1) in functions):
             continue
         try:
             parser.parse_override(token)
@@ -244,11 +253,13 @@ def one_line(text: str, folders: list[Path]) -> str:
         return f"+{key}: {key} is in the config already; give it without the +, as {key}=VALUE"
     if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*~\S*)", text):
         key, value = found.groups()  # a home folder written as ~/...: Hydra's grammar keeps ~ for deletions
-        home = f", or {key}=$HOME{value[1:]}" if value.startswith("~/") else ""
+        value = _value_given(key, sys.argv[1:]) or value
+        # $HOME only where the rest needs no quotes, from the shell or from Hydra
+        home = f", or {key}=$HOME{value[1:]}" if re.fullmatch(r"~/[\w./+-]*", value) else ""
         return _only_inside_quotes(key, value, "a ~") + home
     if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*[^\x00-\x7f]\S*)", text):
         key, value = found.groups()  # a folder named in letters beyond ASCII: Hydra's grammar quotes them
-        return _only_inside_quotes(key, value, "letters beyond ASCII")
+        return _only_inside_quotes(key, _value_given(key, sys.argv[1:]) or value, "letters beyond ASCII")
     if found := re.search(r"Error parsing override '([^']*)'\nmissing EQUAL", text):
         return _not_an_override(found.group(1), sys.argv[1:], folders)
     if found := re.search(r"Ambiguous value for argument '([^=']+)=([^']*)'", text):
@@ -258,6 +269,12 @@ def one_line(text: str, folders: list[Path]) -> str:
             f"(vae-run -m {key}={value}), or give a list as {key}=[{value}], or a string as "
             f"{_quoted(key, value)}"
         )
+    if (found := re.search(r"Unknown function '(\w+)'\nAvailable: (\S+)", text)) and (
+        hint := _did_you_mean(found.group(1), found.group(2).split(","))
+    ):  # choise(2,4); a(b), far from every function's name, is a value to quote (below)
+        name, functions = found.groups()
+        token = next((t for t in sys.argv[1:] if f"={name}(" in t), f"{name}(...)")
+        return f"{token}: Hydra has no function {name}{hint} (its functions: {functions.replace(',', ', ')})"
     if "override_grammar" in text and (unquoted := _value_to_quote(sys.argv[1:])):
         return _only_inside_quotes(*unquoted, "( ) , = # ' in a value")
     if found := re.search(r"Error merging override (\S+)\n(.+)", text):  # a typed node (Hydra's plugins)

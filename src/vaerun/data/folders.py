@@ -145,11 +145,15 @@ def _image_files(folder: str) -> list[tuple[tuple[str, ...], os.DirEntry]]:
     return found
 
 
-def list_images(root: Path) -> Listing:
+def list_images(root: Path, description: str | None = None) -> Listing:
+    """The image files under ``root``; ``description`` says what the folder should be, for the errors."""
+    expected = f" (it should be {description})" if description else ""
     if not root.exists():
-        raise ConfigError(f"data.source.path: no such folder: {root}")
+        raise ConfigError(f"data.source.path: no such folder: {root}{expected}")
     if not root.is_dir():
-        raise ConfigError(f"data.source.path: {root} is a file; give the folder that holds the images")
+        raise ConfigError(
+            f"data.source.path: {root} is a file; give the folder that holds the images{expected}"
+        )
     split_dirs = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
     has_splits = {"train", "test"} <= set(split_dirs)
     parents = split_dirs if has_splits else [""]
@@ -167,7 +171,7 @@ def list_images(root: Path) -> Listing:
             stamps.append(f"{parent}/{'/'.join(parts)}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
     if not files:
         raise ConfigError(
-            f"data.source.path: no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) under {root}"
+            f"data.source.path: no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) under {root}{expected}"
         )
     return Listing(root, files, labels, classes, splits if has_splits else None, stamps)
 
@@ -232,7 +236,9 @@ def decode_all(files: Sequence[str], transform: Transform) -> Iterator[np.ndarra
 class ImageFolderSource:
     """Every image under ``path``, recursively (png, jpg / jpeg, bmp, gif's first frame, webp, tiff), in
     sorted path order, transformed as ``Transform`` says. Unreadable files are skipped with one warning.
-    ``cache_dir``: where the decoded images are kept, as a file that later runs map (None: not cached)."""
+    ``cache_dir``: where the decoded images are kept, as a file that later runs map (None: not cached).
+    ``description``: what the folder should be (data=celeba64: CelebA's img_align_celeba), for the lines
+    that ask for it or cannot find it."""
 
     name = "image_folder"
 
@@ -246,8 +252,10 @@ class ImageFolderSource:
         test_fraction: float = 0.1,
         split_seed: int = 0,
         cache_dir: str | None = None,
+        description: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser()
+        self.description = description
         self.transform = Transform(image_size, crop, channels)
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
@@ -260,7 +268,7 @@ class ImageFolderSource:
         return source
 
     def load(self) -> Splits:
-        listing = list_images(self.path)
+        listing = list_images(self.path, self.description)
         parts = assign_splits(listing, self.val_fraction, self.test_fraction, self.split_seed)
         raw = None
         if self.cache_dir is not None:

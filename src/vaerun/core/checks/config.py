@@ -204,9 +204,12 @@ PATH_OF_SOURCE = {
 
 
 def _asking_for(key: str, cfg: Mapping[str, Any]) -> str:
-    """The line for a key left at ``???``: what to give it, where the config says what it names."""
-    if key == "data.source.path" and (named := PATH_OF_SOURCE.get(cfg["data"]["source"].get("_target_"))):
+    """The line for a key left at ``???``: what to give it, where the config says what it names (a data
+    option's ``source.description``, else what its kind of source reads)."""
+    source = cfg["data"]["source"]
+    if key == "data.source.path" and (named := PATH_OF_SOURCE.get(source.get("_target_"))):
         what, placeholder = named
+        what = source.get("description") or what
         return f"{key} must be set to {what}: add {key}={placeholder} to the command"
     return f"{key} must be set: add {key}=VALUE to the command"
 

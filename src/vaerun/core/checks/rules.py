@@ -188,6 +188,7 @@ RULES: dict[str, Rule] = {
     "data.max_host_memory_gb": number_in(0, optional=True),
     "data.source.crop": int_at_least(1, optional=True),
     "data.source.cache_dir": optional_text,
+    "data.source.description": optional_text,
     "data.source.data_dir": text,
     "data.source.system_dir": optional_text,
     "data.source.path": text,
