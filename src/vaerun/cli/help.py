@@ -16,6 +16,17 @@ HELP_FLAGS = ("--help", "-h")
 VERSION_FLAG = "--version"
 #: the libraries whose versions a bug report needs beside vaerun's
 REPORTED_LIBRARIES = ("torch", "pytorch-lightning", "hydra-core")
+#: Hydra's help, whose line for --version describes Hydra's flag rather than vae-run's
+HYDRA_HELP_FLAG = "--hydra-help"
+HYDRA_VERSION_HELP = "--version : Show Hydra's version and exit"
+
+
+def with_vaeruns_version_flag(hydra_help: str) -> str:
+    """Hydra's help with its line for --version saying what vae-run's prints."""
+    return hydra_help.replace(
+        HYDRA_VERSION_HELP,
+        f"{VERSION_FLAG} : Show vae-run's version, Python's and {', '.join(REPORTED_LIBRARIES)}'s, and exit",
+    )
 
 
 def version_text(program: str = "vae-run") -> str:

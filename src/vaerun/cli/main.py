@@ -6,6 +6,8 @@ error answer without loading torch or Lightning. The heavy work is imported once
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shlex
@@ -22,7 +24,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vaerun.cli import output_folder, run_lock, run_state
 from vaerun.cli.checkpoint_data import typed_keys, with_the_checkpoints_data
-from vaerun.cli.help import HELP_FLAGS, VERSION_FLAG, help_text, version_text
+from vaerun.cli.help import (
+    HELP_FLAGS,
+    HYDRA_HELP_FLAG,
+    VERSION_FLAG,
+    help_text,
+    version_text,
+    with_vaeruns_version_flag,
+)
 from vaerun.cli.process_end import without_teardown
 from vaerun.cli.refusals import (
     HeldStartupErrors,
@@ -169,6 +178,19 @@ def main() -> None:
             print(version_text())
             return
         refuse_bad_flags(sys.argv[1:])
+        if HYDRA_HELP_FLAG in sys.argv[1:]:  # Hydra prints its help, then exits
+            # it composes Hydra's config alone, which has no key of vae-run's to override
+            apps = {override for override in overrides if not override.lstrip("+~").startswith("hydra")}
+            sys.argv[1:] = [token for token in sys.argv[1:] if token not in apps]
+            with contextlib.redirect_stdout(io.StringIO()) as hydra_help:
+                try:
+                    with HeldStartupErrors(folders), without_mode_composition(folders, overrides):
+                        _hydra_main()
+                except SystemExit as exit:
+                    if exit.code:
+                        raise
+            print(with_vaeruns_version_flag(hydra_help.getvalue()), end="")
+            return
         with HeldStartupErrors(folders), without_mode_composition(folders, overrides):
             _hydra_main()
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from vaerun.cli import output_folder
@@ -340,6 +341,8 @@ class HeldStartupErrors:
             submitted_nothing = SBATCH_REFUSAL.search(text) is not None
             output_folder.discard_unstarted(launcher_files=(SUBMITIT_FOLDER,) if submitted_nothing else ())
             exit_with_error(one_line(text, self.folders))
+        if isinstance(error, HydraException):  # --hydra-help's composition raises where a run's reports
+            exit_with_error(one_line(f"{text}{error}\n", self.folders))
         self.stderr.write(text)
 
 
