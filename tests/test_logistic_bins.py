@@ -14,6 +14,7 @@ from vaerun.models.logistic_bins import (
     log_mass,
     log_mass_in_place,
     log_mass_of_outputs,
+    log_mass_of_outputs_in_place,
     log_mass_with_own_gradients,
 )
 
@@ -108,6 +109,37 @@ def test_the_log_mass_of_raw_outputs_is_the_plain_forms_of_the_started_parameter
     gradient = torch.autograd.grad((weights * got).sum(), raw)[0]
     torch.testing.assert_close(gradient, expected_gradient)
     assert (gradient[..., 1, :, :, :, :].abs() == 0).any()  # clamped log-scales were among them
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_the_log_mass_of_raw_outputs_in_their_own_buffers_is_the_plain_forms_in_float64(generator, bounded):
+    """The IWAE's path: float32 outputs, scored in place, against float64's plain steps, the open edges,
+    logistics far narrower than a level and locations near the edges included."""
+    outputs = LogisticOutputs(bounded, -1.5, (-7.0, 7.0))
+    raw = _raw_outputs(generator, torch.float64).detach()
+    _, _, upper, lower = _bins(generator, torch.float64)
+    expected = log_mass(*outputs.started(*raw.unbind(-5)), upper, lower)
+    with torch.no_grad():
+        got = log_mass_of_outputs_in_place(raw.float(), upper.float(), lower.float(), outputs)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    # float32's own rounding of a location, over a scale of e^-7, is about 1e-4 of plus and minus
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_the_likelihood_scores_its_own_outputs_in_place_only_without_a_graph(generator):
+    likelihood = DiscretizedLogisticLikelihood(initial_std=0.2, bounded=True, one_component_weight=False)
+    raw = _raw_outputs(generator, torch.float32, lead=(12,)).detach().reshape(4, 3, 6, 8, 8)
+    x = torch.randint(0, 256, (3, 3, 8, 8), generator=generator) / 255.0
+    x[0, 0, 0], x[0, 0, 1] = 0.0, 1.0
+    with torch.no_grad():
+        expected = likelihood.log_prob(raw, x)
+        overwritten = raw.clone()
+        torch.testing.assert_close(likelihood.log_prob_(overwritten, x), expected, rtol=1e-6, atol=1e-3)
+    assert not torch.equal(overwritten, raw)  # its buffers were the outputs'
+    with_graph = raw.clone().requires_grad_()
+    scored = likelihood.log_prob_(with_graph, x)
+    assert scored.grad_fn is not None and torch.equal(with_graph.detach(), raw)
+    torch.testing.assert_close(scored.detach(), expected, rtol=1e-6, atol=1e-3)
 
 
 @pytest.mark.parametrize("samples, images", [(2, 1), (1, 2)])

@@ -17,6 +17,7 @@ from vaerun.models.logistic_bins import (
     bin_edges,
     log_mass_in_place,
     log_mass_of_outputs,
+    log_mass_of_outputs_in_place,
     log_mass_with_own_gradients,
 )
 from vaerun.models.objectives import sum_pixels
@@ -378,6 +379,15 @@ class DiscretizedLogisticLikelihood:
         weights, locations, log_scales, coefficients = self._coupled_parameters(decoder_output)
         means = couple_channels(locations, coefficients, (x * 2 - 1).unsqueeze(-1))
         return discretized_logistic_log_prob(weights, means, log_scales, x, pixel_components=True)
+
+    def log_prob_(self, decoder_output: Tensor, x: Tensor) -> Tensor:
+        """``log_prob``, free to overwrite ``decoder_output`` (the caller's own, as the IWAE's log p(x, z)
+        is): one component without a graph takes it in the outputs' buffers."""
+        graph = torch.is_grad_enabled() and decoder_output.requires_grad
+        if self.parts == 2 and not (self.coupled or graph):
+            raw, (upper, lower) = self._grouped(decoder_output), bin_edges(x)
+            return sum_pixels(log_mass_of_outputs_in_place(raw, upper, lower, self.outputs).squeeze(-1))
+        return self.log_prob(decoder_output, x)
 
     def mean(self, decoder_output: Tensor) -> Tensor:
         """The mean of the mixture of logistics, on the [0, 1] scale: the locations weighted by the

@@ -292,7 +292,9 @@ class VariationalAutoencoder(Autoencoder):
         n, batch = z.shape[:2]
         output = (decode or self.decode)(z.reshape(n * batch, -1))
         output = output.reshape(n, batch, *output.shape[1:])
-        return self.likelihood.log_prob(output, x) + self.prior.log_prob(z)  # x broadcasts over n
+        # the decoder's output is this call's own: a likelihood may score it in its buffers (log_prob_)
+        log_prob = getattr(self.likelihood, "log_prob_", None) if decode is None else None
+        return (log_prob or self.likelihood.log_prob)(output, x) + self.prior.log_prob(z)  # x: over n too
 
     def log_likelihood(self, x_in: Tensor, target: Tensor, num_samples: int, chunk_size: int = 64) -> Tensor:
         """The IWAE estimate of log p(target) per image, with q(z | x_in) as the proposal (x_in is what the
