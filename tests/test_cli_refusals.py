@@ -154,6 +154,11 @@ def test_bad_input_leaves_the_parent_of_a_chosen_run_dir_alone(tmp_path):
             "the command line: Hydra could not compose the config (AssertionError: ",
         ),
         (["--cfg", "jobs"], "--cfg: invalid choice: 'jobs' (choose from 'job', 'hydra', 'all')"),
+        (  # raised by Hydra's own checks of its flags, where its refusals of overrides are reported
+            ["--resolve"],
+            "The --resolve flag can only be used in conjunction with --cfg or --help",
+        ),
+        (["--experimental-rerun", "nosuch.pickle"], "--experimental-rerun: no such file: nosuch.pickle"),
         (  # as lightning-hydra-template's users turn its loggers off; Hydra's message names no group
             ["logger=null"],
             "logger=null: a config group takes an option's name, and every run reads logger (logger options: "

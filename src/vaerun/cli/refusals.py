@@ -278,6 +278,8 @@ def one_line(text: str, folders: list[Path]) -> str:
         return f"{token}: Hydra has no function {name}{hint} (its functions: {functions.replace(',', ', ')})"
     if "override_grammar" in text and (unquoted := _value_to_quote(sys.argv[1:])):
         return _only_inside_quotes(*unquoted, "( ) , = # ' in a value")
+    if found := re.search(r"^File (.+) does not exist!$", text, re.MULTILINE):  # Hydra's rerun of a run
+        return f"--experimental-rerun: no such file: {found.group(1)} (it takes a run's .hydra/config.pickle)"
     if found := re.search(r"Error merging override (\S+)\n(.+)", text):  # a typed node (Hydra's plugins)
         override, reason = found.groups()
         return f"{override}: {reason.strip()}"
@@ -341,9 +343,20 @@ class HeldStartupErrors:
             submitted_nothing = SBATCH_REFUSAL.search(text) is not None
             output_folder.discard_unstarted(launcher_files=(SUBMITIT_FOLDER,) if submitted_nothing else ())
             exit_with_error(one_line(text, self.folders))
-        if isinstance(error, HydraException):  # --hydra-help's composition raises where a run's reports
-            exit_with_error(one_line(f"{text}{error}\n", self.folders))
+        if isinstance(error, HydraException) or _raised_in_hydra(error):
+            # --hydra-help's composition, a flag's check (--resolve without --cfg): raised, not reported
+            exit_with_error(one_line(f"{error}\n{text}", self.folders))
         self.stderr.write(text)
+
+
+def _raised_in_hydra(error: BaseException | None) -> bool:
+    """Whether ``error`` is an Exception raised by Hydra's own code (its innermost frame is Hydra's)."""
+    if not isinstance(error, Exception) or error.__traceback__ is None:
+        return False
+    trace = error.__traceback__
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    return str(trace.tb_frame.f_globals.get("__name__", "")).startswith("hydra.")
 
 
 #: the holder in force, if any: a module attribute, so that the task function (which a launcher may
