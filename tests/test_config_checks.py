@@ -168,6 +168,7 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
             "val_check_interval must be null, a number of steps >= 1 or a fraction",
         ),
         (["stage=anomaly"], "stage=anomaly needs data.normal_class=K"),
+        (["ckpt="], r"ckpt= is empty: give ckpt=PATH \(a checkpoint or a run directory\), or leave it out"),
         (["~callbacks.model_checkpoint"], "callbacks: model_checkpoint is required"),
         (["data.normal_class=-1"], "data.normal_class must be null or a class label"),
         (["impute.rates=[0.5,1.0]"], "impute.rates must be a list of numbers strictly between 0 and 1"),

@@ -104,6 +104,10 @@ def check_encoder(encoder: Mapping[str, Any], image_shape: tuple[int, ...] | Non
 
 def check_checkpoint(key: str, path: Any) -> None:
     """A checkpoint file, or a run directory that holds one (its best)."""
+    if path is not None and not str(path).strip():  # ckpt= reads as "", which Path takes for "."
+        raise ConfigError(
+            f"{key}= is empty: give {key}=PATH (a checkpoint or a run directory), or leave it out"
+        )
     if path is not None:
         try:
             checkpoint_file(Path(str(path)).expanduser())
