@@ -25,7 +25,7 @@ def with_vaeruns_version_flag(hydra_help: str) -> str:
     """Hydra's help with its line for --version saying what vae-run's prints."""
     return hydra_help.replace(
         HYDRA_VERSION_HELP,
-        f"{VERSION_FLAG} : Show vae-run's version, Python's and {', '.join(REPORTED_LIBRARIES)}'s, and exit",
+        f"{VERSION_FLAG} : Show the versions of vae-run, Python, {', '.join(REPORTED_LIBRARIES)}, and exit",
     )
 
 

@@ -186,8 +186,8 @@ def main() -> None:
                 try:
                     with HeldStartupErrors(folders), without_mode_composition(folders, overrides):
                         _hydra_main()
-                except SystemExit as exit:
-                    if exit.code:
+                except SystemExit as ended:
+                    if ended.code:
                         raise
             print(with_vaeruns_version_flag(hydra_help.getvalue()), end="")
             return
