@@ -5,6 +5,7 @@ edge levels too."""
 import pytest
 import torch
 
+from vaerun.models.autoencoders import VariationalAutoencoder
 from vaerun.models.likelihoods import DiscretizedLogisticLikelihood, discretized_logistic_log_prob
 from vaerun.models.logistic_bins import (
     OPEN_EDGE,
@@ -17,6 +18,7 @@ from vaerun.models.logistic_bins import (
     log_mass_of_outputs_in_place,
     log_mass_with_own_gradients,
 )
+from vaerun.models.networks import MLP
 
 
 def _bins(generator, dtype, samples=3):
@@ -182,3 +184,25 @@ def test_the_likelihood_takes_one_components_outputs_whole_with_the_same_values_
     )
     # where a location saturates, 1 - tanh^2 is 1e-4 and carries float32's rounding of the tanh, either way
     torch.testing.assert_close(gradient, expected_gradient, rtol=2e-3, atol=1e-5)
+
+
+def test_a_vaes_log_joint_scores_its_own_decoding_in_place_with_the_same_numbers(generator):
+    """The IWAE's log p(x, z) decodes and then scores in the decoder output's buffers; with a decoder passed
+    in (whose output the caller may hold) it keeps them. Both give the same numbers."""
+    torch.manual_seed(0)
+    likelihood = DiscretizedLogisticLikelihood(initial_std=0.2, one_component_weight=False)
+    model = VariationalAutoencoder(MLP(hidden=[16]), likelihood, 3, (3, 4, 4)).eval()
+    x = torch.randint(0, 256, (5, 3, 4, 4), generator=generator) / 255.0
+    z = torch.randn(7, 5, 3, generator=generator) * 3
+    held = []
+
+    def decode_and_hold(codes):
+        held.append(model.decode(codes))
+        return held[-1]
+
+    with torch.no_grad():
+        in_place = model.log_joint(x, z)
+        kept = model.log_joint(x, z, decode_and_hold)
+        assert torch.equal(held[0], model.decode(z.reshape(35, 3)))
+    torch.testing.assert_close(in_place, kept, rtol=1e-6, atol=1e-3)
+    assert torch.isfinite(in_place).all() and in_place.shape == (7, 5)
