@@ -23,6 +23,9 @@ class Architecture(Protocol):
 
 
 class Likelihood(Protocol):
+    """May add ``log_prob_(decoder_output, x)``: log_prob's numbers, free to overwrite the output (the
+    IWAE's log-joint calls it on the decoding it has just made)."""
+
     values: str  # what log_prob is of (vaerun.models.likelihoods: binary, levels or density)
 
     def output_channels(self, channels: int) -> int: ...
