@@ -93,11 +93,14 @@ def discretized_logistic_log_prob(
 
 def with_squared_error_gradients(log_probs: Tensor, log_scales: Tensor) -> Tensor:
     """Per sub-pixel log-probabilities (..., C, H, W, 1) with their values as they are and their gradients
-    multiplied by the logistic's variance over the image's mean variance: beta-NLL with beta = 1 (Seitzer et
-    al. 2022). A location's gradient is then about the squared error's, not the squared error's over the
-    scale squared, which starves the locations of the sub-pixels whose logistics are wide."""
+    multiplied by the logistic's variance over the mean variance of the whole batch: beta-NLL with beta = 1
+    (Seitzer et al. 2022). A location's gradient is then about the squared error's, not the squared error's
+    over the scale squared, which starves the locations of the sub-pixels whose logistics are wide; one
+    number for the batch weighs every image's error alike (over each image's own mean, the smooth images'
+    errors outweighed the textured ones': 0.0081-0.0087 after 30 epochs on the photo patches, against
+    0.0077-0.0078 so, docs/images.md)."""
     variance = torch.exp(2 * log_scales.detach())
-    weight = variance / variance.mean(dim=(-4, -3, -2, -1), keepdim=True)
+    weight = variance / variance.mean()
     return weight * log_probs + (1 - weight) * log_probs.detach()
 
 
