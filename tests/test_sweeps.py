@@ -165,15 +165,31 @@ def test_a_deleted_key_among_a_runs_overrides_is_no_column_and_breaks_no_row(tmp
 
 
 def test_the_commands_bad_input_is_one_line(capsys, tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")  # a run's file, given in place of its directory
     for argv, said in (
         ([], "the following arguments are required: paths"),
         ([str(tmp_path / "nothing")], f"no such directory: {tmp_path / 'nothing'}"),
         (["--latest", str(tmp_path)], "unrecognized arguments: --latest"),
+        (
+            [str(tmp_path / "metrics.json")],
+            f"{tmp_path / 'metrics.json'} is a file; give run or sweep directories",
+        ),
+        (
+            [str(tmp_path), "-o", str(tmp_path / "metrics.json")],
+            f"--out {tmp_path / 'metrics.json'} is a file",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
-        assert capsys.readouterr().err == f"vae-run-summary: error: {said} (see --help)\n"
+        err = capsys.readouterr().err
+        assert err.startswith(f"vae-run-summary: error: {said}") and err.endswith(" (see --help)\n")
+        assert err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:  # no runs: said before anything is written
+        main([str(tmp_path / "empty")])
+    assert exit_info.value.code == 1 and "error: no runs (no metrics.json) under" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_the_command_prints_its_version_on_one_line(capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vaerun.cli.help import version_text
+from vaerun.evaluation.run_records import find_runs
 from vaerun.evaluation.summaries import summarize, written_beside
 
 
@@ -44,12 +45,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         parser.error(f"no such directory: {', '.join(missing)}")
+    if files := [str(p) for p in args.paths if not p.is_dir()]:  # a run's metrics.json, say
+        parser.error(f"{', '.join(files)} is a file; give run or sweep directories")
     out_dir = args.out or args.paths[0]
-    records = summarize(args.paths, out_dir)
-    if not records:
+    if out_dir.exists() and not out_dir.is_dir():
+        parser.error(f"--out {out_dir} is a file; give a directory")
+    if not find_runs(args.paths):  # before anything is written
         print(
             f"vae-run-summary: error: no runs (no metrics.json) under {', '.join(map(str, args.paths))}",
             file=sys.stderr,
         )
         raise SystemExit(1)
-    print(f"{len(records)} runs: {out_dir / 'summary.md'} (and {written_beside(out_dir)})")
+    records = summarize(args.paths, out_dir)
+    runs = "1 run" if len(records) == 1 else f"{len(records)} runs"
+    print(f"{runs}: {out_dir / 'summary.md'} (and {written_beside(out_dir)})")
