@@ -184,8 +184,10 @@ def test_a_missing_path_or_a_file_that_is_not_a_checkpoint_is_one_clear_exceptio
     with pytest.raises(FileNotFoundError, match=r"vaerun\.load: no such file or run directory"):
         vaerun.load(tmp_path / "nothing.ckpt")
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=r"notes\.ckpt is not a vaerun checkpoint"):
-        vaerun.load(tmp_path / "notes.ckpt")
+    with pytest.raises(
+        ValueError, match=r"notes\.ckpt is not a vaerun checkpoint \(not a file torch.save wrote"
+    ):
+        vaerun.load(tmp_path / "notes.ckpt")  # not "it holds code": its bytes are no pickle at all
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match=r"other\.ckpt is not a vaerun checkpoint \(no model hyperp"):
         vaerun.load(tmp_path / "other.ckpt")

@@ -58,7 +58,13 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
-        raise ValueError(f"{path} is not a vaerun checkpoint ({refusal_reason(err)})") from None
+        with open(path, "rb") as file:
+            head = file.read(2)
+        # torch.save writes a zip archive, or (long ago, or by hand) a pickle: anything else, a JSON file or
+        # a picture, met the weights-only unpickler as bytes it does not know, which is no sign of code
+        saved = head == b"PK" or head[:1] == b"\x80"
+        reason = refusal_reason(err) if saved else "not a file torch.save wrote"
+        raise ValueError(f"{path} is not a vaerun checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
         raise ValueError(f"{path} is not a vaerun checkpoint (no model hyperparameters in it)")
     return checkpoint
