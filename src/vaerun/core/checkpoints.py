@@ -58,21 +58,24 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
-        with open(path, "rb") as file:
-            head = file.read(2)
-        # torch.save writes a zip archive, or (long ago, or by hand) a pickle: anything else, a JSON file or
-        # a picture, met the weights-only unpickler as bytes it does not know, which is no sign of code
-        saved = head == b"PK" or head[:1] == b"\x80"
-        reason = refusal_reason(err) if saved else "not a file torch.save wrote"
-        raise ValueError(f"{path} is not a vaerun checkpoint ({reason})") from None
+        raise ValueError(f"{path} is not a vaerun checkpoint ({refusal_reason(err, path)})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
         raise ValueError(f"{path} is not a vaerun checkpoint (no model hyperparameters in it)")
     return checkpoint
 
 
-def refusal_reason(err: BaseException) -> str:
-    """torch's reason for refusing a file, without its advice to load it with weights_only=False (which
-    would let a malicious pickle run code)."""
+def refusal_reason(err: BaseException, path: Path | str) -> str:
+    """torch's reason for refusing the file at ``path``, without its advice to load it with
+    weights_only=False (which would let a malicious pickle run code)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(2)
+    except OSError:  # unreadable: torch's own reason
+        head = b"PK"
+    # torch.save writes a zip archive, or (long ago, or by hand) a pickle: anything else, a JSON file or a
+    # picture, met the weights-only unpickler as bytes it does not know, which is no sign of code
+    if head != b"PK" and head[:1] != b"\x80":
+        return "not a file torch.save wrote"
     text = str(err)
     if "Weights only load failed" not in text:
         return first_line(err)

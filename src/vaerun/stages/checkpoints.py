@@ -25,7 +25,7 @@ def load_module(ckpt: str | Path, image_shape: tuple[int, ...]) -> AutoencoderMo
         module = AutoencoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
         raise ConfigError(
-            f"ckpt: {ckpt} is not a loadable vaerun checkpoint ({refusal_reason(err)})"
+            f"ckpt: {ckpt} is not a loadable vaerun checkpoint ({refusal_reason(err, ckpt)})"
         ) from None
     trained_shape = tuple(module.hparams.image_shape)
     if trained_shape != image_shape:
