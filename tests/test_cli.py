@@ -283,6 +283,11 @@ def test_a_truncated_checkpoint_is_refused_clearly(vae_2d, tmp_path):
     assert result.returncode == 2
     assert "is not a loadable vaerun checkpoint" in result.stderr
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("metrics.json"))
+    # a run's metrics.json in its place: no pickle at all, so nothing said of code
+    metrics = vae_2d / "metrics.json"
+    result = vae_run("stage=eval", f"ckpt={metrics}", "data=digits", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("is not a loadable vaerun checkpoint (not a file torch.save wrote)")
 
 
 def test_a_run_that_reads_no_test_split_needs_none(tmp_path):
