@@ -159,6 +159,11 @@ def test_bad_input_leaves_the_parent_of_a_chosen_run_dir_alone(tmp_path):
             "The --resolve flag can only be used in conjunction with --cfg or --help",
         ),
         (["--experimental-rerun", "nosuch.pickle"], "--experimental-rerun: no such file: nosuch.pickle"),
+        (  # Path("") is the working directory: the run's files would go in among the user's own
+            ["hydra.run.dir="],
+            "hydra.run.dir= is empty: give a directory (hydra.run.dir=. for this one), or leave it out",
+        ),
+        (["-m", "latent=2", "hydra.sweep.dir="], "hydra.sweep.dir= is empty: give a directory"),
         (  # as lightning-hydra-template's users turn its loggers off; Hydra's message names no group
             ["logger=null"],
             "logger=null: a config group takes an option's name, and every run reads logger (logger options: "

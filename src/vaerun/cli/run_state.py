@@ -152,12 +152,21 @@ class WritableOutputDir(Callback):
     one clear line instead of a traceback when it cannot."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_empty("hydra.run.dir", config.hydra.run.dir)
         output_folder.note(Path(config.hydra.run.dir))  # as it was again if refused before the run starts
         _ensure_writable("hydra.run.dir", Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_empty("hydra.sweep.dir", config.hydra.sweep.dir)
         output_folder.note(Path(config.hydra.sweep.dir))  # likewise, before the first run
         _ensure_writable("hydra.sweep.dir", Path(config.hydra.sweep.dir))
+
+
+def _refuse_empty(key: str, directory: Any) -> None:
+    """``hydra.run.dir=`` reads as "", which Path takes for the working directory: the run's files would go
+    in among the user's own."""
+    if directory is None or not str(directory).strip():
+        exit_with_error(f"{key}= is empty: give a directory ({key}=. for this one), or leave it out")
 
 
 def _ensure_writable(key: str, directory: Path) -> None:
