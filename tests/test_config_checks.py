@@ -169,6 +169,15 @@ def test_dae_defaults_to_pixel_drop_and_the_command_line_wins():
         ),
         (["stage=anomaly"], "stage=anomaly needs data.normal_class=K"),
         (["ckpt="], r"ckpt= is empty: give ckpt=PATH \(a checkpoint or a run directory\), or leave it out"),
+        (  # KEY= reads as "", which Path takes for the working directory
+            ["data=image_folder", "data.source.path="],
+            r"data.source.path must be a path \(empty, it would be the working directory\), got ''",
+        ),
+        (["data=mnist", "data.source.data_dir="], "data.source.data_dir must be a path "),
+        (
+            ["data=image_folder", "data.source.path=x", "data.source.cache_dir="],
+            "cache_dir must be a path or null",
+        ),
         (["~callbacks.model_checkpoint"], "callbacks: model_checkpoint is required"),
         (["data.normal_class=-1"], "data.normal_class must be null or a class label"),
         (["impute.rates=[0.5,1.0]"], "impute.rates must be a list of numbers strictly between 0 and 1"),

@@ -46,6 +46,17 @@ def optional_text(key: str, value: Any) -> None:
         text(key, value)
 
 
+def path(key: str, value: Any) -> None:
+    """A file or folder: "" (``KEY=`` on the command line) would be the working directory."""
+    if not isinstance(value, str) or not value.strip():
+        _fail(key, "a path (empty, it would be the working directory)", value)
+
+
+def optional_path(key: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        _fail(key, "a path or null (empty, it would be the working directory)", value)
+
+
 def no_block(key: str, value: Any) -> None:
     """A key that is null, or a block with a ``_target_`` (then its leaves are checked, not the key)."""
     if value is not None:
