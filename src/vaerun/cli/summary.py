@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from vaerun.cli.help import version_text
-from vaerun.evaluation.run_records import find_runs
-from vaerun.evaluation.summaries import summarize, written_beside
+from vaerun.evaluation.run_records import load_runs
+from vaerun.evaluation.summaries import write_summary, written_beside
 
 
 class _PrintVersion(argparse.Action):
@@ -50,12 +50,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_dir = args.out or args.paths[0]
     if out_dir.exists() and not out_dir.is_dir():
         parser.error(f"--out {out_dir} is a file; give a directory")
-    if not find_runs(args.paths):  # before anything is written
+    records = load_runs(args.paths)
+    if not records:  # said before anything is written
         print(
             f"vae-run-summary: error: no runs (no metrics.json) under {', '.join(map(str, args.paths))}",
             file=sys.stderr,
         )
         raise SystemExit(1)
-    records = summarize(args.paths, out_dir)
+    write_summary(records, out_dir)
     runs = "1 run" if len(records) == 1 else f"{len(records)} runs"
     print(f"{runs}: {out_dir / 'summary.md'} (and {written_beside(out_dir)})")

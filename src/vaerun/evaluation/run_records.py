@@ -44,6 +44,11 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
+def load_runs(paths: Iterable[Path]) -> list[RunRecord]:
+    """The records of every run ``find_runs`` finds under ``paths``."""
+    return [load_run(run_dir) for run_dir in find_runs(paths)]
+
+
 def _keyed(overrides: Iterable[Any]) -> dict[str, str]:
     """KEY=VALUE overrides by key, without their + or ~ (a ~key without a value deletes: no column)."""
     pairs = [str(item).split("=", 1) for item in overrides if "=" in str(item)]

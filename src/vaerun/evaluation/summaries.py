@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from vaerun.core.atomic import atomic_path, write_text_atomically
 from vaerun.core.errors import exit_with_error
 from vaerun.evaluation.repeats import REPEAT_KEYS, by_config, mean_and_spread
-from vaerun.evaluation.run_records import RunRecord, find_runs, load_run
+from vaerun.evaluation.run_records import RunRecord, load_runs
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def runs(*paths: str | Path) -> Any:
     missing = [str(folder) for folder in folders if not folder.exists()]
     if missing:
         raise FileNotFoundError(f"runs: no such directory: {', '.join(missing)}")
-    records = [load_run(run_dir) for run_dir in find_runs(folders)]
+    records = load_runs(folders)
     if not records:
         raise FileNotFoundError(f"runs: no runs (no metrics.json) under {', '.join(map(str, folders))}")
     table = io.StringIO()
@@ -354,7 +354,11 @@ def write_search_plot(records: Sequence[RunRecord], path: Path) -> bool:
 
 def summarize(paths: Iterable[Path], out_dir: Path) -> list[RunRecord]:
     """Write summary.csv, summary.md and summary.png of the runs found under ``paths`` into ``out_dir``."""
-    records = [load_run(run_dir) for run_dir in find_runs(paths)]
+    return write_summary(load_runs(paths), out_dir)
+
+
+def write_summary(records: list[RunRecord], out_dir: Path) -> list[RunRecord]:
+    """Write summary.csv, summary.md and summary.png of ``records`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir.resolve()
     write_csv(records, out_dir / "summary.csv", base)
