@@ -210,6 +210,7 @@ def _value_to_quote(argv: list[str]) -> tuple[str, str] | None:
 
 def one_line(text: str, folders: list[Path]) -> str:
     """Hydra's refusal (its stderr text) as one line naming the key and what would work."""
+    argv = sys.argv[1:]  # what the command line said, where Hydra's message cuts or leaves it out
     if said := SBATCH_REFUSAL.findall(text):  # the Slurm launcher's
         no_cluster = any(
             "configuration source" in line or "contact slurm controller" in line for line in said
@@ -244,7 +245,7 @@ def one_line(text: str, folders: list[Path]) -> str:
         listed = f" ({group} options: {', '.join(options)})" if options else ""
         return f"{group}: this group has no default to override; add one with a plus: +{group}=OPTION{listed}"
     if "Config group override must be a string or a list" in text:  # GROUP=null, named by the command line
-        nulled = [token.partition("=")[0] for token in sys.argv[1:] if re.fullmatch(r"[\w/]+=null", token)]
+        nulled = [token.partition("=")[0] for token in argv if re.fullmatch(r"[\w/]+=null", token)]
         options = group_options(folders)
         group = next((name for name in nulled if name in options), "GROUP")
         listed = f" ({group} options: {', '.join(options[group])})" if group in options else ""
@@ -254,15 +255,15 @@ def one_line(text: str, folders: list[Path]) -> str:
         return f"+{key}: {key} is in the config already; give it without the +, as {key}=VALUE"
     if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*~\S*)", text):
         key, value = found.groups()  # a home folder written as ~/...: Hydra's grammar keeps ~ for deletions
-        value = _value_given(key, sys.argv[1:]) or value
+        value = _value_given(key, argv) or value
         # $HOME only where the rest needs no quotes, from the shell or from Hydra
         home = f", or {key}=$HOME{value[1:]}" if re.fullmatch(r"~/[\w./+-]*", value) else ""
         return _only_inside_quotes(key, value, "a ~") + home
     if found := re.search(r"LexerNoViableAltException: ([^=\s]+)=(\S*[^\x00-\x7f]\S*)", text):
         key, value = found.groups()  # a folder named in letters beyond ASCII: Hydra's grammar quotes them
-        return _only_inside_quotes(key, _value_given(key, sys.argv[1:]) or value, "letters beyond ASCII")
+        return _only_inside_quotes(key, _value_given(key, argv) or value, "letters beyond ASCII")
     if found := re.search(r"Error parsing override '([^']*)'\nmissing EQUAL", text):
-        return _not_an_override(found.group(1), sys.argv[1:], folders)
+        return _not_an_override(found.group(1), argv, folders)
     if found := re.search(r"Ambiguous value for argument '([^=']+)=([^']*)'", text):
         key, value = found.groups()  # a sweep's values in one run: the commonest slip, -m forgotten
         return (
@@ -274,9 +275,9 @@ def one_line(text: str, folders: list[Path]) -> str:
         hint := _did_you_mean(found.group(1), found.group(2).split(","))
     ):  # choise(2,4); a(b), far from every function's name, is a value to quote (below)
         name, functions = found.groups()
-        token = next((t for t in sys.argv[1:] if f"={name}(" in t), f"{name}(...)")
+        token = next((t for t in argv if f"={name}(" in t), f"{name}(...)")
         return f"{token}: Hydra has no function {name}{hint} (its functions: {functions.replace(',', ', ')})"
-    if "override_grammar" in text and (unquoted := _value_to_quote(sys.argv[1:])):
+    if "override_grammar" in text and (unquoted := _value_to_quote(argv)):
         return _only_inside_quotes(*unquoted, "( ) , = # ' in a value")
     if found := re.search(r"^File (.+) does not exist!$", text, re.MULTILINE):  # Hydra's rerun of a run
         return f"--experimental-rerun: no such file: {found.group(1)} (it takes a run's .hydra/config.pickle)"
