@@ -68,8 +68,8 @@ def evaluate(run: Run) -> None:
             test_metrics["test/nll_ais_se"],
             options["ais_temperatures"],
             options["ais_chains"],
-            ais_image_count(run),
-            _capped_by_pixels(run),
+            how_measured["test/ais_images"],
+            _capped_by_pixels(run, how_measured["test/ais_images"]),
             test_metrics["test/ais_accept"],
         )
     log.info("Test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(test_metrics.items())))
@@ -183,9 +183,9 @@ def ais_image_count(run: Run) -> int:
     return count
 
 
-def _capped_by_pixels(run: Run) -> str:
-    """What the log adds where eval.ais_pixels, not eval.ais_images or the split, set the count."""
+def _capped_by_pixels(run: Run, count: int) -> str:
+    """What the log adds where eval.ais_pixels, not eval.ais_images or the split, set the ``count``."""
     options = run.cfg["eval"]
-    if ais_image_count(run) < min(options["ais_images"], len(run.datamodule.splits.test)):
+    if count < min(options["ais_images"], len(run.datamodule.splits.test)):
         return f" (eval.ais_pixels={options['ais_pixels']} in all)"
     return ""
