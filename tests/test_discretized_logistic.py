@@ -9,10 +9,8 @@ import torch
 import torch.nn.functional as F
 from conftest import shipped_option
 
-from vaerun.models.likelihoods import (
-    DiscretizedLogisticLikelihood,
-    discretized_logistic_log_prob,
-)
+from vaerun.models.likelihoods import DiscretizedLogisticLikelihood
+from vaerun.models.logistic_mixture import discretized_logistic_log_prob
 
 
 @pytest.mark.parametrize("mixtures", [1, 3])

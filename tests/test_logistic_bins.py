@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vaerun.models.autoencoders import VariationalAutoencoder
-from vaerun.models.likelihoods import DiscretizedLogisticLikelihood, discretized_logistic_log_prob
+from vaerun.models.likelihoods import DiscretizedLogisticLikelihood
 from vaerun.models.logistic_bins import (
     OPEN_EDGE,
     LogisticOutputs,
@@ -18,6 +18,7 @@ from vaerun.models.logistic_bins import (
     log_mass_of_outputs_in_place,
     log_mass_with_own_gradients,
 )
+from vaerun.models.logistic_mixture import discretized_logistic_log_prob
 from vaerun.models.networks import MLP
 
 
