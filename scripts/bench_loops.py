@@ -237,7 +237,10 @@ def _estimate_inputs(cfg: dict, splits, args: argparse.Namespace):
     from vaerun.training.module import AutoencoderModule
 
     torch.manual_seed(cfg["seed"])
-    model = fold_batch_norm(AutoencoderModule(**module_hparams(cfg, {})).model.to(args.device).eval())
+    module = AutoencoderModule(**module_hparams(cfg, {}))
+    if cfg["compile"]:  # as vae-run's stages do (vaerun.stages.assembly)
+        module.fuse_likelihood_kernels()
+    model = fold_batch_norm(module.model.to(args.device).eval())
     return model, to_unit_float(splits.test.images[: args.eval_images].to(args.device))
 
 

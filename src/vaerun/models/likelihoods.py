@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaerun.core.checks import check_likelihood, check_value
+from vaerun.models.fused_bins import fused_log_prob_of_outputs, fused_log_prob_of_outputs_value
 from vaerun.models.logistic_bins import (
     LogisticOutputs,
     bin_edges,
@@ -187,6 +188,10 @@ class DiscretizedLogisticLikelihood:
 
     values = LEVELS
 
+    #: one component from the decoder's raw outputs through fused_bins's compiled kernels, where the eager
+    #: steps of logistic_bins make about 45 passes (use_fused_kernels)
+    fused_kernels = False
+
     #: log-scales are clamped to this range: a logistic narrower than a level brings nothing more, nor one
     #: a thousand times wider than the image range, whose bin masses' gradients would under- and overflow
     min_log_scale, max_log_scale = -7.0, 7.0
@@ -217,6 +222,11 @@ class DiscretizedLogisticLikelihood:
         self.outputs = LogisticOutputs(
             self.bounded, self.log_scale_offset, (self.min_log_scale, self.max_log_scale)
         )
+
+    def use_fused_kernels(self) -> None:
+        """Score one component through torch.compile'd kernels (``fused_bins``): the same numbers in a few
+        loops where the eager steps make about 45 passes; torch.compile needs a C++ compiler on a CPU."""
+        self.fused_kernels = True
 
     def output_channels(self, channels: int) -> int:
         if not self.coupled:
@@ -288,6 +298,9 @@ class DiscretizedLogisticLikelihood:
         if plain and decoder_output.requires_grad and torch.is_grad_enabled():
             # one component with a graph (the ELBO, AIS): its location and log-scale made in one Function
             raw, (upper, lower) = self._grouped(decoder_output), bin_edges(x)
+            # inside a compiled training loss, torch.compile fuses the eager steps itself
+            if self.fused_kernels and not torch.compiler.is_compiling():
+                return fused_log_prob_of_outputs(raw, upper, lower, self.outputs)
             return sum_pixels(log_mass_of_outputs(raw, upper, lower, self.outputs).squeeze(-1))
         if not self.coupled:
             parameters = self._parameters(decoder_output)
@@ -298,10 +311,12 @@ class DiscretizedLogisticLikelihood:
 
     def log_prob_(self, decoder_output: Tensor, x: Tensor) -> Tensor:
         """``log_prob``, free to overwrite ``decoder_output`` (the caller's own, as the IWAE's log p(x, z)
-        is): one component without a graph takes it in the outputs' buffers."""
+        is): one component without a graph takes it in the outputs' buffers (fused: in one kernel)."""
         graph = torch.is_grad_enabled() and decoder_output.requires_grad
         if self.parts == 2 and not (self.coupled or graph):
             raw, (upper, lower) = self._grouped(decoder_output), bin_edges(x)
+            if self.fused_kernels:
+                return fused_log_prob_of_outputs_value(raw, upper, lower, self.outputs)
             return sum_pixels(log_mass_of_outputs_in_place(raw, upper, lower, self.outputs).squeeze(-1))
         return self.log_prob(decoder_output, x)
 

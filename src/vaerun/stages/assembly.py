@@ -234,6 +234,7 @@ def build_module(
         )
     if cfg["compile"]:
         module.compile_training_loss()
+        module.fuse_likelihood_kernels()
     return module
 
 

@@ -78,6 +78,14 @@ class AutoencoderModule(pl.LightningModule):
         element-wise work is fused; the weights and checkpoints are those of the uncompiled model."""
         self.training_loss_terms = torch.compile(self.model.loss_terms)
 
+    def fuse_likelihood_kernels(self) -> None:
+        """Where the likelihood has compiled kernels (one component's discretized logistic:
+        vaerun.models.fused_bins), score through them: the same numbers, the estimates' element-wise work
+        fused."""
+        fuse = getattr(self.model.likelihood, "use_fused_kernels", None)
+        if fuse is not None:
+            fuse()
+
     def use_step_graphs(self, step_graphs: StepGraphs) -> None:
         """Capture each training step as a graph (vaerun.training.graphs) and replay it. The optimizer is then
         built with ``capturable=True`` where it takes that argument (Adam's state on the device). Callback

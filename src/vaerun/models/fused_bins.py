@@ -1,0 +1,119 @@
+"""One component's discretized logistic from the decoder's raw outputs, its element-wise work fused by
+torch.compile: log p(x | outputs) per image with the gradients on the outputs beside it (the ELBO's and
+AIS's path, through an autograd Function), and log p(x | outputs) alone (the IWAE's).
+
+The numbers are ``logistic_bins``'s (its form (2)), whose eager steps make about 45 passes over the
+k x N x D values and a sum over the sub-pixels. Compiled, they take a few loops, bound by the
+transcendentals: a tanh, an exp, an expm1, two sigmoids and a log per sub-pixel (the location's tail terms
+sigmoid(-plus) and sigmoid(minus) come from the sigmoids of |plus| and |minus| that the value takes). The
+kernels compile at their first call, with symbolic sizes (the estimates' passes vary), and need what
+torch.compile needs: a C++ compiler on a CPU, Triton on a GPU. ``compile=true`` turns them on
+(``DiscretizedLogisticLikelihood.use_fused_kernels``); docs/speed.md has the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from vaerun.models.logistic_bins import LogisticOutputs, log_mass
+
+#: the dimensions of a log-mass (..., C, H, W, 1) that an image's log-probability sums
+_SUB_PIXELS = (-4, -3, -2, -1)
+
+
+def _bin_ends(raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs) -> tuple[Tensor, ...]:
+    """The location, the inverse scale, plus and minus, e^(minus - plus) - 1, and whether the log-scale
+    lies within its clamp."""
+    raw_means, raw_log_scales = raw.unbind(-5)
+    means = torch.tanh(raw_means) if outputs.bounded else raw_means
+    log_scales = raw_log_scales + outputs.log_scale_offset
+    low, high = outputs.log_scale_range
+    inside = (log_scales >= low) & (log_scales <= high)
+    inverse_scale = torch.exp(-log_scales.clamp(low, high))
+    plus, minus = (upper - means) * inverse_scale, (lower - means) * inverse_scale
+    negative_separation = inverse_scale * (lower - upper)  # not minus - plus: that cancels in the tails
+    return means, inverse_scale, plus, minus, negative_separation, inside
+
+
+def log_prob_and_gradients_of_outputs(
+    raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs
+) -> tuple[Tensor, Tensor]:
+    """log p(x | outputs) per image of raw outputs (..., 2, C, H, W, 1): the bins' log-masses summed over the
+    sub-pixels (...,); and the log-masses' derivatives with respect to the raw location and the raw
+    log-scale, (..., 2, C, H, W, 1) laid out as the outputs are. The three are made as one stack, so that
+    the kernel computes them in one loop."""
+    means, inverse_scale, plus, minus, negative_separation, inside = _bin_ends(raw, upper, lower, outputs)
+    negative_width = torch.expm1(negative_separation)  # e^(minus - plus) - 1
+    width_term = (negative_width + 1) / negative_width * negative_separation
+    plus_tail, minus_tail = torch.sigmoid(plus.abs()), torch.sigmoid(minus.abs())
+    below_plus = torch.where(plus < 0, plus_tail, 1 - plus_tail)  # sigmoid(-plus)
+    above_minus = torch.where(minus < 0, 1 - minus_tail, minus_tail)  # sigmoid(minus)
+    location_gradient = (above_minus - below_plus) * inverse_scale
+    if outputs.bounded:
+        location_gradient = location_gradient * (1 - means * means)
+    log_scale_gradient = above_minus * minus - width_term - below_plus * plus
+    log_scale_gradient = torch.where(inside, log_scale_gradient, 0.0)
+    shift = torch.clamp(torch.maximum(minus, -plus), min=0)  # max(0, -plus, minus)
+    value = torch.log(-negative_width * plus_tail * minus_tail) - shift
+    stacked = torch.stack((value, location_gradient, log_scale_gradient), dim=-5)
+    return stacked.select(-5, 0).sum(dim=_SUB_PIXELS), stacked.narrow(-5, 1, 2)
+
+
+def log_prob_of_outputs(raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs) -> Tensor:
+    """log p(x | outputs) per image of raw outputs (..., 2, C, H, W, 1) alone."""
+    _, _, plus, minus, negative_separation, _ = _bin_ends(raw, upper, lower, outputs)
+    shift = torch.clamp(torch.maximum(minus, -plus), min=0)
+    tails = torch.sigmoid(plus.abs()) * torch.sigmoid(minus.abs())
+    return (torch.log(-torch.expm1(negative_separation) * tails) - shift).sum(dim=_SUB_PIXELS)
+
+
+_compiled: dict[Callable, Callable] = {}
+
+
+def _kernel(function: Callable) -> Callable:
+    """``function`` compiled, once per process."""
+    if function not in _compiled:
+        _compiled[function] = torch.compile(function, dynamic=True)
+    return _compiled[function]
+
+
+class _FusedLogProbOfOutputs(torch.autograd.Function):
+    """``logistic_bins._LogMassOfOutputs``, summed per image, with its forward one compiled kernel: the
+    backward is one multiplication into a buffer laid out as the outputs. A gradient of this gradient
+    (``create_graph``) goes through the plain steps, as there."""
+
+    @staticmethod
+    def forward(ctx, raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs) -> Tensor:
+        # detached: the compiler would read a non-leaf's .grad, which warns
+        kernel = _kernel(log_prob_and_gradients_of_outputs)
+        log_prob, gradients = kernel(raw.detach(), upper.detach(), lower.detach(), outputs)
+        ctx.outputs = outputs
+        ctx.save_for_backward(raw, upper, lower, gradients)
+        return log_prob
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        raw, upper, lower, gradients = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain steps, so the result has a graph
+            with torch.enable_grad():
+                values = log_mass(*ctx.outputs.started(*raw.unbind(-5)), upper, lower).sum(dim=_SUB_PIXELS)
+            return torch.autograd.grad(values, raw, grad, create_graph=True)[0], None, None, None
+        gradient = torch.mul(gradients, grad.reshape(*grad.shape, 1, 1, 1, 1, 1))
+        return gradient.sum_to_size(raw.shape), None, None, None  # the images may broadcast beyond raw
+
+
+def fused_log_prob_of_outputs(raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs) -> Tensor:
+    """``logistic_bins.log_mass_of_outputs`` summed per image, fused: for autograd, its gradients computed in
+    the kernel."""
+    return _FusedLogProbOfOutputs.apply(raw, upper, lower, outputs)
+
+
+def fused_log_prob_of_outputs_value(
+    raw: Tensor, upper: Tensor, lower: Tensor, outputs: LogisticOutputs
+) -> Tensor:
+    """``logistic_bins.log_mass_of_outputs_in_place`` summed per image, fused, without a graph; ``raw`` is
+    left as it is."""
+    return _kernel(log_prob_of_outputs)(raw, upper, lower, outputs)
