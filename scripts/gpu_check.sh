@@ -61,7 +61,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 "$PYTHON" -c "import torch, pytorch_lightning as pl; print('torch', torch.__version__, 'lightning', pl.__version__)" >&2
 git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit: /' >&2
 
-step pytest_gpu "$PYTHON" -m pytest -m gpu -p no:benchmark -q tests/test_gpu.py "${PYTEST[@]}"
+step pytest_gpu "$PYTHON" -m pytest -m gpu -p no:benchmark -q tests/test_gpu.py tests/test_fused_bins.py "${PYTEST[@]}"
 row "pytest -m gpu" "${SECONDS_TAKEN}" "$(tail -1 "$OUT/pytest_gpu.log")" "all pass"
 
 for batch in "${BATCHES[@]}"; do

@@ -79,10 +79,11 @@ def test_the_fused_gradient_passes_finite_difference_checks_to_second_order(gene
     assert torch.autograd.gradgradcheck(function, (raw,))
 
 
-def test_fused_kernels_give_a_models_iwae_and_ais_estimates_unchanged(generator):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_fused_kernels_give_a_models_iwae_and_ais_estimates_unchanged(generator, device):
     """What compile=true does for evaluation (AutoencoderModule.fuse_likelihood_kernels): the IWAE's
     log p(x, z), scored without a graph, and AIS's gradients, through the kernels, to float rounding; a
-    likelihood without kernels is left as it is."""
+    likelihood without kernels is left as it is. On a GPU torch.compile writes them in Triton."""
     hparams = {
         "model": {"_target_": "vaerun.models.autoencoders.VariationalAutoencoder"},
         "encoder": {"_target_": "vaerun.models.networks.MLP", "hidden": [16]},
@@ -98,8 +99,8 @@ def test_fused_kernels_give_a_models_iwae_and_ais_estimates_unchanged(generator)
     logistic = {"initial_std": 0.2, "bounded": True, "one_component_weight": False}
     likelihood = {"_target_": "vaerun.models.likelihoods.DiscretizedLogisticLikelihood", **logistic}
     module = AutoencoderModule(**{**hparams, "likelihood": likelihood})
-    model = module.model.eval()
-    x = torch.randint(0, 256, (5, 3, 8, 8), generator=generator) / 255.0
+    model = module.model.to(device).eval()
+    x = (torch.randint(0, 256, (5, 3, 8, 8), generator=generator) / 255.0).to(device)
 
     def estimates() -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(1)
