@@ -65,11 +65,13 @@ def test_the_fused_log_probabilities_alone_in_float32_are_the_plain_steps_in_flo
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=0.05)
 
 
-def test_the_fused_gradient_passes_finite_difference_checks_to_second_order(generator):
+@pytest.mark.parametrize("raw_images", [2, 1], ids=["samples-of-each-image", "one-output-for-both-images"])
+def test_the_fused_gradient_passes_finite_difference_checks_to_second_order(generator, raw_images):
     """gradcheck for the kernel's gradients; gradgradcheck for a gradient of that gradient (the Hamiltonian
-    posterior's training), which goes through the plain steps."""
+    posterior's training), which goes through the plain steps. The bins broadcast over the outputs'
+    samples, or the outputs over the bins' images (their gradients summed back to the outputs' shape)."""
     raw, upper, lower = _outputs_and_bins(generator, torch.float64, samples=2)
-    raw = raw.detach()[:, :, :, :, :2, :2].contiguous().requires_grad_()
+    raw = raw.detach()[:, :raw_images, :, :, :2, :2].contiguous().requires_grad_()
     upper, lower = upper[:, :, :2, :2], lower[:, :, :2, :2]
 
     def function(r):
