@@ -2,13 +2,13 @@
 torch.compile: log p(x | outputs) per image with the gradients on the outputs beside it (the ELBO's and
 AIS's path, through an autograd Function), and log p(x | outputs) alone (the IWAE's).
 
-The numbers are ``logistic_bins``'s (its form (2)), whose eager steps make about 45 passes over the
-k x N x D values and a sum over the sub-pixels. Compiled, they take a few loops, bound by the
-transcendentals: a tanh, an exp, an expm1, two sigmoids and a log per sub-pixel (the location's tail terms
-sigmoid(-plus) and sigmoid(minus) come from the sigmoids of |plus| and |minus| that the value takes). The
-kernels compile at their first call, with symbolic sizes (the estimates' passes vary), and need what
-torch.compile needs: a C++ compiler on a CPU, Triton on a GPU. ``compile=true`` turns them on
-(``DiscretizedLogisticLikelihood.use_fused_kernels``); docs/speed.md has the numbers.
+The numbers are ``logistic_bins``'s (its form (2)), whose eager steps make about 45 passes over the k x N
+x D values and a sum over the sub-pixels. Compiled, the value alone takes one loop, with its gradients
+two, bound by the transcendentals: a tanh, an exp, an expm1, two sigmoids and a log per sub-pixel (the
+location's tail terms sigmoid(-plus) and sigmoid(minus) come from the sigmoids of |plus| and |minus| that
+the value takes). The kernels compile at their first call, with symbolic sizes (the estimates' passes
+vary), and need what torch.compile needs: a C++ compiler on a CPU, Triton on a GPU. ``compile=true``
+turns them on (``DiscretizedLogisticLikelihood.use_fused_kernels``); docs/speed.md has the numbers.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from vaerun.models.logistic_bins import LogisticOutputs, log_mass
 def _as_rows(raw: Tensor, upper: Tensor, lower: Tensor) -> tuple[tuple[int, ...], Tensor, Tensor, Tensor]:
     """The leading shape that raw outputs (..., 2, C, H, W, 1) and the bins (..., C, H, W, 1) broadcast to,
     and the three as rows, one per image and sample: (R, 2, P), (R, P), (R, P) for P sub-pixels. Over rows
-    the compiled kernel is one loop; over the outputs' own layout, whose locations and log-scales alternate
-    by image, it made three, and took 7 ms where this takes 6 (for 50 x 13 images of 32 px)."""
+    the value alone compiles to one loop; over the outputs' own layout, whose locations and log-scales
+    alternate by image, it made three, and took 7 ms where this takes 6 (for 50 x 13 images of 32 px)."""
     lead = torch.broadcast_shapes(raw.shape[:-5], upper.shape[:-4])
     sub_pixels = upper.shape[-4:].numel()
     rows = raw.expand(*lead, *raw.shape[-5:]).reshape(-1, 2, sub_pixels)

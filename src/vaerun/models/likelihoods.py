@@ -224,8 +224,9 @@ class DiscretizedLogisticLikelihood:
         )
 
     def use_fused_kernels(self) -> None:
-        """Score one component through torch.compile'd kernels (``fused_bins``): the same numbers in a few
-        loops where the eager steps make about 45 passes; torch.compile needs a C++ compiler on a CPU."""
+        """Score one component through torch.compile'd kernels (``fused_bins``): the same numbers in one
+        or two loops where the eager steps make about 45 passes. torch.compile needs a C++ compiler on a
+        CPU."""
         self.fused_kernels = True
 
     def output_channels(self, channels: int) -> int:
