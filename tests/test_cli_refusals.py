@@ -261,3 +261,17 @@ def test_hydras_help_names_vaeruns_version_flag_and_skips_the_apps_overrides(tmp
     assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
     assert refused.stderr.startswith("vae-run: error: hydra/launcher=nosuch: no such option")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_compile_true_on_a_cpu_without_its_cpp_compiler_is_one_line(tmp_path, monkeypatch):
+    """torch.compile builds a CPU run's kernels with the C++ compiler CXX names (else g++): missing, it used
+    to surface as Inductor's traceback at the first compiled step, after the run had started writing."""
+    missing = tmp_path / "no-such-c++"
+    monkeypatch.setenv("CXX", str(missing))
+    result = vae_run("data=digits", "device=cpu", "compile=true", *TINY, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"vae-run: error: compile=true: on a CPU torch.compile builds its kernels with a C++ compiler, and "
+        f"CXX={missing} is not found; install one (or name it in CXX) or set compile=false"
+    )
+    assert not (tmp_path / "outputs").exists()

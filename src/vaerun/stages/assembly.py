@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
@@ -37,6 +36,7 @@ from vaerun.models.likelihoods import DENSITY
 from vaerun.search.study import TrialHandle
 from vaerun.stages.checkpoints import checkpoint_step, load_module, reconcile_with_checkpoint
 from vaerun.stages.context import Run
+from vaerun.stages.machine import check_machine
 from vaerun.training.adapters import hush_lightning_tips, hush_unused_srun_outside_slurm
 from vaerun.training.callbacks import EncoderGradientVariance, ReconstructionImages
 from vaerun.training.graphs import CudaGraphs, StepGraphs
@@ -61,14 +61,6 @@ def module_hparams(
     if datamodule is not None:
         hparams.update(unit_range=datamodule.unit_range)
     return hparams
-
-
-def _check_device(trainer_cfg: dict[str, Any]) -> None:
-    if str(trainer_cfg.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "device=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
-            "use device=cpu or device=auto"
-        )
 
 
 @rank_zero_only
@@ -355,7 +347,7 @@ def setup(
     command line; ``splits_read``: the splits beyond train that the run's stages read ("val", "test"),
     refused now where they hold no images."""
     cfg = copy.deepcopy(cfg)  # the run records what it found (data.source_used) in its own copy
-    _check_device(cfg["trainer"])
+    check_machine(cfg)
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     step_groups, trainer_kwargs = StepGroups.from_trainer_config(cfg["steps_per_execution"], cfg["trainer"])
     datamodule = build_data(cfg, choices, step_groups, splits_read)
