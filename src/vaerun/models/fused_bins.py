@@ -56,7 +56,7 @@ def log_prob_and_gradients_of_outputs(
     """log p(x | outputs) per image of raw outputs (..., 2, C, H, W, 1): the bins' log-masses summed over the
     sub-pixels (...,); and the log-masses' derivatives with respect to the raw location and the raw
     log-scale, (..., 2, C, H, W, 1) laid out as the outputs are. The three are made as one stack, so that
-    one loop computes all three (a second lays the gradients out)."""
+    one loop computes all three."""
     lead, rows, upper, lower = _as_rows(raw, upper, lower)
     means, inverse_scale, plus, minus, negative_separation, inside = _bin_ends(rows, upper, lower, outputs)
     negative_width = torch.expm1(negative_separation)  # e^(minus - plus) - 1
