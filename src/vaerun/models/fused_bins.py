@@ -14,12 +14,14 @@ on a CPU, Triton on a GPU. ``compile=true`` turns them on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from vaerun.models.logistic_bins import LogisticOutputs, log_mass
+from vaerun.models.objectives import sum_pixels
 
 
 def _as_rows(raw: Tensor, upper: Tensor, lower: Tensor) -> tuple[tuple[int, ...], Tensor, Tensor, Tensor]:
@@ -86,14 +88,10 @@ def log_prob_of_outputs(raw: Tensor, upper: Tensor, lower: Tensor, outputs: Logi
     return log_masses.sum(dim=-1).reshape(lead)
 
 
-_compiled: dict[Callable, Callable] = {}
-
-
+@functools.cache
 def _kernel(function: Callable) -> Callable:
     """``function`` compiled, once per process."""
-    if function not in _compiled:
-        _compiled[function] = torch.compile(function, dynamic=True)
-    return _compiled[function]
+    return torch.compile(function, dynamic=True)
 
 
 class _FusedLogProbOfOutputs(torch.autograd.Function):
@@ -115,8 +113,7 @@ class _FusedLogProbOfOutputs(torch.autograd.Function):
         raw, upper, lower, gradients = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiate the plain steps, so the result has a graph
             with torch.enable_grad():
-                log_masses = log_mass(*ctx.outputs.started(*raw.unbind(-5)), upper, lower)
-                values = log_masses.sum(dim=(-4, -3, -2, -1))
+                values = sum_pixels(log_mass(*ctx.outputs.started(*raw.unbind(-5)), upper, lower).squeeze(-1))
             return torch.autograd.grad(values, raw, grad, create_graph=True)[0], None, None, None
         gradient = torch.mul(gradients, grad.reshape(*grad.shape, 1, 1, 1, 1, 1))
         return gradient.sum_to_size(raw.shape), None, None, None  # the bins may broadcast beyond raw
