@@ -6,7 +6,11 @@ share what they compile."""
 import pytest
 import torch
 
-from vaerun.models.fused_bins import fused_log_prob_of_outputs, fused_log_prob_of_outputs_value
+from vaerun.models.fused_bins import (
+    bin_width_terms,
+    fused_log_prob_of_outputs,
+    fused_log_prob_of_outputs_value,
+)
 from vaerun.models.likelihoods import DiscretizedLogisticLikelihood
 from vaerun.models.logistic_bins import OPEN_EDGE, bin_edges, log_mass
 from vaerun.models.objectives import sum_pixels
@@ -132,3 +136,12 @@ def test_compile_true_builds_a_module_that_scores_through_the_fused_kernels():
         module = build_module(cfg, {}, set(), None, StepGroups())
         assert module.model.likelihood.fused_kernels == compiled
         assert (module.training_loss_terms == module.model.loss_terms) != compiled  # bound methods
+
+
+def test_the_bin_width_terms_are_expm1s_in_float32_on_both_sides_of_the_series_limit():
+    """1 - e^s and e^s for s from -1e-7 to the open edges' -1e9 (through the series' limit), in float32,
+    against float64's expm1 and exp of the same float32 numbers: within a few of float32's roundings."""
+    separations = torch.cat([torch.logspace(-7, 9, 4001), torch.tensor([0.5, 0.4999999])]).double()
+    width, exponential = bin_width_terms(-separations.float())
+    torch.testing.assert_close(width.double(), -torch.expm1(-separations), rtol=3e-7, atol=0)
+    torch.testing.assert_close(exponential.double(), torch.exp(-separations), rtol=3e-7, atol=1e-30)
