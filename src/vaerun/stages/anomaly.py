@@ -42,8 +42,39 @@ def detect_anomalies(run: Run) -> None:
     normal_class = run.datamodule.normal_class  # the label, where the command named the class
     module = run.inference_model()
     model = module.model
-    images = run.images("test")
     labels = run.datamodule.splits.test.labels.to(module.device)
+    scores = _anomaly_scores(run, model, run.images("test"))
+    results: dict[str, float] = {}
+    for name, values in scores.items():
+        for metric, value in detection_metrics(values, labels != normal_class).items():
+            results[f"anomaly/{name}/{metric}"] = value
+        if run.tensorboard is not None:
+            for label in labels.unique().tolist():
+                run.tensorboard.experiment.add_histogram(
+                    f"anomaly/{name}/class_{label}", values[labels == label], run.step
+                )
+    trained_on = model_trained_on(run)
+    run.publish(results, **{"anomaly/normal_class": normal_class, "anomaly/model_trained_on": trained_on})
+    classes = run.datamodule.splits.classes
+    log.info(
+        "Anomaly detection, normal class %s: %s",
+        f"{normal_class} ({classes[normal_class]})" if normal_class < len(classes) else normal_class,
+        ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
+    )
+    if trained_on not in ("the normal class", "unknown"):
+        log.warning(
+            "The model of ckpt=%s was trained on %s, the anomalies' included: its scores are not the "
+            "one-class protocol's (the baselines' are). Without ckpt=, stage=anomaly trains on the normal "
+            "class alone",
+            run.cfg["ckpt"],
+            trained_on,
+        )
+
+
+def _anomaly_scores(run: Run, model: Autoencoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each test image's scores, higher for what looks less like the normal class: the model's own, the
+    likelihood ratio against a background model where one is asked for, the codes' Mahalanobis distance,
+    the IWAE corrected by the PNG's bits, and the baselines' (PCA, the nearest training images)."""
     torch.manual_seed(run.cfg["seed"])
     with run.timed("anomaly_model_scores"):  # reconstruction error, -ELBO and the IWAE estimate
         scores = in_chunks(lambda x: model.anomaly_scores(x, run.cfg["anomaly"]["iwae_samples"]), images)
@@ -75,31 +106,7 @@ def detect_anomalies(run: Run) -> None:
     if run.cfg["anomaly"].get("neighbours", 0) > 0:
         with run.timed("anomaly_nearest_neighbours"):
             scores["nearest_neighbours"] = _nearest_neighbour_scores(run, images)
-    results: dict[str, float] = {}
-    for name, values in scores.items():
-        for metric, value in detection_metrics(values, labels != normal_class).items():
-            results[f"anomaly/{name}/{metric}"] = value
-        if run.tensorboard is not None:
-            for label in labels.unique().tolist():
-                run.tensorboard.experiment.add_histogram(
-                    f"anomaly/{name}/class_{label}", values[labels == label], run.step
-                )
-    trained_on = model_trained_on(run)
-    run.publish(results, **{"anomaly/normal_class": normal_class, "anomaly/model_trained_on": trained_on})
-    classes = run.datamodule.splits.classes
-    log.info(
-        "Anomaly detection, normal class %s: %s",
-        f"{normal_class} ({classes[normal_class]})" if normal_class < len(classes) else normal_class,
-        ", ".join(f"{name} AUROC {results[f'anomaly/{name}/auroc']:.3f}" for name in scores),
-    )
-    if trained_on not in ("the normal class", "unknown"):
-        log.warning(
-            "The model of ckpt=%s was trained on %s, the anomalies' included: its scores are not the "
-            "one-class protocol's (the baselines' are). Without ckpt=, stage=anomaly trains on the normal "
-            "class alone",
-            run.cfg["ckpt"],
-            trained_on,
-        )
+    return scores
 
 
 def model_trained_on(run: Run) -> str:
