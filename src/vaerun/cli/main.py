@@ -32,10 +32,10 @@ from vaerun.cli.help import (
     version_text,
     with_vaeruns_version_flag,
 )
+from vaerun.cli.hydra_messages import one_line
 from vaerun.cli.process_end import without_teardown
 from vaerun.cli.refusals import (
     HeldStartupErrors,
-    one_line,
     refuse_bad_flags,
     release_startup_errors,
     without_plus_on_trainer_keys,
