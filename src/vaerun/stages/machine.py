@@ -16,12 +16,13 @@ from vaerun.core.checks import ConfigError
 def check_machine(cfg: dict[str, Any]) -> None:
     """Refuse, in one line, a run this machine cannot start."""
     accelerator = str(cfg["trainer"].get("accelerator"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    asks_for_gpu = accelerator in ("gpu", "cuda")
+    if asks_for_gpu and not torch.cuda.is_available():
         raise ConfigError(
             "device=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
             "use device=cpu or device=auto"
         )
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    on_gpu = asks_for_gpu or (accelerator == "auto" and torch.cuda.is_available())
     if cfg["compile"] and not on_gpu and not os.environ.get("TORCH_INDUCTOR_INSTALL_GXX"):
         compiler = cpp_compiler()
         if shutil.which(compiler) is None:
